@@ -1,0 +1,144 @@
+package batchproc
+
+import "sync"
+
+// Event is one event handed to [Processor.Add].
+type Event struct {
+	// ID is the event's or trace's id. Optional; it travels with the batch for
+	// logs and sinks (a Kafka sink uses it as the record key).
+	ID string
+	// Payload is one encoded event, typically a JSON object. Add copies it, so
+	// the caller may reuse its buffer at once. It must not be empty nor contain
+	// a newline, since a batch is framed as newline-delimited payloads.
+	Payload []byte
+}
+
+// A Batch is a group of events handed to [Sink.Send] or to the failure
+// callback. It is valid only during that call: the processor reuses its
+// memory afterwards, so a sink must neither keep it nor any slice it returns.
+//
+// A batch is never deep-copied on its way to the sink: the buffer that Add
+// copied the payloads into is the one handed over, already framed as NDJSON.
+type Batch struct {
+	buf  []byte   // payloads, each followed by '\n'; buf[off:] starts this batch
+	off  int      // start of this batch's first event in buf (non-zero only for a split half)
+	ends []int32  // ends[i] is the offset in buf just past event i's newline
+	ids  []string // ids[i] is event i's ID
+	key  string
+
+	seq      uint64 // position in cut order, for Flush
+	cost     int       // memory budget used by the events
+	reserved int       // memory budget held, >= cost
+}
+
+// Key returns the batch's idempotency key: unique per batch (it embeds a
+// random per-processor prefix and a sequence number) and the same on every
+// retry of that batch. It uses only the characters [A-Za-z0-9._:-].
+func (b *Batch) Key() string { return b.key }
+
+// Len returns the number of events in the batch.
+func (b *Batch) Len() int { return len(b.ends) }
+
+// Event returns the i-th event, 0 <= i < Len(). Its Payload aliases the
+// batch's buffer (no newline included) and is valid as long as the batch.
+func (b *Batch) Event(i int) Event {
+	start := b.off
+	if i > 0 {
+		start = int(b.ends[i-1])
+	}
+	return Event{ID: b.ids[i], Payload: b.buf[start : b.ends[i]-1 : b.ends[i]-1]}
+}
+
+// NDJSON returns every payload of the batch, each followed by '\n', as one
+// slice aliasing the batch's buffer: no copy is made. It is the body of a
+// protocol.md request with Content-Type application/x-ndjson.
+func (b *Batch) NDJSON() []byte {
+	if len(b.ends) == 0 {
+		return nil
+	}
+	return b.buf[b.off:b.ends[len(b.ends)-1]]
+}
+
+// Size returns len(b.NDJSON()).
+func (b *Batch) Size() int {
+	if len(b.ends) == 0 {
+		return 0
+	}
+	return int(b.ends[len(b.ends)-1]) - b.off
+}
+
+// Split returns the batch's two halves, the first holding Len()/2 events,
+// with keys derived from the batch's: Key()+".0" and Key()+".1". They share
+// the batch's buffer (no copy) and are valid as long as it. A sink uses it to
+// resend a batch the receiver found too large. Split panics if Len() < 2.
+func (b *Batch) Split() (*Batch, *Batch) {
+	n := len(b.ends)
+	if n < 2 {
+		panic("batchproc: Split of a batch with fewer than 2 events")
+	}
+	mid := n / 2
+	left := &Batch{buf: b.buf, off: b.off, ends: b.ends[:mid:mid], ids: b.ids[:mid:mid], key: b.key + ".0"}
+	right := &Batch{buf: b.buf, off: int(b.ends[mid-1]), ends: b.ends[mid:], ids: b.ids[mid:], key: b.key + ".1"}
+	return left, right
+}
+
+// NewBatch returns a batch holding copies of events under the given key. The
+// processor makes its own batches; NewBatch is for testing a [Sink] or
+// resending events kept elsewhere (a spool). It returns [ErrInvalidEvent]
+// (wrapped) for an empty payload or one containing a newline.
+func NewBatch(key string, events ...Event) (*Batch, error) {
+	b := &Batch{key: key}
+	for _, e := range events {
+		if err := checkPayload(e.Payload); err != nil {
+			return nil, err
+		}
+		b.append(e)
+	}
+	return b, nil
+}
+
+// append copies e into the batch: the only copy of a payload the processor
+// makes on its way to the sink.
+func (b *Batch) append(e Event) {
+	n := len(b.buf)
+	end := n + len(e.Payload) + 1
+	if end > cap(b.buf) {
+		b.buf = append(b.buf, make([]byte, len(e.Payload)+1)...)
+	}
+	buf := b.buf[:end]
+	copy(buf[n:], e.Payload)
+	buf[end-1] = '\n'
+	b.buf = buf
+	b.ends = append(b.ends, int32(end))
+	b.ids = append(b.ids, e.ID)
+}
+
+// reset empties the batch for reuse, keeping its capacity.
+func (b *Batch) reset() {
+	b.buf = b.buf[:0]
+	b.off = 0
+	b.ends = b.ends[:0]
+	clear(b.ids) // drop references to the callers' ID strings
+	b.ids = b.ids[:0]
+	b.key = ""
+	b.seq = 0
+	b.cost = 0
+	b.reserved = 0
+}
+
+// batchPool recycles batches and their buffers across processors: a
+// delivered batch's buffer is the next batch's, so steady-state Add
+// allocates nothing.
+var batchPool = sync.Pool{New: func() any { return new(Batch) }}
+
+func getBatch() *Batch { return batchPool.Get().(*Batch) }
+
+// putBatch returns b to the pool unless its buffer grew unusually large.
+func putBatch(b *Batch) {
+	const maxPooled = 16 << 20
+	if cap(b.buf) > maxPooled {
+		return
+	}
+	b.reset()
+	batchPool.Put(b)
+}

@@ -1,0 +1,107 @@
+package batchproc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+)
+
+var (
+	// ErrClosed is returned by [Processor.Add], [Processor.TryAdd] and
+	// [Processor.Flush] once [Processor.Shutdown] has been called. A batch
+	// still queued when Shutdown's context ends reaches the failure callback
+	// with an error wrapping the context's error.
+	ErrClosed = errors.New("batchproc: processor closed")
+
+	// ErrFull is returned by [Processor.TryAdd] when the memory budget set by
+	// [WithMemoryLimit] has no room for the event. [Processor.Add] waits
+	// instead.
+	ErrFull = errors.New("batchproc: memory budget full")
+
+	// ErrEventTooLarge is returned by Add and TryAdd for an event that could
+	// never be sent: its payload plus its newline is larger than
+	// [WithMaxBatchBytes], or than the memory limit.
+	ErrEventTooLarge = errors.New("batchproc: event larger than the batch byte limit")
+
+	// ErrInvalidEvent is returned by Add and TryAdd for an event whose
+	// payload is empty or contains a newline: batches are framed as one
+	// payload per line, so such an event would corrupt every other event of
+	// its batch.
+	ErrInvalidEvent = errors.New("batchproc: event payload empty or contains a newline")
+)
+
+// permanentError marks an error the processor must not retry.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+// Permanent wraps err so that the processor does not retry the send: the
+// batch goes straight to the failure callback. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &permanentError{err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, was made by
+// [Permanent].
+func IsPermanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// RetryAfterError is the error [RetryAfter] makes: a retryable failure with
+// the earliest time to try again, as a server's Retry-After header says.
+type RetryAfterError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryAfterError) Error() string {
+	return fmt.Sprintf("%v (retry after %v)", e.Err, e.After)
+}
+
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter wraps err as retryable, but not before d has passed. The
+// processor waits the longer of d and its own backoff. RetryAfter(nil, d) is
+// nil.
+func RetryAfter(err error, d time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &RetryAfterError{Err: err, After: max(d, 0)}
+}
+
+// ShutdownError is the reason handed to the failure callback for a batch
+// that was not delivered before [Processor.Shutdown]'s context ended. It
+// wraps the context's error and the last send error, if any.
+type ShutdownError struct {
+	Cause   error // the context's error
+	LastErr error // the last send error of the batch, nil if it was never sent
+}
+
+func (e *ShutdownError) Error() string {
+	if e.LastErr != nil {
+		return fmt.Sprintf("batchproc: shutdown ended before delivery: %v (last send error: %v)", e.Cause, e.LastErr)
+	}
+	return fmt.Sprintf("batchproc: shutdown ended before delivery: %v", e.Cause)
+}
+
+func (e *ShutdownError) Unwrap() []error {
+	if e.LastErr != nil {
+		return []error{e.Cause, e.LastErr}
+	}
+	return []error{e.Cause}
+}
+
+// checkPayload enforces the framing rule of [ErrInvalidEvent].
+func checkPayload(p []byte) error {
+	if len(p) == 0 || bytes.IndexByte(p, '\n') >= 0 {
+		return ErrInvalidEvent
+	}
+	return nil
+}

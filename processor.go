@@ -1,0 +1,594 @@
+package batchproc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	randv2 "math/rand/v2"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// eventOverhead is what each event costs the memory budget besides its
+// payload, newline and ID: its end offset and ID header in the batch.
+const eventOverhead = 16
+
+// errNoSpace is add's internal "the budget is full" signal: Add waits on it,
+// TryAdd turns it into ErrFull.
+var errNoSpace = errors.New("batchproc: no space")
+
+// Processor batches events and hands the batches to a [Sink]. Create one
+// with [New]; it is safe for concurrent use. Its methods are described in
+// the package documentation's delivery contract.
+type Processor struct {
+	sink Sink
+	cfg  config
+	log  *slog.Logger
+
+	// Events are copied into shards: each shard is a mutex and the batch
+	// being filled. Async dispatch starts with one active shard and doubles
+	// the active count (up to len(shards)) whenever an Add finds its shard's
+	// lock taken, so a quiet processor sends one batch per interval while a
+	// contended one spreads over cores. Worker-pool dispatch has one shard per
+	// worker; ordered dispatch has exactly one.
+	shards    []shard
+	adaptive  bool          // async mode: may move from one shard to per-P shards
+	perP      atomic.Bool   // shards are taken from shardPool
+	shardPool sync.Pool     // of *shard, for per-P locality
+	rr        atomic.Uint32 // round-robin for shardPool.New
+	contended atomic.Uint64 // Adds that found their shard locked
+
+	// Memory budget: used counts bytes reserved by batches being filled,
+	// queued or sent. Batches reserve it in chunks so that Add rarely
+	// touches this shared counter.
+	used    atomic.Int64
+	chunk   int
+	waiters atomic.Int32 // Adds blocked on the budget
+	spaceMu sync.Mutex
+	spaceCh chan struct{} // closed and replaced whenever budget is released while someone waits
+
+	lanes []*lane
+
+	// Batch completion, for Flush: batches are numbered as they are cut;
+	// low is the smallest number not yet delivered or failed.
+	outMu    sync.Mutex
+	nextSeq  uint64
+	low      uint64
+	doneSeq  map[uint64]struct{} // completed numbers >= low
+	flushers []flushWaiter
+
+	keyPrefix string
+
+	// Lifecycle.
+	closed       atomic.Bool   // set first by Shutdown; read under shard locks
+	closing      chan struct{} // closed once every shard was cut for the drain
+	poke         chan struct{} // a batch got its first event: re-arm the linger timer
+	stopLinger   chan struct{}
+	lingerDone   chan struct{}
+	sendCtx      context.Context
+	abort        context.CancelCauseFunc
+	running      atomic.Int32  // sender goroutines alive
+	done         chan struct{} // closed when the last sender exited
+	shutdownOnce sync.Once
+
+	// Counters for Stats.
+	delivered, failed, rejected, batches, retries atomic.Uint64
+	inFlight                                      atomic.Int64
+}
+
+// shard is one buffer being filled, padded so that shards on different cores
+// do not share a cache line.
+type shard struct {
+	mu    sync.Mutex
+	b     *Batch
+	lane  *lane
+	added uint64       // events added through this shard; guarded by mu
+	due   atomic.Int64 // when b must be sent (UnixNano), 0 when b is empty; read by the linger loop without mu
+	_     [64]byte
+}
+
+type flushWaiter struct {
+	target uint64 // every batch numbered below target must be done
+	ch     chan struct{}
+}
+
+// New returns a running processor that sends batches to sink. It returns an
+// error, and starts nothing, if sink is nil or an option is out of range.
+func New(sink Sink, opts ...Option) (*Processor, error) {
+	if sink == nil {
+		return nil, errors.New("batchproc: New: nil Sink")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			return nil, errors.New("batchproc: New: nil Option")
+		}
+		o.apply(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	var prefix [8]byte
+	_, _ = rand.Read(prefix[:]) // crypto/rand.Read never fails (Go 1.24+)
+
+	p := &Processor{
+		sink:       sink,
+		cfg:        cfg,
+		log:        cfg.logger,
+		spaceCh:    make(chan struct{}),
+		doneSeq:    make(map[uint64]struct{}),
+		keyPrefix:  "bp-" + hex.EncodeToString(prefix[:]) + "-",
+		closing:    make(chan struct{}),
+		poke:       make(chan struct{}, 1),
+		stopLinger: make(chan struct{}),
+		lingerDone: make(chan struct{}),
+		done:       make(chan struct{}),
+		nextSeq:    1,
+		low:        1,
+	}
+	p.sendCtx, p.abort = context.WithCancelCause(context.Background())
+
+	// Lanes: the queues senders take batches from.
+	var nshards int
+	switch {
+	case cfg.ordered:
+		nshards = 1
+		p.lanes = []*lane{newLane(1)}
+	case cfg.workers > 0:
+		nshards = cfg.workers
+		p.lanes = make([]*lane, cfg.workers)
+		for i := range p.lanes {
+			p.lanes[i] = newLane(1)
+		}
+	default:
+		nshards = maxShards()
+		p.adaptive = true
+		p.lanes = []*lane{newLane(cfg.maxInFlight)}
+	}
+	p.shards = make([]shard, nshards)
+	for i := range p.shards {
+		p.shards[i].lane = p.lanes[i%len(p.lanes)]
+	}
+	p.shardPool.New = p.newShard
+	// A batch reserves budget in chunks of at most 32 KiB, and at most a
+	// sixteenth of the budget is ever held in chunk remainders.
+	p.chunk = min(32<<10, cfg.memLimit/(16*nshards))
+
+	for _, l := range p.lanes {
+		for range l.senders {
+			p.running.Add(1)
+			go p.sender(l)
+		}
+	}
+	go p.lingerLoop()
+	return p, nil
+}
+
+// maxShards is the number of shards async dispatch spreads over under
+// contention: two per P, so that a goroutine preempted while holding one
+// rarely makes another wait.
+func maxShards() int {
+	return min(2*runtime.GOMAXPROCS(0), 256)
+}
+
+// Add copies e into the current batch. While the memory budget is full it
+// waits for space until ctx is done, and then returns ctx's error. It returns
+// [ErrClosed] once Shutdown was called, [ErrEventTooLarge] for an event that
+// could never be sent and [ErrInvalidEvent] for an empty payload or one
+// containing a newline. A nil error means the event will be delivered or
+// handed to the failure callback.
+func (p *Processor) Add(ctx context.Context, e Event) error {
+	err := p.add(e)
+	if err != errNoSpace {
+		return err
+	}
+	return p.addWait(ctx, e)
+}
+
+// TryAdd is Add without waiting: it returns [ErrFull] at once when the memory
+// budget has no room for e.
+func (p *Processor) TryAdd(e Event) error {
+	err := p.add(e)
+	if err == errNoSpace {
+		p.relieve()
+		p.rejected.Add(1)
+		return ErrFull
+	}
+	return err
+}
+
+// add is the hot path shared by Add and TryAdd.
+func (p *Processor) add(e Event) error {
+	size := len(e.Payload) + 1
+	cost := size + len(e.ID) + eventOverhead
+	if size > p.cfg.maxBytes || cost > p.cfg.memLimit {
+		p.rejected.Add(1)
+		return ErrEventTooLarge
+	}
+	if err := checkPayload(e.Payload); err != nil {
+		p.rejected.Add(1)
+		return err
+	}
+
+	s := p.pickShard()
+	err := p.addTo(s, e, size, cost)
+	if p.perP.Load() {
+		p.shardPool.Put(s)
+	}
+	return err
+}
+
+// pickShard returns the shard an Add copies into, locked.
+func (p *Processor) pickShard() *shard {
+	var s *shard
+	switch {
+	case p.perP.Load():
+		// Under contention each P keeps shards of its own in a sync.Pool:
+		// Get hands this goroutine one no other goroutine holds, usually the
+		// one this P used last, still in its cache.
+		s = p.shardPool.Get().(*shard)
+	case len(p.shards) == 1 || p.adaptive:
+		s = &p.shards[0]
+	default: // worker pool: spread events over the workers' buffers
+		s = &p.shards[randv2.Uint32N(uint32(len(p.shards)))]
+	}
+	if !s.mu.TryLock() {
+		p.contend()
+		s.mu.Lock()
+	}
+	return s
+}
+
+// addTo copies e into s's batch and unlocks s.
+func (p *Processor) addTo(s *shard, e Event, size, cost int) error {
+	// closed is read under the shard lock: Shutdown sets it before cutting
+	// each shard under the same lock, so no event lands after the drain cut.
+	if p.closed.Load() {
+		s.mu.Unlock()
+		p.rejected.Add(1)
+		return ErrClosed
+	}
+	b := s.b
+	if b != nil && b.Size()+size > p.cfg.maxBytes {
+		p.cut(s) // the event would take b past the byte limit
+		b = nil
+	}
+	if b == nil {
+		b = getBatch()
+		s.b = b
+	}
+	if b.cost+cost > b.reserved && !p.reserve(b, cost) {
+		if len(b.ends) == 0 {
+			s.b = nil
+			putBatch(b)
+		}
+		s.mu.Unlock()
+		return errNoSpace
+	}
+	b.cost += cost
+	first := len(b.ends) == 0
+	if first {
+		s.due.Store(time.Now().Add(p.cfg.interval).UnixNano())
+	}
+	b.append(e)
+	s.added++
+	if len(b.ends) >= p.cfg.maxEvents || b.Size() >= p.cfg.maxBytes {
+		p.cut(s)
+	} else if first {
+		select { // re-arm the linger timer for this batch
+		case p.poke <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// contend records that an Add waited for a shard lock; async dispatch then
+// moves to per-P shards.
+func (p *Processor) contend() {
+	p.contended.Add(1)
+	if p.adaptive && !p.perP.Load() {
+		p.perP.Store(true)
+	}
+}
+
+// newShard is the shard pool's New: shards are handed out round-robin. Two
+// Ps may then hold the same shard; its mutex keeps that correct.
+func (p *Processor) newShard() any {
+	return &p.shards[p.rr.Add(1)%uint32(len(p.shards))]
+}
+
+// reserve takes budget for an event of the given cost into b: a chunk if
+// there is room, else just the cost.
+func (p *Processor) reserve(b *Batch, cost int) bool {
+	want := int64(max(cost, p.chunk))
+	limit := int64(p.cfg.memLimit)
+	for {
+		u := p.used.Load()
+		take := want
+		if u+take > limit {
+			take = int64(cost)
+			if u+take > limit {
+				return false
+			}
+		}
+		if p.used.CompareAndSwap(u, u+take) {
+			b.reserved += int(take)
+			return true
+		}
+	}
+}
+
+// release returns a finished batch's budget and wakes waiting Adds.
+func (p *Processor) release(n int) {
+	p.used.Add(-int64(n))
+	if p.waiters.Load() > 0 {
+		p.spaceMu.Lock()
+		close(p.spaceCh)
+		p.spaceCh = make(chan struct{})
+		p.spaceMu.Unlock()
+	}
+}
+
+// addWait is Add's slow path: wait for budget.
+func (p *Processor) addWait(ctx context.Context, e Event) error {
+	p.waiters.Add(1)
+	defer p.waiters.Add(-1)
+	for {
+		p.spaceMu.Lock()
+		ch := p.spaceCh // taken before retrying, so a release in between is not missed
+		p.spaceMu.Unlock()
+		err := p.add(e)
+		if err != errNoSpace {
+			return err
+		}
+		p.relieve()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p.rejected.Add(1)
+			return ctx.Err()
+		case <-p.closing:
+			p.rejected.Add(1)
+			return ErrClosed
+		}
+	}
+}
+
+// relieve sends the batches being filled when nothing else is queued or in
+// flight: then only they hold budget, and only sending them frees it.
+func (p *Processor) relieve() {
+	p.outMu.Lock()
+	idle := p.nextSeq == p.low
+	p.outMu.Unlock()
+	if idle {
+		p.cutAll()
+	}
+}
+
+// cut hands s's batch to its lane. The caller holds s.mu: pushing under the
+// lock orders the push before Shutdown's cut of the same shard, so no batch
+// can reach a lane after the senders were told to finish.
+func (p *Processor) cut(s *shard) {
+	b := s.b
+	s.b = nil
+	s.due.Store(0)
+	p.outMu.Lock()
+	b.seq = p.nextSeq
+	p.nextSeq++
+	p.outMu.Unlock()
+	b.key = p.keyPrefix + strconv.FormatUint(b.seq, 10)
+	s.lane.push(b)
+}
+
+// cutAll cuts every shard's non-empty batch.
+func (p *Processor) cutAll() {
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		if s.b != nil && len(s.b.ends) > 0 {
+			p.cut(s)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// complete records that batch seq was delivered or failed and wakes the
+// Flush calls waiting for it.
+func (p *Processor) complete(seq uint64) {
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	if seq != p.low {
+		p.doneSeq[seq] = struct{}{}
+		return
+	}
+	p.low++
+	for {
+		if _, ok := p.doneSeq[p.low]; !ok {
+			break
+		}
+		delete(p.doneSeq, p.low)
+		p.low++
+	}
+	kept := p.flushers[:0]
+	for _, w := range p.flushers {
+		if w.target <= p.low {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	clear(p.flushers[len(kept):])
+	p.flushers = kept
+}
+
+// Flush sends every event added before the call, without waiting for the
+// batches to fill or linger, and waits until each was delivered or handed to
+// the failure callback. It returns ctx's error if ctx ends first (the sends
+// go on), and [ErrClosed] after Shutdown. It is safe to call concurrently.
+func (p *Processor) Flush(ctx context.Context) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.cutAll()
+	p.outMu.Lock()
+	target := p.nextSeq
+	if p.low >= target {
+		p.outMu.Unlock()
+		return nil
+	}
+	w := flushWaiter{target: target, ch: make(chan struct{})}
+	p.flushers = append(p.flushers, w)
+	p.outMu.Unlock()
+	select {
+	case <-w.ch:
+		return nil
+	case <-ctx.Done():
+		p.outMu.Lock()
+		for i, f := range p.flushers {
+			if f.ch == w.ch {
+				p.flushers = append(p.flushers[:i], p.flushers[i+1:]...)
+				break
+			}
+		}
+		p.outMu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// Shutdown stops accepting events (Add, TryAdd and Flush return [ErrClosed],
+// and Adds waiting for budget return it too), sends every event already
+// added, and waits for the sends to finish. It returns nil once all were
+// delivered or handed to the failure callback.
+//
+// If ctx ends first, the sends under way are cancelled, retries stop, every
+// batch not delivered goes to the failure callback with a [ShutdownError],
+// and Shutdown returns ctx's error after the processor's goroutines have
+// exited. Shutdown is idempotent and safe to call concurrently; every call
+// waits as described. A processor cannot be restarted.
+func (p *Processor) Shutdown(ctx context.Context) error {
+	p.shutdownOnce.Do(func() {
+		p.closed.Store(true)
+		close(p.stopLinger)
+		<-p.lingerDone
+		st := p.Stats()
+		p.log.LogAttrs(ctx, slog.LevelInfo, "stopping, waiting for remaining events to be sent",
+			slog.Uint64("pending", st.Pending), slog.Int("in_flight", st.InFlight))
+		p.cutAll()
+		close(p.closing)
+	})
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		p.abort(ctx.Err())
+		<-p.done // senders exit promptly once their sends see the cancellation
+		return ctx.Err()
+	}
+}
+
+// Stats returns a snapshot of the processor's counters. It is cheap: no lock
+// is held against Add.
+func (p *Processor) Stats() Stats {
+	// Delivered and Failed are read before Added: every event they count was
+	// added earlier, so Pending below cannot underflow.
+	delivered, failed := p.delivered.Load(), p.failed.Load()
+	var added uint64
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		added += s.added
+		s.mu.Unlock()
+	}
+	return Stats{
+		Added:         added,
+		Delivered:     delivered,
+		Failed:        failed,
+		Pending:       added - delivered - failed,
+		Rejected:      p.rejected.Load(),
+		Batches:       p.batches.Load(),
+		Retries:       p.retries.Load(),
+		InFlight:      int(p.inFlight.Load()),
+		BufferedBytes: p.used.Load(),
+	}
+}
+
+// Stats are a processor's counters since New. Every added event is exactly
+// one of delivered, failed or pending, so Added == Delivered + Failed +
+// Pending in every snapshot.
+type Stats struct {
+	Added     uint64 // events accepted by Add or TryAdd
+	Delivered uint64 // events in batches the sink accepted
+	Failed    uint64 // events handed to the failure callback
+	Pending   uint64 // events buffered, queued or being sent
+	Rejected  uint64 // Add/TryAdd calls refused: full, closed, ctx done, too large or invalid
+
+	Batches uint64 // batches delivered
+	Retries uint64 // sends retried
+
+	InFlight      int   // Send calls under way
+	BufferedBytes int64 // bytes held against the memory limit
+}
+
+// lingerLoop sends each batch once it is the flush interval old.
+func (p *Processor) lingerLoop() {
+	defer close(p.lingerDone)
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	defer t.Stop()
+	lastContended := p.contended.Load()
+	lastGrow := time.Now()
+	for {
+		select {
+		case <-p.poke:
+		case <-t.C:
+		case <-p.stopLinger:
+			return
+		}
+		// Only due shards are locked, so the scan does not get in the way
+		// of Adds (nor count as contention).
+		now := time.Now()
+		nowNano := now.UnixNano()
+		var next int64
+		for i := range p.shards {
+			s := &p.shards[i]
+			due := s.due.Load()
+			if due == 0 {
+				continue
+			}
+			if due <= nowNano {
+				s.mu.Lock()
+				if s.b != nil && len(s.b.ends) > 0 && s.due.Load() <= nowNano {
+					p.cut(s)
+				}
+				due = s.due.Load() // a new batch may have started meanwhile
+				s.mu.Unlock()
+				if due == 0 {
+					continue
+				}
+			}
+			if next == 0 || due < next {
+				next = due
+			}
+		}
+		if next != 0 {
+			t.Reset(time.Duration(next - nowNano))
+		}
+		// Shrink back towards one shard after a whole interval without
+		// contention, so a quiet processor sends few, full batches.
+		if p.adaptive {
+			if c := p.contended.Load(); c != lastContended {
+				lastContended, lastGrow = c, now
+			} else if p.perP.Load() && now.Sub(lastGrow) >= p.cfg.interval {
+				p.perP.Store(false)
+				lastGrow = now
+			}
+		}
+	}
+}
