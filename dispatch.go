@@ -92,8 +92,10 @@ func (p *Processor) deliver(b *Batch) {
 	}
 	seq, reserved := b.seq, b.reserved
 	putBatch(b)
-	p.release(reserved)
+	// complete before release: an Add woken by the release must find this
+	// batch no longer outstanding, or relieve would wrongly wait for it.
 	p.complete(seq)
+	p.release(reserved)
 }
 
 // fail hands b to the failure callback. The counter moves first so that a
@@ -140,7 +142,7 @@ func (p *Processor) send(b *Batch) (int, error) {
 		if ra, ok := errors.AsType[*RetryAfterError](err); ok && ra.After > wait {
 			wait = ra.After
 		}
-		if pol.MaxElapsed > 0 && time.Since(start)+wait > pol.MaxElapsed {
+		if pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
 			return attempt, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)
 		}
 		p.retries.Add(1)
