@@ -1,0 +1,121 @@
+package loader
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/batchproc/batchproc/loader/store"
+)
+
+const benchBatch = 1000 // events per request
+
+// benchEvents returns n NDJSON events of exactly 200 bytes each, newline
+// included, shaped like a service's events.
+func benchEvents(n int) []byte {
+	var b bytes.Buffer
+	for i := range n {
+		head := fmt.Sprintf(`{"id":"%032x","type":"page_view","ts":"2026-01-02T03:04:05.%06dZ","user":"user-%05d","payload":"`, i*7919, i%1000000, i%100000)
+		pad := 200 - len(head) - len(`"}`) - 1
+		b.WriteString(head)
+		b.WriteString(strings.Repeat("abcdefghij", pad/10+1)[:pad])
+		b.WriteString("\"}\n")
+	}
+	return b.Bytes()
+}
+
+// BenchmarkIngestDiscard posts batches of 1,000 200-byte NDJSON events over
+// loopback HTTP into store.Discard from parallel clients.
+func BenchmarkIngestDiscard(b *testing.B) {
+	body := benchEvents(benchBatch)
+	s, err := New(Config{Store: store.NewDiscard(), MaxConcurrent: 64, Logger: nopLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	defer func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			b.Error(err)
+		}
+		<-served
+	}()
+	url := "http://" + ln.Addr().String() + "/v1/batches"
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var seq atomic.Int64
+
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			req.Header.Set("Content-Type", "application/x-ndjson")
+			req.Header.Set("Idempotency-Key", "b-"+strconv.FormatInt(seq.Add(1), 10))
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "events/s")
+	if got := s.Stats().Events; got != int64(b.N*benchBatch) {
+		b.Errorf("%d events stored, want %d", got, b.N*benchBatch)
+	}
+}
+
+// BenchmarkDecodeNDJSON is the decoder alone on the same batches.
+func BenchmarkDecodeNDJSON(b *testing.B) {
+	body := benchEvents(benchBatch)
+	d := &decoder{maxLine: DefaultMaxLine, maxEvents: DefaultMaxEvents}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d.reset()
+		if err := d.decodeNDJSON(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkDecodeJSONArray is the decoder alone on the same events framed
+// as one JSON array.
+func BenchmarkDecodeJSONArray(b *testing.B) {
+	lines := bytes.Split(bytes.TrimSuffix(benchEvents(benchBatch), []byte("\n")), []byte("\n"))
+	body := append(append([]byte("["), bytes.Join(lines, []byte(","))...), ']')
+	d := &decoder{maxLine: DefaultMaxLine, maxEvents: DefaultMaxEvents}
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		d.reset()
+		if err := d.decodeJSONArray(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*benchBatch)/b.Elapsed().Seconds(), "events/s")
+}

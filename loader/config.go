@@ -1,0 +1,175 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/batchproc/batchproc/loader/store"
+)
+
+// Defaults of [Config]; a zero field takes its default.
+const (
+	DefaultAddr              = ":8080"
+	DefaultMaxBody           = 8 << 20  // bytes, as sent
+	DefaultMaxDecodedBody    = 64 << 20 // bytes, after decompression
+	DefaultMaxEvents         = 100_000
+	DefaultMaxLine           = 1 << 20 // bytes
+	DefaultMaxZstdWindow     = 8 << 20 // bytes; what zstd encoders use at their default levels
+	DefaultRetryAfter        = time.Second
+	DefaultStoreTimeout      = 30 * time.Second
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultShutdownTimeout   = 30 * time.Second
+)
+
+// DefaultMaxConcurrent is the default of [Config.MaxConcurrent]:
+// 2 × GOMAXPROCS, at least 4.
+func DefaultMaxConcurrent() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+// Config configures a [Server]. Only Store is required; every zero field
+// takes the default named in its comment, and [New] rejects negative or
+// inconsistent values instead of replacing them.
+type Config struct {
+	// Addr is the TCP address [Run] listens on. Default ":8080".
+	Addr string
+	// Store receives the decoded batches. Required. The Server owns it from
+	// New on and closes it at the end of Shutdown.
+	Store store.Store
+	// Tokens, when not empty, are the accepted bearer tokens: a batch
+	// request needs "Authorization: Bearer <one of them>". Default none
+	// (no authentication).
+	Tokens []string
+
+	// MaxBody limits the request body as sent, in bytes. Default 8 MiB.
+	MaxBody int64
+	// MaxDecodedBody limits the body after decompression, in bytes; a
+	// decompression bomb is cut off there. At least MaxBody. Default 64 MiB.
+	MaxDecodedBody int64
+	// MaxEvents limits the events of one batch. Default 100,000.
+	MaxEvents int
+	// MaxLine limits one event (an NDJSON line without its newline, or a
+	// JSON array element), in bytes. Default 1 MiB.
+	MaxLine int
+	// MaxZstdWindow is the largest zstd window a request may declare, in
+	// bytes; it bounds a zstd decoder's memory. Default 8 MiB.
+	MaxZstdWindow int64
+
+	// MaxConcurrent is the number of batch requests decoded and stored at
+	// once. A request that finds all of them busy is answered 429 at once:
+	// nothing queues. Default [DefaultMaxConcurrent].
+	MaxConcurrent int
+	// Latency is added to every batch request after its batch is stored
+	// (or refused by the store as a duplicate) and before it is answered,
+	// to model a remote loader; the request holds no ingest slot and no
+	// CPU meanwhile. Default 0.
+	Latency time.Duration
+	// RetryAfter is the wait announced by 429 and 503 answers, rounded up
+	// to whole seconds. Default 1s.
+	RetryAfter time.Duration
+	// StoreTimeout bounds one Store call. Default 30s.
+	StoreTimeout time.Duration
+
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included.
+	// Default 1 minute.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of its answer. Default ReadTimeout + StoreTimeout + Latency + 10s.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a kept-alive
+	// connection. Default 2 minutes.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes limits the request headers. Default 64 KiB.
+	MaxHeaderBytes int
+	// ShutdownTimeout bounds the drain of [Run] once its context is done.
+	// Default 30s.
+	ShutdownTimeout time.Duration
+
+	// Pprof serves net/http/pprof under /debug/pprof/. Default off.
+	Pprof bool
+	// Logger receives one line per stored batch (with count=N) and the
+	// server's life cycle. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults validates c and returns it with its defaults filled in.
+func (c Config) withDefaults() (Config, error) {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("loader: "+format, a...)) }
+	if c.Store == nil {
+		bad("Config.Store is required")
+	}
+	for i, t := range c.Tokens {
+		if t == "" || strings.ContainsAny(t, " \t\r\n") {
+			bad("Config.Tokens[%d] is empty or contains whitespace", i)
+		}
+	}
+	defInt64 := func(name string, v *int64, def int64) {
+		switch {
+		case *v < 0:
+			bad("Config.%s = %d is negative", name, *v)
+		case *v == 0:
+			*v = def
+		}
+	}
+	defInt := func(name string, v *int, def int) {
+		switch {
+		case *v < 0:
+			bad("Config.%s = %d is negative", name, *v)
+		case *v == 0:
+			*v = def
+		}
+	}
+	defDur := func(name string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v < 0:
+			bad("Config.%s = %v is negative", name, *v)
+		case *v == 0:
+			*v = def
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	defInt64("MaxBody", &c.MaxBody, DefaultMaxBody)
+	defInt64("MaxDecodedBody", &c.MaxDecodedBody, DefaultMaxDecodedBody)
+	defInt("MaxEvents", &c.MaxEvents, DefaultMaxEvents)
+	defInt("MaxLine", &c.MaxLine, DefaultMaxLine)
+	defInt64("MaxZstdWindow", &c.MaxZstdWindow, DefaultMaxZstdWindow)
+	defInt("MaxConcurrent", &c.MaxConcurrent, DefaultMaxConcurrent())
+	if c.Latency < 0 {
+		bad("Config.Latency = %v is negative", c.Latency)
+	}
+	defDur("RetryAfter", &c.RetryAfter, DefaultRetryAfter)
+	defDur("StoreTimeout", &c.StoreTimeout, DefaultStoreTimeout)
+	defDur("ReadHeaderTimeout", &c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	defDur("ReadTimeout", &c.ReadTimeout, DefaultReadTimeout)
+	defDur("WriteTimeout", &c.WriteTimeout, c.ReadTimeout+c.StoreTimeout+max(c.Latency, 0)+10*time.Second)
+	defDur("IdleTimeout", &c.IdleTimeout, DefaultIdleTimeout)
+	defInt("MaxHeaderBytes", &c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	defDur("ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout)
+
+	if c.MaxDecodedBody > 0 && c.MaxBody > c.MaxDecodedBody {
+		bad("Config.MaxDecodedBody = %d is less than Config.MaxBody = %d", c.MaxDecodedBody, c.MaxBody)
+	}
+	if c.MaxLine > 0 && c.MaxLine < 2 {
+		bad("Config.MaxLine = %d cannot hold the smallest event, {}", c.MaxLine)
+	}
+	if c.MaxZstdWindow > 0 && c.MaxZstdWindow < 1<<10 {
+		bad("Config.MaxZstdWindow = %d is under zstd's minimum window of 1 KiB", c.MaxZstdWindow)
+	}
+	if int64(int(c.MaxDecodedBody)) != c.MaxDecodedBody {
+		bad("Config.MaxDecodedBody = %d does not fit in an int", c.MaxDecodedBody)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, errors.Join(errs...)
+}

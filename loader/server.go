@@ -1,0 +1,225 @@
+package loader
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Server is the Batch Loader: an http.Handler speaking the ingest protocol
+// in front of a store.Store. Create it with [New]; serve it with
+// [Server.Serve] or mount [Server.Handler] in a mux of your own; stop it
+// with [Server.Shutdown]. A Server cannot be restarted.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	http    *http.Server
+	handler http.Handler
+	pprof   http.Handler
+	metrics http.Handler
+	tokens  [][sha256.Size]byte
+	slots   chan struct{} // ingest slots: a send takes one
+	works   sync.Pool     // *work
+	codecs  *codecs
+
+	retryAfter string // Retry-After value, whole seconds
+
+	rejected atomic.Int64
+
+	onLatencyWait func() // test hook: a request begins its Latency wait
+
+	mu       sync.Mutex
+	draining bool          // Shutdown has begun
+	inflight int           // batch requests admitted and not yet answered
+	drainCh  chan struct{} // closed when Shutdown begins
+	idle     chan struct{} // closed when draining and inflight reaches 0
+	doneCh   chan struct{} // closed when Shutdown has finished
+	doneErr  error
+}
+
+// New validates cfg and returns a Server for it. From here on the Server
+// owns cfg.Store and closes it in Shutdown.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		m:          newMetrics(),
+		slots:      make(chan struct{}, cfg.MaxConcurrent),
+		codecs:     newCodecs(&cfg),
+		retryAfter: strconv.FormatInt(int64((cfg.RetryAfter+time.Second-1)/time.Second), 10),
+		drainCh:    make(chan struct{}),
+		idle:       make(chan struct{}),
+		doneCh:     make(chan struct{}),
+	}
+	for _, t := range cfg.Tokens {
+		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+	}
+	s.works.New = func() any {
+		return &work{dec: decoder{maxLine: cfg.MaxLine, maxEvents: cfg.MaxEvents}}
+	}
+	s.metrics = promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
+	if cfg.Pprof {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		s.pprof = mux
+	}
+	s.handler = http.HandlerFunc(s.serveHTTP)
+	s.http = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// Handler returns the Server's HTTP handler, for mounting in another
+// server. Shutdown still drains the batch requests it is serving.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve accepts connections on ln and serves them until Shutdown, like
+// http.Server.Serve: it returns http.ErrServerClosed after Shutdown, and
+// closes ln. The caller knows the address from ln.Addr(), so a listener on
+// port 0 suits tests and in-process harnesses.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.http.Serve(ln)
+}
+
+// Shutdown stops the Server gracefully: from its start new batch requests
+// are answered 503 with Retry-After and /readyz answers 503; batch
+// requests in flight finish (their batches are stored and answered); then
+// the listeners and idle connections are closed, remaining handlers are
+// waited for, and the store is closed.
+//
+// If ctx ends first, the connections are closed at once, the store is
+// closed, and ctx's error is returned. Shutdown is idempotent: later calls
+// wait for the first one and return its result (or their ctx's error).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	first := !s.draining
+	if first {
+		s.draining = true
+		close(s.drainCh)
+		if s.inflight == 0 {
+			close(s.idle)
+		}
+	}
+	s.mu.Unlock()
+	if !first {
+		select {
+		case <-s.doneCh:
+			return s.doneErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.log.Info("shutting down: draining batch requests")
+	var err error
+	select {
+	case <-s.idle:
+		err = s.http.Shutdown(ctx)
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	if err != nil {
+		_ = s.http.Close()
+	}
+	if cerr := s.cfg.Store.Close(); cerr != nil {
+		err = errors.Join(err, cerr)
+	}
+	c := s.cfg.Store.Counts()
+	s.log.Info("stopped", "events", c.Events, "batches", c.Batches, "duplicates", c.Duplicates,
+		"rejected", s.rejected.Load(), "err", err)
+	s.doneErr = err
+	close(s.doneCh)
+	return err
+}
+
+// enter admits a batch request unless the Server is draining.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.inflight++
+	return true
+}
+
+func (s *Server) leave() {
+	s.mu.Lock()
+	s.inflight--
+	if s.draining && s.inflight == 0 {
+		close(s.idle)
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) isDraining() bool {
+	select {
+	case <-s.drainCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// Run serves cfg until ctx is done, then drains within cfg.ShutdownTimeout
+// (see [Server.Shutdown]). It listens on cfg.Addr and logs
+// "listening addr=..." once connections are accepted. It returns nil after
+// a clean drain. Run owns cfg.Store: the store is closed when Run returns,
+// also when cfg is invalid or the address cannot be listened on.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(cfg)
+	if err != nil {
+		if cfg.Store != nil {
+			_ = cfg.Store.Close()
+		}
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		_ = s.cfg.Store.Close()
+		return err
+	}
+	s.log.Info("listening", "addr", ln.Addr().String())
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(ln) }()
+
+	var err1 error
+	select {
+	case err1 = <-serveErr:
+		serveErr <- err1 // for the receive below
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err2 := s.Shutdown(sctx)
+	err1 = <-serveErr
+	if errors.Is(err1, http.ErrServerClosed) {
+		err1 = nil
+	}
+	return errors.Join(err1, err2)
+}
