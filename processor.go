@@ -1,6 +1,7 @@
 package batchproc
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -38,6 +39,7 @@ type Processor struct {
 	// worker; ordered dispatch has exactly one.
 	shards    []shard
 	adaptive  bool          // async mode: may move from one shard to per-P shards
+	spread    bool          // worker pool: events go to a random worker's shard
 	perP      atomic.Bool   // shards are taken from shardPool
 	shardPool sync.Pool     // of *shard, for per-P locality
 	rr        atomic.Uint32 // round-robin for shardPool.New
@@ -141,6 +143,7 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		p.lanes = []*lane{newLane(1)}
 	case cfg.workers > 0:
 		nshards = cfg.workers
+		p.spread = nshards > 1
 		p.lanes = make([]*lane, cfg.workers)
 		for i := range p.lanes {
 			p.lanes[i] = newLane(1)
@@ -202,59 +205,71 @@ func (p *Processor) TryAdd(e Event) error {
 	return err
 }
 
-// add is the hot path shared by Add and TryAdd.
+// add is the hot path shared by Add and TryAdd. The common case (the
+// shard's batch has room and budget) takes one uncontended lock, one copy
+// and no call; everything else is in addSlow.
 func (p *Processor) add(e Event) error {
 	size := len(e.Payload) + 1
 	cost := size + len(e.ID) + eventOverhead
-	if size > p.cfg.maxBytes || cost > p.cfg.memLimit {
-		p.rejected.Add(1)
-		return ErrEventTooLarge
+	if size > p.cfg.maxBytes || cost > p.cfg.memLimit || size == 1 || bytes.IndexByte(e.Payload, '\n') >= 0 {
+		return p.refuse(size, cost)
 	}
-	if err := checkPayload(e.Payload); err != nil {
-		p.rejected.Add(1)
-		return err
-	}
-
-	s := p.pickShard()
-	err := p.addTo(s, e, size, cost)
-	if p.perP.Load() {
-		p.shardPool.Put(s)
-	}
-	return err
-}
-
-// pickShard returns the shard an Add copies into, locked.
-func (p *Processor) pickShard() *shard {
 	var s *shard
+	pooled := p.perP.Load()
 	switch {
-	case p.perP.Load():
+	case pooled:
 		// Under contention each P keeps shards of its own in a sync.Pool:
-		// Get hands this goroutine one no other goroutine holds, usually the
-		// one this P used last, still in its cache.
+		// Get hands this goroutine one that no other goroutine holds, usually
+		// the one this P used last, still in its cache.
 		s = p.shardPool.Get().(*shard)
-	case len(p.shards) == 1 || p.adaptive:
-		s = &p.shards[0]
-	default: // worker pool: spread events over the workers' buffers
+	case p.spread: // worker pool: spread events over the workers' buffers
 		s = &p.shards[randv2.Uint32N(uint32(len(p.shards)))]
+	default:
+		s = &p.shards[0]
 	}
 	if !s.mu.TryLock() {
 		p.contend()
 		s.mu.Lock()
 	}
-	return s
-}
-
-// addTo copies e into s's batch and unlocks s.
-func (p *Processor) addTo(s *shard, e Event, size, cost int) error {
+	var err error
 	// closed is read under the shard lock: Shutdown sets it before cutting
 	// each shard under the same lock, so no event lands after the drain cut.
+	if b := s.b; b != nil && b.size+size <= p.cfg.maxBytes && b.cost+cost <= b.reserved && !p.closed.Load() {
+		b.cost += cost
+		b.append(e)
+		s.added++
+		if len(b.ends) >= p.cfg.maxEvents || b.size >= p.cfg.maxBytes {
+			p.cut(s)
+		}
+		s.mu.Unlock()
+	} else {
+		err = p.addSlow(s, e, size, cost)
+	}
+	if pooled {
+		p.shardPool.Put(s)
+	}
+	return err
+}
+
+// refuse counts and explains an event add refused before taking a lock.
+func (p *Processor) refuse(size, cost int) error {
+	p.rejected.Add(1)
+	if size > p.cfg.maxBytes || cost > p.cfg.memLimit {
+		return ErrEventTooLarge
+	}
+	return ErrInvalidEvent
+}
+
+// addSlow is add when s has no batch, the event does not fit in it, its
+// reserved budget is used up, or the processor is closed. It unlocks s.
+func (p *Processor) addSlow(s *shard, e Event, size, cost int) error {
 	if p.closed.Load() {
 		s.mu.Unlock()
 		p.rejected.Add(1)
 		return ErrClosed
 	}
 	b := s.b
-	if b != nil && b.Size()+size > p.cfg.maxBytes {
+	if b != nil && b.size+size > p.cfg.maxBytes {
 		p.cut(s) // the event would take b past the byte limit
 		b = nil
 	}
@@ -277,7 +292,7 @@ func (p *Processor) addTo(s *shard, e Event, size, cost int) error {
 	}
 	b.append(e)
 	s.added++
-	if len(b.ends) >= p.cfg.maxEvents || b.Size() >= p.cfg.maxBytes {
+	if len(b.ends) >= p.cfg.maxEvents || b.size >= p.cfg.maxBytes {
 		p.cut(s)
 	} else if first {
 		select { // re-arm the linger timer for this batch
