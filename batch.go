@@ -28,8 +28,8 @@ type Batch struct {
 
 	size     int    // len(NDJSON()) while the batch is being filled
 	seq      uint64 // position in cut order, for Flush
-	cost     int       // memory budget used by the events
-	reserved int       // memory budget held, >= cost
+	cost     int    // memory budget used by the events
+	reserved int    // memory budget held, >= cost
 }
 
 // Key returns the batch's idempotency key: unique per batch (it embeds a
