@@ -1,0 +1,39 @@
+// Package sqlite is the Batch Loader's [store.Store] on SQLite, through the
+// pure-Go driver modernc.org/sqlite (no cgo).
+//
+// # Schema
+//
+//	batches(id INTEGER PRIMARY KEY, key TEXT UNIQUE, count INTEGER, stored_at TEXT)
+//	events (id INTEGER PRIMARY KEY, batch_id INTEGER, event_id TEXT, type TEXT, ts TEXT, payload BLOB)
+//
+// A batch without an Idempotency-Key has a NULL key (SQLite's UNIQUE lets
+// NULLs repeat). Event ids and types are stored verbatim; ts and stored_at
+// are UTC in the fixed-width form 2006-01-02T15:04:05.000000000Z, so they
+// sort as text and SQLite's date functions read them; an absent ts is NULL.
+// events.batch_id has no index, to keep ingest fast; add one for lookups by
+// batch (CREATE INDEX IF NOT EXISTS is safe on a live database).
+//
+// # Durability
+//
+// The database runs in WAL mode with synchronous=NORMAL. A batch is
+// committed when [Store.Store] returns nil: it survives a crash of the
+// process, since the commit is in the WAL file the moment the write
+// returns. It is not synced to disk at each commit, though: after a power
+// loss or kernel crash the last commits (those since the last WAL sync,
+// which happens at each checkpoint) can be lost, the database itself staying
+// consistent (a lost batch loses its key with it, never half of it). The
+// sink got a 200 for such a batch and will not resend it, so WAL+NORMAL
+// trades the last moments of data on power loss for ingest speed; it is the
+// usual choice for SQLite in WAL mode. synchronous=FULL, which would fsync
+// every commit, is not offered.
+//
+// # Concurrency
+//
+// SQLite admits one writer at a time, so the store writes through a single
+// connection: concurrent Store calls queue for it (each waiting at most
+// until its ctx is done), and each batch is one transaction: its key row,
+// then its events in multi-row INSERTs of [WithRowsPerInsert] rows. Reads
+// ([Store.Batches], [Store.Ping]) use separate connections and never wait
+// for writers. A second process writing the same file waits up to
+// [WithBusyTimeout] for the lock.
+package sqlite
