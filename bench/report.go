@@ -1,0 +1,368 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// AddLatency is the service-side latency of Add, in nanoseconds.
+type AddLatency struct {
+	P50  int64 `json:"p50"`
+	P99  int64 `json:"p99"`
+	P999 int64 `json:"p999"`
+	Max  int64 `json:"max"`
+}
+
+// E2ELatency is Add to loader commit, in milliseconds (zero with -target,
+// whose commits this process cannot see).
+type E2ELatency struct {
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+// DesignResult is one design's run. The JSON names are part of the
+// harness's face (design.md): tests and CI read them.
+type DesignResult struct {
+	Name            string  `json:"name"`
+	Load            string  `json:"load"` // closed, open, unpaced (saturate)
+	Rate            float64 `json:"rate"` // events/s asked; 0 unpaced
+	DurationS       float64 `json:"duration_s"`
+	LoaderLatencyMs float64 `json:"loader_latency_ms"`
+	Receiver        string  `json:"receiver"` // sqlite, discard, null, or the -target URL
+
+	Target            int64 `json:"target"`              // rate x duration (0 unpaced)
+	Requests          int64 `json:"requests"`            // Add calls made
+	Offered           int64 `json:"offered"`             // Add returned nil
+	Rejected          int64 `json:"rejected"`            // Add returned an error
+	NotOffered        int64 `json:"not_offered"`         // open loop: due but not made (outstanding bound)
+	Delivered         int64 `json:"delivered"`           // the receiving side's count for this run
+	DeliveredFromLogs int64 `json:"delivered_from_logs"` // sum of the design's count=N log lines
+	Lost              int64 `json:"lost"`                // offered - delivered, after shutdown
+	InFlightAtStop    int64 `json:"in_flight_at_stop"`   // offered - delivered when the load ended
+
+	DeliveredPerMin      float64 `json:"delivered_per_min"`
+	DeliveredPerSec      float64 `json:"delivered_per_sec"`
+	DeliveredPctOfTarget float64 `json:"delivered_pct_of_target"`
+
+	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
+	ReceiverCPUSeconds          float64 `json:"receiver_cpu_seconds"`            // left out: the in-process receiver's
+	CPUSecondsPerMillion        float64 `json:"cpu_seconds_per_million"`         // design CPU per million events offered
+	ClientCPUSecondsPerMillion  float64 `json:"client_cpu_seconds_per_million"`  // only samples labelled side=client (no unlabelled runtime work)
+	ProcessCPUSecondsPerMillion float64 `json:"process_cpu_seconds_per_million"` // whole process (getrusage), receiver included
+	AllocBytesPerEvent          float64 `json:"alloc_bytes_per_event"`
+	CopyAllocBytes              int64   `json:"copy_alloc_bytes"`
+	CopyAllocShare              float64 `json:"copy_alloc_share"`
+	SelectOverheadShare         float64 `json:"select_overhead_share"`
+	SelectCPUSeconds            float64 `json:"select_cpu_seconds"` // the samples select_overhead_share is a share of
+	RuntimeSyncShare            float64 `json:"runtime_sync_share"`
+	GCCycles                    int64   `json:"gc_cycles"`
+	GCPauseMs                   float64 `json:"gc_pause_total_ms"`
+
+	AddLatencyNs      AddLatency `json:"add_latency_ns"`
+	E2ELatencyMs      E2ELatency `json:"e2e_latency_ms"`
+	PeakHeapBytes     uint64     `json:"peak_heap_bytes"`      // heap objects, unswept garbage included
+	PeakLiveHeapBytes uint64     `json:"peak_live_heap_bytes"` // live heap as of each GC
+
+	HTTPRequests     int64   `json:"http_requests"`
+	HTTPFailures     int64   `json:"http_failures"`
+	MaxSendsInFlight int64   `json:"max_sends_in_flight"`
+	ShutdownMs       float64 `json:"shutdown_ms"`
+	ShutdownError    string  `json:"shutdown_error,omitempty"`
+	Error            string  `json:"error,omitempty"`
+}
+
+// ReportFields are the per-design report.json fields design.md promises.
+var ReportFields = []string{"name", "target", "offered", "delivered", "delivered_from_logs", "lost",
+	"delivered_per_min", "cpu_seconds_per_million", "alloc_bytes_per_event", "copy_alloc_share",
+	"select_overhead_share", "gc_cycles", "add_latency_ns", "e2e_latency_ms", "peak_heap_bytes"}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs       int    `json:"cpus"`
+	GoMaxProcs int    `json:"gomaxprocs"`
+	GoVersion  string `json:"go_version"`
+	OS         string `json:"os"`
+	Arch       string `json:"arch"`
+	CPUModel   string `json:"cpu_model,omitempty"`
+}
+
+// RunConfig is the configuration a report was made with.
+type RunConfig struct {
+	Mode            string   `json:"mode"`
+	DurationS       float64  `json:"duration_s"`
+	Rate            float64  `json:"rate"`
+	Designs         []string `json:"designs"`
+	Load            string   `json:"load"`
+	Handlers        int      `json:"handlers"`
+	SeedQueue       int      `json:"seed_queue"`
+	Loader          string   `json:"loader"`
+	LoaderLatencyMs float64  `json:"loader_latency_ms"`
+	Target          string   `json:"target,omitempty"`
+	Sink            string   `json:"sink"`
+	EventSize       int      `json:"event_size"`
+	MemProfileRate  int      `json:"mem_profile_rate"`
+}
+
+// Report is report.json.
+type Report struct {
+	Machine  Machine        `json:"machine"`
+	Config   RunConfig      `json:"config"`
+	Started  time.Time      `json:"started"`
+	Finished time.Time      `json:"finished"`
+	Designs  []DesignResult `json:"designs"`         // fixed and saturate
+	Sweep    []DesignResult `json:"sweep,omitempty"` // sweep: one per design, load and latency
+}
+
+func newReport(cfg Config) *Report {
+	return &Report{
+		Machine: Machine{CPUs: runtime.NumCPU(), GoMaxProcs: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
+			OS: runtime.GOOS, Arch: runtime.GOARCH, CPUModel: cpuModel()},
+		Config: RunConfig{Mode: cfg.Mode, DurationS: cfg.Duration.Seconds(), Rate: cfg.Rate, Designs: cfg.Designs,
+			Load: cfg.Load, Handlers: cfg.Handlers, SeedQueue: cfg.SeedQueue, Loader: cfg.Loader,
+			LoaderLatencyMs: ms(cfg.LoaderLatency), Target: cfg.Target, Sink: cfg.Sink, EventSize: cfg.EventSize,
+			MemProfileRate: cfg.MemProfileRate},
+		Started: time.Now().UTC(),
+		Designs: []DesignResult{},
+	}
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// write writes report.json, report.md and the charts into dir.
+func (r *Report) write(dir string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(r.Markdown(true)), 0o644); err != nil {
+		return err
+	}
+	return r.charts(dir)
+}
+
+// SeedTable is the seed's own result table (mission.md), shown beside ours.
+const SeedTable = `| design (seed)     | events delivered / min | select overhead (CPU) | memory overhead |
+|-------------------|-----------------------:|----------------------:|----------------:|
+| 10 workers, sync  | 83,663                 | 66%                   | 0%              |
+| 100 workers, sync | 84,042                 | 85%                   | 0%              |
+| 1 worker + async  | 119,720                | 50%                   | 1.22%           |
+
+(120,000 events offered per minute: 2,000 requests/s for 1 minute.)
+`
+
+// seedRowFor maps our seed re-implementations to the seed's rows.
+var seedRowFor = map[string]string{SeedPool10: "10 workers, sync", SeedPool100: "100 workers, sync", SeedAsync: "1 worker + async"}
+
+// Markdown renders the report: the seed-style table, the extra measures,
+// and (in the file) the seed's table and the definitions.
+func (r *Report) Markdown(file bool) string {
+	var b strings.Builder
+	c := r.Config
+	if file {
+		fmt.Fprintf(&b, "# batchbench: %s mode, %s\n\n", c.Mode, r.Started.Format("2006-01-02 15:04 UTC"))
+	}
+	m := r.Machine
+	fmt.Fprintf(&b, "Machine: %d CPUs (%s), GOMAXPROCS %d, %s/%s, %s.\n", m.CPUs, orDash(m.CPUModel), m.GoMaxProcs, m.OS, m.Arch, m.GoVersion)
+	recv := c.Loader + " loader in process"
+	if c.Loader == LoaderNull {
+		recv = "null endpoint in process (counts only)"
+	}
+	if c.Target != "" {
+		recv = "external loader " + c.Target
+	}
+	switch c.Mode {
+	case ModeSaturate:
+		fmt.Fprintf(&b, "Load: %d producers calling Add back to back for %gs per design, %d-byte events. Receiver: %s, +%gms per request.\n\n",
+			c.Handlers, c.DurationS, c.EventSize, recv, c.LoaderLatencyMs)
+	case ModeSweep:
+		fmt.Fprintf(&b, "Load: %g events/s for %gs per point, closed loop (%d handlers) and open loop, %d-byte events. Receiver: %s; its added latency swept.\n\n",
+			c.Rate, c.DurationS, c.Handlers, c.EventSize, recv)
+	default:
+		fmt.Fprintf(&b, "Load: %s loop, %g events/s for %gs per design (target %s), %d handlers, %d-byte events. Receiver: %s, +%gms per request. Seed queue capacity %d.\n\n",
+			c.Load, c.Rate, c.DurationS, commas(int64(c.Rate*c.DurationS)), c.Handlers, c.EventSize, recv, c.LoaderLatencyMs, c.SeedQueue)
+	}
+	if len(r.Designs) > 0 {
+		r.designTables(&b, file)
+	}
+	if len(r.Sweep) > 0 {
+		r.sweepTables(&b)
+	}
+	if file {
+		b.WriteString("\n## The seed's table\n\n")
+		b.WriteString(SeedTable)
+		b.WriteString(definitions)
+		b.WriteString("\nCharts: delivered_per_min.png, cpu_per_million.png, add_latency.png")
+		if len(r.Sweep) > 0 {
+			b.WriteString(", sweep_closed.png, sweep_open.png")
+		}
+		b.WriteString(". Profiles: <design>/cpu.pprof, <design>/heap.pprof (`go tool pprof -http : <file>`); logs: <design>/client.log, loader.log.\n")
+	}
+	return b.String()
+}
+
+func (r *Report) designTables(b *strings.Builder, file bool) {
+	if file {
+		b.WriteString("## This run\n\n")
+	}
+	b.WriteString("| design | events delivered / min | select overhead (CPU) | memory overhead | seed's row |\n")
+	b.WriteString("|---|---:|---:|---:|---|\n")
+	for _, d := range r.Designs {
+		sel := "-"
+		if d.SelectCPUSeconds > 0 {
+			// The share's basis: at the seed's rate a design spends only tens
+			// of milliseconds in select, a handful of 10 ms samples.
+			sel = fmt.Sprintf("%s of %.2fs", pct(d.SelectOverheadShare), d.SelectCPUSeconds)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", d.Name, commas(int64(d.DeliveredPerMin+0.5)),
+			sel, pct2(d.CopyAllocShare), orDash(seedRowFor[d.Name]))
+	}
+	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | CPU s / M events | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n")
+	for _, d := range r.Designs {
+		target := "-"
+		if d.Target > 0 {
+			target = fmt.Sprintf("%.2f%%", d.DeliveredPctOfTarget)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %.2f | %.0f | %s | %d | %s / %s / %s / %s | %.0f / %.0f ms | %s (%s) | %d |\n",
+			d.Name, commas(d.Offered), commas(d.Delivered), commas(d.DeliveredFromLogs), commas(d.Lost), target,
+			d.CPUSecondsPerMillion, d.AllocBytesPerEvent, pct(d.RuntimeSyncShare), d.GCCycles,
+			dur(d.AddLatencyNs.P50), dur(d.AddLatencyNs.P99), dur(d.AddLatencyNs.P999), dur(d.AddLatencyNs.Max),
+			d.E2ELatencyMs.P50, d.E2ELatencyMs.P99, mib(d.PeakHeapBytes), mib(d.PeakLiveHeapBytes), d.MaxSendsInFlight)
+	}
+	for _, d := range r.Designs {
+		if d.Error != "" || d.ShutdownError != "" {
+			fmt.Fprintf(b, "\n- %s: %s %s", d.Name, d.Error, d.ShutdownError)
+		}
+	}
+	b.WriteString("\n")
+}
+
+func (r *Report) sweepTables(b *strings.Builder) {
+	var lats []float64
+	seenLat := map[float64]bool{}
+	type key struct{ name, load string }
+	var rows []key
+	seenRow := map[key]bool{}
+	cell := map[key]map[float64]DesignResult{}
+	for _, d := range r.Sweep {
+		if !seenLat[d.LoaderLatencyMs] {
+			seenLat[d.LoaderLatencyMs] = true
+			lats = append(lats, d.LoaderLatencyMs)
+		}
+		k := key{d.Name, d.Load}
+		if !seenRow[k] {
+			seenRow[k] = true
+			rows = append(rows, k)
+			cell[k] = map[float64]DesignResult{}
+		}
+		cell[k][d.LoaderLatencyMs] = d
+	}
+	header := func(title string) {
+		fmt.Fprintf(b, "\n%s\n\n| design | load |", title)
+		for _, l := range lats {
+			fmt.Fprintf(b, " %gms |", l)
+		}
+		b.WriteString("\n|---|---|")
+		for range lats {
+			b.WriteString("---:|")
+		}
+		b.WriteString("\n")
+	}
+	header("Delivered per minute (% of target) against the loader's added latency:")
+	for _, k := range rows {
+		fmt.Fprintf(b, "| %s | %s |", k.name, k.load)
+		for _, l := range lats {
+			d := cell[k][l]
+			fmt.Fprintf(b, " %s (%.1f%%) |", commas(int64(d.DeliveredPerMin+0.5)), d.DeliveredPctOfTarget)
+		}
+		b.WriteString("\n")
+	}
+	header("Add latency p99 against the loader's added latency:")
+	for _, k := range rows {
+		fmt.Fprintf(b, "| %s | %s |", k.name, k.load)
+		for _, l := range lats {
+			fmt.Fprintf(b, " %s |", dur(cell[k][l].AddLatencyNs.P99))
+		}
+		b.WriteString("\n")
+	}
+}
+
+const definitions = `
+## Definitions
+
+- **events delivered / min**: events the receiving side stored in the design's run (its own count), per minute of load; the drain at shutdown counts, as the seed's final count=288 did. *from logs* is the sum of the design's count=N INFO lines, the seed's way.
+- **offered**: Add calls that returned nil; **lost** = offered - delivered after shutdown (dropped, failed, or cut off by the shutdown deadline); **in flight at stop**: offered - delivered when the load ended.
+- **select overhead (CPU)**: of the design's CPU samples whose stack contains runtime.selectgo, the share that also contains runtime.sellock or runtime.acquireSudog (the seed's figure; for its async design the seed also counted runtime.recv and the copy, we do not).
+- **runtime sync CPU**: share of the design's CPU samples whose stack contains a runtime channel, lock or scheduler function (bench.RuntimeSyncFuncs: chansend/chanrecv/selectgo, lock2/unlock2/semacquire/futex, mutex slow paths, gopark/goready/schedule/findRunnable/park_m/...).
+- **the design's CPU**: CPU-profile samples labelled side=client (the design's goroutines, and the load generator's handlers while inside Add), plus unlabelled runtime work, minus anything in the receiver's code; the receiving side, the load generator's pacing and event building, and the harness are left out; runtime work without a goroutine (scheduler, GC workers) is counted with the design. **CPU s / M events** divides it by events offered.
+- **memory overhead**: share of the design's allocated bytes (heap profile alloc_space, delta over the run, receiver's stacks left out) allocated under deepCopy: buffer copies at flush. **alloc B / event**: the design's allocated bytes per event offered (the event the load generator builds and hands to Add is not counted; what Add and the sends allocate is).
+- **Add p50 / p99 / p99.9 / max**: the time Add took, as the service's handler waits for it (HdrHistogram). **e2e**: from just before Add to the loader's commit (t0 in each event).
+- **peak heap (live)**: the highest heap object bytes sampled every 10 ms, garbage not yet collected included, and in brackets the highest live heap as of a GC (/gc/heap/live:bytes); whole process, receiver included.
+`
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func pct(f float64) string  { return fmt.Sprintf("%.0f%%", 100*f) }
+func pct2(f float64) string { return fmt.Sprintf("%.2f%%", 100*f) }
+func mib(b uint64) string   { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+func dur(ns int64) string {
+	d := time.Duration(ns)
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	case d >= time.Microsecond:
+		return fmt.Sprintf("%.1fµs", float64(d)/1e3)
+	default:
+		return fmt.Sprintf("%dns", ns)
+	}
+}
+
+// commas formats n with thousands separators, as the seed's table.
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	var out []byte
+	for i := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}

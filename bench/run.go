@@ -1,0 +1,508 @@
+// Package bench is the profiling harness behind cmd/batchbench: it runs the
+// seed's study (mission.md) on this machine, every design side by side
+// against a fresh Batch Loader, and writes what it measured.
+//
+// # A run
+//
+// For each design [Run] starts a receiving side (the in-process loader on a
+// temporary SQLite file, its discard store, a null endpoint, or an external
+// -target), builds the design with the shared HTTP transport, drives it with
+// the load generator for the duration, then shuts it down with a deadline
+// and counts what arrived: the receiving side's own count, and the sum of
+// the design's count=N log lines, as the seed counted. A CPU profile and a
+// heap profile (allocation delta) cover each design's run, and are parsed
+// for the seed's figures ([AnalyzeCPU], [AnalyzeHeap]).
+//
+// # Modes
+//
+//   - fixed: the seed's study, at -rate for -duration per design.
+//   - saturate: unpaced producers (-handlers of them) call Add back to back
+//     for -duration: the sustained delivered events/s, what was lost, and
+//     the peak heap.
+//   - sweep: delivered per minute and Add latency against the loader's added
+//     latency (0 to 1 s), per design, closed and open loop.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+	"golang.org/x/term"
+)
+
+// Modes.
+const (
+	ModeFixed    = "fixed"
+	ModeSaturate = "saturate"
+	ModeSweep    = "sweep"
+)
+
+// SweepLatencies are the loader latencies the sweep visits.
+var SweepLatencies = []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+	250 * time.Millisecond, 400 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// Config is one invocation of the harness; cmd/batchbench fills it from its
+// flags. Zero values take the defaults named.
+type Config struct {
+	Mode          string        // fixed (default), saturate, sweep
+	Duration      time.Duration // per design (and per sweep point); default 60s
+	Rate          float64       // events (requests) per second; default 2,000; saturate ignores it
+	Designs       []string      // default AllDesigns
+	Load          string        // closed (default) or open; sweep runs both
+	Handlers      int           // closed-loop handlers, saturate producers; default 100
+	SeedQueue     int           // the seed designs' channel capacity; default 0 (unbuffered)
+	Loader        string        // sqlite (default), discard, null
+	LoaderLatency time.Duration // added per request by the in-process receiver; default 400ms (saturate: 0)
+	// LoaderLatencySet says LoaderLatency was given (so 0 means 0, not the default).
+	LoaderLatencySet bool
+	Target           string // URL of an external loader; overrides Loader
+	Sink             string // http (default); kafka is not yet supported
+	Out              string // output directory; default results/<timestamp>
+
+	EventSize   int           // bytes per event; default 200
+	StopTimeout time.Duration // deadline of each design's Shutdown; default 30s
+	// Progress receives the progress display and the final table; default
+	// os.Stdout. A bar is drawn when it is a terminal, plain lines otherwise.
+	Progress io.Writer
+	// NoDefaultTransportVariant skips the extra seed-async run on Go's
+	// default transport (run once in fixed mode when seed-async is chosen).
+	NoDefaultTransportVariant bool
+	// MemProfileRate is runtime.MemProfileRate during the run; default 16 KiB.
+	MemProfileRate int
+}
+
+func (c *Config) defaults() error {
+	if c.Mode == "" {
+		c.Mode = ModeFixed
+	}
+	switch c.Mode {
+	case ModeFixed, ModeSaturate, ModeSweep:
+	default:
+		return fmt.Errorf("bench: unknown -mode %q (fixed, saturate, sweep)", c.Mode)
+	}
+	if c.Duration == 0 {
+		c.Duration = 60 * time.Second
+	}
+	if c.Duration < 0 {
+		return fmt.Errorf("bench: -duration %v is negative", c.Duration)
+	}
+	if c.Rate == 0 {
+		c.Rate = 2000
+	}
+	if c.Rate < 0 {
+		return fmt.Errorf("bench: -rate %v is negative", c.Rate)
+	}
+	if len(c.Designs) == 0 {
+		c.Designs = append([]string(nil), AllDesigns...)
+	}
+	for _, d := range c.Designs {
+		if _, ok := designSpecs[d]; !ok {
+			return fmt.Errorf("bench: unknown design %q", d)
+		}
+	}
+	if c.Load == "" {
+		c.Load = LoadClosed
+	}
+	if c.Load != LoadClosed && c.Load != LoadOpen {
+		return fmt.Errorf("bench: unknown -load %q (closed, open)", c.Load)
+	}
+	if c.Handlers == 0 {
+		c.Handlers = 100
+	}
+	if c.Handlers < 0 || c.SeedQueue < 0 {
+		return errors.New("bench: -handlers and -seed-queue must not be negative")
+	}
+	if c.Loader == "" {
+		c.Loader = LoaderSQLite
+	}
+	switch c.Loader {
+	case LoaderSQLite, LoaderDiscard, LoaderNull:
+	default:
+		return fmt.Errorf("bench: unknown -loader %q (sqlite, discard, null)", c.Loader)
+	}
+	if !c.LoaderLatencySet && c.LoaderLatency == 0 && c.Mode != ModeSaturate {
+		// Saturate measures how fast a design can go; a loader latency
+		// would measure max in-flight / latency instead, so there it is 0
+		// unless asked for.
+		c.LoaderLatency = 400 * time.Millisecond
+	}
+	if c.LoaderLatency < 0 {
+		return errors.New("bench: -loader-latency is negative")
+	}
+	if c.Sink == "" {
+		c.Sink = "http"
+	}
+	switch c.Sink {
+	case "http":
+	case "kafka":
+		return fmt.Errorf("bench: -sink kafka: %w (the kafkasink package has not landed)", errNotSupported)
+	default:
+		return fmt.Errorf("bench: unknown -sink %q (http, kafka)", c.Sink)
+	}
+	if c.Target != "" && c.Mode == ModeSweep {
+		return errors.New("bench: -mode sweep varies the in-process loader's latency; it cannot use -target")
+	}
+	if c.Out == "" {
+		c.Out = filepath.Join("results", time.Now().Format("20060102-150405"))
+	}
+	if c.EventSize == 0 {
+		c.EventSize = 200
+	}
+	if c.EventSize < 128 {
+		return fmt.Errorf("bench: event size %d is below 128 bytes", c.EventSize)
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 30 * time.Second
+	}
+	if c.Progress == nil {
+		c.Progress = os.Stdout
+	}
+	if c.MemProfileRate == 0 {
+		c.MemProfileRate = 16 << 10
+	}
+	return nil
+}
+
+// runSpec is one design run.
+type runSpec struct {
+	design   string
+	load     string
+	rate     float64 // 0: unpaced
+	latency  time.Duration
+	dir      string // where its files go; "" writes none
+	profiles bool
+}
+
+// Run runs the harness and writes its report under cfg.Out. It returns the
+// report also when some design failed (that design's row says why); the
+// error is for what stopped the whole run.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, err
+	}
+	oldRate := runtime.MemProfileRate
+	runtime.MemProfileRate = cfg.MemProfileRate
+	defer func() { runtime.MemProfileRate = oldRate }()
+
+	rep := newReport(cfg)
+	pr := newProgress(cfg.Progress)
+	var specs []runSpec
+	switch cfg.Mode {
+	case ModeFixed, ModeSaturate:
+		rate := cfg.Rate
+		load := cfg.Load
+		if cfg.Mode == ModeSaturate {
+			rate, load = 0, LoadOpen
+		}
+		names := cfg.Designs
+		if cfg.Mode == ModeFixed && !cfg.NoDefaultTransportVariant && contains(names, SeedAsync) && !contains(names, SeedAsyncDefaultT) {
+			names = append(append([]string(nil), names...), SeedAsyncDefaultT)
+		}
+		for _, d := range names {
+			specs = append(specs, runSpec{design: d, load: load, rate: rate, latency: cfg.LoaderLatency,
+				dir: filepath.Join(cfg.Out, d), profiles: true})
+		}
+	case ModeSweep:
+		for _, lat := range SweepLatencies {
+			for _, load := range []string{LoadClosed, LoadOpen} {
+				for _, d := range cfg.Designs {
+					specs = append(specs, runSpec{design: d, load: load, rate: cfg.Rate, latency: lat})
+				}
+			}
+		}
+	}
+	for i, s := range specs {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		res := runDesign(ctx, cfg, s, pr, fmt.Sprintf("[%d/%d]", i+1, len(specs)))
+		if cfg.Mode == ModeSweep {
+			rep.Sweep = append(rep.Sweep, res)
+		} else {
+			rep.Designs = append(rep.Designs, res)
+		}
+	}
+	rep.Finished = time.Now().UTC()
+	if err := rep.write(cfg.Out); err != nil {
+		return rep, err
+	}
+	fmt.Fprintln(cfg.Progress)
+	fmt.Fprint(cfg.Progress, rep.Markdown(false))
+	fmt.Fprintf(cfg.Progress, "\nwritten to %s\n", cfg.Out)
+	return rep, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// startEndpoint starts the run's receiving side.
+func startEndpoint(ctx context.Context, cfg Config, s runSpec) (endpoint, error) {
+	if cfg.Target != "" {
+		return newExternalEndpoint(ctx, strings.TrimRight(cfg.Target, "/"))
+	}
+	if cfg.Loader == LoaderNull {
+		return startNullEndpoint(s.latency)
+	}
+	var logW io.WriteCloser
+	if s.dir != "" {
+		f, err := os.Create(filepath.Join(s.dir, "loader.log"))
+		if err != nil {
+			return nil, err
+		}
+		logW = f
+	}
+	return startLoader(cfg.Loader, s.latency, logW)
+}
+
+// runDesign runs one design and measures it. Failures are reported in the
+// result's Error, not returned: one broken design does not stop the study.
+func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag string) (res DesignResult) {
+	res = DesignResult{
+		Name: s.design, Load: s.load, Rate: s.rate, DurationS: cfg.Duration.Seconds(),
+		LoaderLatencyMs: ms(s.latency), Receiver: cfg.Loader,
+	}
+	if cfg.Target != "" {
+		res.Receiver = cfg.Target
+	}
+	if s.load == LoadOpen && s.rate == 0 {
+		res.Load = "unpaced"
+	}
+	if s.rate > 0 {
+		res.Target = int64(s.rate * cfg.Duration.Seconds())
+	}
+	fail := func(err error) DesignResult {
+		res.Error = err.Error()
+		pr.line(fmt.Sprintf("%s %s: error: %v", tag, s.design, err))
+		return res
+	}
+	if s.dir != "" {
+		if err := os.MkdirAll(s.dir, 0o755); err != nil {
+			return fail(err)
+		}
+	}
+	spec := designSpecs[s.design]
+
+	ep, err := startEndpoint(ctx, cfg, s)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := ep.Close(cctx); err != nil && res.Error == "" {
+			res.Error = "closing the receiving side: " + err.Error()
+		}
+	}()
+
+	var logFile io.WriteCloser
+	if s.dir != "" {
+		if logFile, err = os.Create(filepath.Join(s.dir, "client.log")); err != nil {
+			return fail(err)
+		}
+	}
+	clog := newCountLog(logFile)
+	defer clog.Close()
+	tr := transportFor(spec)
+	defer tr.CloseIdleConnections()
+	rt := &countingTransport{rt: tr}
+	env := designEnv{url: ep.URL(), transport: rt, poster: newPoster(ep.URL(), rt),
+		logger: newTextLogger(clog), seedQueue: cfg.SeedQueue}
+
+	// Profiles and counters around the design's whole life: build, load,
+	// shutdown.
+	var cpuFile *os.File
+	var heapBefore *profile.Profile
+	if s.profiles {
+		if heapBefore, err = HeapSnapshot(); err != nil {
+			return fail(err)
+		}
+		if cpuFile, err = os.Create(filepath.Join(s.dir, "cpu.pprof")); err != nil {
+			return fail(err)
+		}
+		if err := pprof.StartCPUProfile(cpuFile); err != nil {
+			cpuFile.Close()
+			return fail(err)
+		}
+	}
+	stopCPU := func() {
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			cpuFile.Close()
+			cpuFile = nil
+		}
+	}
+	defer stopCPU()
+	gc0, cpu0 := readGC(), processCPU()
+	peak := startHeapPeak(10 * time.Millisecond)
+
+	var counters loadCounters
+	var lr loadResult
+	var shutdownErr error
+	var shutdownDur time.Duration
+	var inFlightAtStop int64
+	var buildErr error
+	stopProgress := pr.start(tag, s.design, cfg.Duration, s.rate, &counters, ep)
+	pprof.Do(ctx, pprof.Labels(labelSide, sideClient), func(ctx context.Context) {
+		c, err := spec.newClient(env)
+		if err != nil {
+			buildErr = err
+			return
+		}
+		lr = runLoad(ctx, c, loadConfig{
+			Kind: s.load, Rate: s.rate, Duration: cfg.Duration, Handlers: cfg.Handlers,
+			EventSize: cfg.EventSize, RunID: runID(s),
+		}, &counters)
+		delivered, _ := ep.Delivered(ctx)
+		inFlightAtStop = lr.Offered - delivered
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.StopTimeout)
+		defer cancel()
+		t := time.Now()
+		shutdownErr = c.Shutdown(sctx)
+		shutdownDur = time.Since(t)
+	})
+	stopProgress()
+	peakHeap, peakLive := peak.Stop()
+	gc1, cpu1 := readGC(), processCPU()
+	stopCPU()
+	if buildErr != nil {
+		return fail(buildErr)
+	}
+
+	delivered, err := ep.Delivered(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("counting deliveries: %w", err))
+	}
+	res.Requests = lr.Requests
+	res.Offered = lr.Offered
+	res.Rejected = lr.Rejected
+	res.NotOffered = lr.NotOffered
+	res.Delivered = delivered
+	res.DeliveredFromLogs = clog.Sum()
+	res.Lost = lr.Offered - delivered
+	res.InFlightAtStop = inFlightAtStop
+	minutes := cfg.Duration.Minutes()
+	if minutes > 0 {
+		res.DeliveredPerMin = float64(delivered) / minutes
+		res.DeliveredPerSec = res.DeliveredPerMin / 60
+	}
+	if res.Target > 0 {
+		res.DeliveredPctOfTarget = 100 * float64(delivered) / float64(res.Target)
+	}
+	res.GCCycles = int64(gc1.cycles - gc0.cycles)
+	res.GCPauseMs = ms(gc1.pause - gc0.pause)
+	res.PeakHeapBytes = peakHeap
+	res.PeakLiveHeapBytes = peakLive
+	if lr.Offered > 0 {
+		res.ProcessCPUSecondsPerMillion = (cpu1 - cpu0).Seconds() / float64(lr.Offered) * 1e6
+	}
+	if lr.AddLatency != nil {
+		h := lr.AddLatency
+		res.AddLatencyNs = AddLatency{P50: h.ValueAtQuantile(50), P99: h.ValueAtQuantile(99),
+			P999: h.ValueAtQuantile(99.9), Max: h.Max()}
+	}
+	if h := ep.E2E(); h != nil && h.TotalCount() > 0 {
+		res.E2ELatencyMs = E2ELatency{P50: float64(h.ValueAtQuantile(50)) / 1e6, P99: float64(h.ValueAtQuantile(99)) / 1e6}
+	}
+	res.HTTPRequests = rt.requests.Load()
+	res.HTTPFailures = rt.failures.Load()
+	res.MaxSendsInFlight = rt.maxInFlight.Load()
+	res.ShutdownMs = ms(shutdownDur)
+	if shutdownErr != nil {
+		res.ShutdownError = shutdownErr.Error()
+	}
+
+	if s.profiles {
+		if err := analyzeProfiles(&res, s.dir, heapBefore); err != nil {
+			res.Error = "profiles: " + err.Error()
+		}
+	}
+	pr.done(tag, &res)
+	return res
+}
+
+// analyzeProfiles reads the run's CPU profile, takes the heap delta, writes
+// it as heap.pprof, and fills the profile-derived fields.
+func analyzeProfiles(res *DesignResult, dir string, heapBefore *profile.Profile) error {
+	heapAfter, err := HeapSnapshot()
+	if err != nil {
+		return err
+	}
+	delta, err := HeapDelta(heapBefore, heapAfter)
+	if err != nil {
+		return err
+	}
+	hf, err := os.Create(filepath.Join(dir, "heap.pprof"))
+	if err != nil {
+		return err
+	}
+	if err := delta.Write(hf); err != nil {
+		hf.Close()
+		return err
+	}
+	if err := hf.Close(); err != nil {
+		return err
+	}
+	ha, err := AnalyzeHeap(delta)
+	if err != nil {
+		return err
+	}
+	if res.Offered > 0 {
+		res.AllocBytesPerEvent = float64(ha.AllocBytes) / float64(res.Offered)
+	}
+	res.CopyAllocShare = ha.CopyShare
+	res.CopyAllocBytes = ha.CopyBytes
+
+	cf, err := os.Open(filepath.Join(dir, "cpu.pprof"))
+	if err != nil {
+		return err
+	}
+	defer cf.Close()
+	cp, err := profile.Parse(cf)
+	if err != nil {
+		return err
+	}
+	ca, err := AnalyzeCPU(cp)
+	if err != nil {
+		return err
+	}
+	res.SelectOverheadShare = ca.SelectOverheadShare
+	res.SelectCPUSeconds = ca.SelectSeconds
+	res.RuntimeSyncShare = ca.RuntimeSyncShare
+	res.CPUSeconds = ca.CPUSeconds
+	res.ReceiverCPUSeconds = ca.ExcludedSeconds
+	if res.Offered > 0 {
+		res.CPUSecondsPerMillion = ca.CPUSeconds / float64(res.Offered) * 1e6
+		res.ClientCPUSecondsPerMillion = ca.LabelledSeconds / float64(res.Offered) * 1e6
+	}
+	return nil
+}
+
+func runID(s runSpec) string {
+	return fmt.Sprintf("%s.%s.%d", s.design, s.load, s.latency.Milliseconds())
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

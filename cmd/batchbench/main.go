@@ -1,0 +1,77 @@
+// Command batchbench runs the seed's profiling study on this machine: every
+// Batch Processor design side by side against a fresh in-process Batch
+// Loader, with the seed-style table printed at the end and report.md,
+// report.json, charts and pprof files written under -out.
+//
+//	go run ./cmd/batchbench                               # the seed's study: 2,000 events/s, 60 s per design
+//	go run ./cmd/batchbench -duration 10s -designs seed-pool-10,batchproc
+//	go run ./cmd/batchbench -mode saturate -loader null -duration 10s
+//	go run ./cmd/batchbench -mode sweep -duration 10s
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/batchproc/batchproc/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run parses args and runs the harness; it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var cfg bench.Config
+	var designs string
+	fs := flag.NewFlagSet("batchbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Mode, "mode", bench.ModeFixed, "fixed (the seed's study), saturate (as fast as each design goes), or sweep (against loader latency)")
+	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "load duration per design (and per sweep point)")
+	fs.Float64Var(&cfg.Rate, "rate", 2000, "events (requests) per second")
+	fs.StringVar(&designs, "designs", "all", "comma-separated designs: "+strings.Join(bench.AllDesigns, ", ")+" (also "+bench.SeedAsyncDefaultT+")")
+	fs.StringVar(&cfg.Load, "load", bench.LoadClosed, "closed (handlers wait for Add) or open (requests at the rate regardless)")
+	fs.IntVar(&cfg.Handlers, "handlers", 100, "closed-loop request handlers (saturate: producers)")
+	fs.IntVar(&cfg.SeedQueue, "seed-queue", 0, "capacity of the seed designs' channel queue (0: unbuffered, as the seed)")
+	fs.StringVar(&cfg.Loader, "loader", bench.LoaderSQLite, "receiving side: sqlite, discard (loader storing nothing) or null (counting endpoint)")
+	fs.DurationVar(&cfg.LoaderLatency, "loader-latency", 400*time.Millisecond, "latency the in-process receiver adds per request (saturate: 0 unless given)")
+	fs.StringVar(&cfg.Target, "target", "", "base URL of an external Batch Loader (instead of an in-process one)")
+	fs.StringVar(&cfg.Sink, "sink", "http", "http or kafka")
+	fs.StringVar(&cfg.Out, "out", "", "output directory (default results/<timestamp>)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "batchbench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "loader-latency" {
+			cfg.LoaderLatencySet = true
+		}
+	})
+	if !cfg.LoaderLatencySet {
+		cfg.LoaderLatency = 0 // bench's default: 400ms, or 0 in saturate
+	}
+	cfg.Progress = stdout
+	var err error
+	if cfg.Designs, err = bench.ParseDesigns(designs); err != nil {
+		fmt.Fprintln(stderr, "batchbench:", err)
+		return 2
+	}
+	if _, err := bench.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(stderr, "batchbench:", err)
+		return 1
+	}
+	return 0
+}
