@@ -146,8 +146,9 @@ func (p *Processor) send(b *Batch) (int, error) {
 			return attempt, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)
 		}
 		p.retries.Add(1)
+		// "events", not "count": count= lines are summed as deliveries.
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "send failed, retrying",
-			slog.Int("count", b.Len()), slog.String("key", b.key), slog.Int("attempt", attempt),
+			slog.Int("events", b.Len()), slog.String("key", b.key), slog.Int("attempt", attempt),
 			slog.Duration("wait", wait), slog.Any("error", err))
 		if !p.sleep(wait) {
 			return attempt, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}

@@ -44,6 +44,7 @@ type Processor struct {
 	shardPool sync.Pool     // of *shard, for per-P locality
 	rr        atomic.Uint32 // round-robin for shardPool.New
 	contended atomic.Uint64 // Adds that found their shard locked
+	cutSeen   atomic.Uint64 // contended as of the last batch cut
 
 	// Memory budget: used counts bytes reserved by batches being filled,
 	// queued or sent. Batches reserve it in chunks so that Add rarely
@@ -53,6 +54,11 @@ type Processor struct {
 	waiters atomic.Int32 // Adds blocked on the budget
 	spaceMu sync.Mutex
 	spaceCh chan struct{} // closed and replaced whenever budget is released while someone waits
+	// Blocked Adds are served in arrival order: each takes a ticket, and
+	// only the holder of ticket serving may take new budget, so an Add
+	// cannot be starved by later ones. Guarded by spaceMu.
+	nextTicket, serving uint64
+	abandoned           map[uint64]struct{} // tickets whose Add gave up
 
 	lanes []*lane
 
@@ -123,6 +129,7 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		cfg:        cfg,
 		log:        cfg.logger,
 		spaceCh:    make(chan struct{}),
+		abandoned:  make(map[uint64]struct{}),
 		doneSeq:    make(map[uint64]struct{}),
 		keyPrefix:  "bp-" + hex.EncodeToString(prefix[:]) + "-",
 		closing:    make(chan struct{}),
@@ -208,7 +215,11 @@ func (p *Processor) TryAdd(e Event) error {
 // add is the hot path shared by Add and TryAdd. The common case (the
 // shard's batch has room and budget) takes one uncontended lock, one copy
 // and no call; everything else is in addSlow.
-func (p *Processor) add(e Event) error {
+func (p *Processor) add(e Event) error { return p.addAs(e, false) }
+
+// addAs is add for a caller that may (head) or may not take budget while
+// Adds are waiting for it.
+func (p *Processor) addAs(e Event, head bool) error {
 	size := len(e.Payload) + 1
 	cost := size + len(e.ID) + eventOverhead
 	if size > p.cfg.maxBytes || cost > p.cfg.memLimit || size == 1 || bytes.IndexByte(e.Payload, '\n') >= 0 {
@@ -243,7 +254,7 @@ func (p *Processor) add(e Event) error {
 		}
 		s.mu.Unlock()
 	} else {
-		err = p.addSlow(s, e, size, cost)
+		err = p.addSlow(s, e, size, cost, head)
 	}
 	if pooled {
 		p.shardPool.Put(s)
@@ -262,7 +273,7 @@ func (p *Processor) refuse(size, cost int) error {
 
 // addSlow is add when s has no batch, the event does not fit in it, its
 // reserved budget is used up, or the processor is closed. It unlocks s.
-func (p *Processor) addSlow(s *shard, e Event, size, cost int) error {
+func (p *Processor) addSlow(s *shard, e Event, size, cost int, head bool) error {
 	if p.closed.Load() {
 		s.mu.Unlock()
 		p.rejected.Add(1)
@@ -277,7 +288,7 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost int) error {
 		b = getBatch()
 		s.b = b
 	}
-	if b.cost+cost > b.reserved && !p.reserve(b, cost) {
+	if b.cost+cost > b.reserved && !p.reserve(b, cost, head) {
 		if len(b.ends) == 0 {
 			s.b = nil
 			putBatch(b)
@@ -304,14 +315,8 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost int) error {
 	return nil
 }
 
-// contend records that an Add waited for a shard lock; async dispatch then
-// moves to per-P shards.
-func (p *Processor) contend() {
-	p.contended.Add(1)
-	if p.adaptive && !p.perP.Load() {
-		p.perP.Store(true)
-	}
-}
+// contend records that an Add waited for a shard lock.
+func (p *Processor) contend() { p.contended.Add(1) }
 
 // newShard is the shard pool's New: shards are handed out round-robin. Two
 // Ps may then hold the same shard; its mutex keeps that correct.
@@ -320,8 +325,12 @@ func (p *Processor) newShard() any {
 }
 
 // reserve takes budget for an event of the given cost into b: a chunk if
-// there is room, else just the cost.
-func (p *Processor) reserve(b *Batch, cost int) bool {
+// there is room, else just the cost. While Adds wait for budget only the
+// first of them (head) may take it.
+func (p *Processor) reserve(b *Batch, cost int, head bool) bool {
+	if !head && p.waiters.Load() > 0 {
+		return false
+	}
 	want := int64(max(cost, p.chunk))
 	limit := int64(p.cfg.memLimit)
 	for {
@@ -351,29 +360,60 @@ func (p *Processor) release(n int) {
 	}
 }
 
-// addWait is Add's slow path: wait for budget.
+// addWait is Add's slow path: wait for budget, in turn.
 func (p *Processor) addWait(ctx context.Context, e Event) error {
 	p.waiters.Add(1)
 	defer p.waiters.Add(-1)
+	p.spaceMu.Lock()
+	ticket := p.nextTicket
+	p.nextTicket++
+	p.spaceMu.Unlock()
 	for {
 		p.spaceMu.Lock()
 		ch := p.spaceCh // taken before retrying, so a release in between is not missed
+		turn := p.serving == ticket
 		p.spaceMu.Unlock()
-		err := p.add(e)
-		if err != errNoSpace {
-			return err
+		if turn {
+			err := p.addAs(e, true)
+			if err != errNoSpace {
+				p.nextTurn(ticket)
+				return err
+			}
+			p.relieve()
 		}
-		p.relieve()
 		select {
 		case <-ch:
 		case <-ctx.Done():
+			p.nextTurn(ticket)
 			p.rejected.Add(1)
 			return ctx.Err()
 		case <-p.closing:
+			p.nextTurn(ticket)
 			p.rejected.Add(1)
 			return ErrClosed
 		}
 	}
+}
+
+// nextTurn retires ticket: the next waiting Add gets its turn, or, if ticket
+// was not being served yet, it will be skipped when its turn comes.
+func (p *Processor) nextTurn(ticket uint64) {
+	p.spaceMu.Lock()
+	defer p.spaceMu.Unlock()
+	if p.serving != ticket {
+		p.abandoned[ticket] = struct{}{}
+		return
+	}
+	p.serving++
+	for {
+		if _, ok := p.abandoned[p.serving]; !ok {
+			break
+		}
+		delete(p.abandoned, p.serving)
+		p.serving++
+	}
+	close(p.spaceCh) // wake the new head
+	p.spaceCh = make(chan struct{})
 }
 
 // relieve sends the batches being filled when nothing else is queued or in
@@ -394,6 +434,15 @@ func (p *Processor) cut(s *shard) {
 	b := s.b
 	s.b = nil
 	s.due.Store(0)
+	// Async dispatch moves to per-P shards when more than one Add in 16 of
+	// this batch waited for a lock: occasional collisions (a service at a
+	// few thousand events/s) keep one shard and so one batch per interval.
+	if p.adaptive && !p.perP.Load() {
+		c := p.contended.Load()
+		if prev := p.cutSeen.Swap(c); c-prev > uint64(len(b.ends)/16+1) {
+			p.perP.Store(true)
+		}
+	}
 	p.outMu.Lock()
 	b.seq = p.nextSeq
 	p.nextSeq++

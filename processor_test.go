@@ -761,3 +761,39 @@ func TestWriterSink(t *testing.T) {
 		t.Fatalf("wrote %q, want %q", buf.String(), want)
 	}
 }
+
+// Adds blocked on the budget are served in arrival order, and an Add that
+// arrives later (or a TryAdd) cannot take the space from them.
+func TestBlockedAddsServedInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		rec := &batchproctest.Recorder{Hook: func(context.Context, *batchproc.Batch, int) error { <-release; return nil }}
+		p := mustNew(t, rec, batchproc.WithMemoryLimit(4096), batchproc.WithMaxBatchBytes(1024),
+			batchproc.WithMaxBatchEvents(1), batchproc.WithMaxInFlight(1))
+		payload := bytes.Repeat([]byte("p"), 100)
+		for p.TryAdd(batchproc.Event{ID: "x", Payload: payload}) == nil { // costs what each waiter's event costs
+		}
+		order := make(chan string, 3)
+		for _, name := range []string{"A", "B", "C"} {
+			go func() {
+				if err := p.Add(t.Context(), batchproc.Event{ID: name, Payload: payload}); err != nil {
+					t.Error(err)
+				}
+				order <- name
+			}()
+			synctest.Wait() // each is blocked before the next arrives
+		}
+		for _, want := range []string{"A", "B", "C"} {
+			release <- struct{}{} // one send completes, freeing one event's budget
+			synctest.Wait()
+			if err := p.TryAdd(batchproc.Event{Payload: payload}); !errors.Is(err, batchproc.ErrFull) {
+				t.Fatalf("TryAdd barged past waiting Adds: %v", err)
+			}
+			if got := <-order; got != want {
+				t.Fatalf("blocked Add %s admitted before %s", got, want)
+			}
+		}
+		close(release)
+		shutdown(t, p)
+	})
+}
