@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	randv2 "math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,21 +45,19 @@ type Processor struct {
 	shardPool sync.Pool     // of *shard, for per-P locality
 	rr        atomic.Uint32 // round-robin for shardPool.New
 	contended atomic.Uint64 // Adds that found their shard locked
-	cutSeen   atomic.Uint64 // contended as of the last batch cut
 
 	// Memory budget: used counts bytes reserved by batches being filled,
 	// queued or sent. Batches reserve it in chunks so that Add rarely
 	// touches this shared counter.
 	used    atomic.Int64
 	chunk   int
-	waiters atomic.Int32 // Adds blocked on the budget
+	// Adds blocked on the budget queue in arrival order; releases hand
+	// budget to the queue's head directly (as x/sync/semaphore does), and
+	// while anyone waits nobody else takes new budget, so a blocked Add is
+	// never starved by later ones.
+	waiters atomic.Int32 // len(waitq), readable without spaceMu
 	spaceMu sync.Mutex
-	spaceCh chan struct{} // closed and replaced whenever budget is released while someone waits
-	// Blocked Adds are served in arrival order: each takes a ticket, and
-	// only the holder of ticket serving may take new budget, so an Add
-	// cannot be starved by later ones. Guarded by spaceMu.
-	nextTicket, serving uint64
-	abandoned           map[uint64]struct{} // tickets whose Add gave up
+	waitq   []*waiter
 
 	lanes []*lane
 
@@ -128,8 +127,6 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		sink:       sink,
 		cfg:        cfg,
 		log:        cfg.logger,
-		spaceCh:    make(chan struct{}),
-		abandoned:  make(map[uint64]struct{}),
 		doneSeq:    make(map[uint64]struct{}),
 		keyPrefix:  "bp-" + hex.EncodeToString(prefix[:]) + "-",
 		closing:    make(chan struct{}),
@@ -215,11 +212,11 @@ func (p *Processor) TryAdd(e Event) error {
 // add is the hot path shared by Add and TryAdd. The common case (the
 // shard's batch has room and budget) takes one uncontended lock, one copy
 // and no call; everything else is in addSlow.
-func (p *Processor) add(e Event) error { return p.addAs(e, false) }
+func (p *Processor) add(e Event) error { return p.addWith(e, 0) }
 
-// addAs is add for a caller that may (head) or may not take budget while
-// Adds are waiting for it.
-func (p *Processor) addAs(e Event, head bool) error {
+// addWith is add for a caller holding grant bytes of budget handed to it
+// while it waited (0 for none); the grant goes into the event's batch.
+func (p *Processor) addWith(e Event, grant int) error {
 	size := len(e.Payload) + 1
 	cost := size + len(e.ID) + eventOverhead
 	if size > p.cfg.maxBytes || cost > p.cfg.memLimit || size == 1 || bytes.IndexByte(e.Payload, '\n') >= 0 {
@@ -245,7 +242,7 @@ func (p *Processor) addAs(e Event, head bool) error {
 	var err error
 	// closed is read under the shard lock: Shutdown sets it before cutting
 	// each shard under the same lock, so no event lands after the drain cut.
-	if b := s.b; b != nil && b.size+size <= p.cfg.maxBytes && b.cost+cost <= b.reserved && !p.closed.Load() {
+	if b := s.b; grant == 0 && b != nil && b.size+size <= p.cfg.maxBytes && b.cost+cost <= b.reserved && !p.closed.Load() {
 		b.cost += cost
 		b.append(e)
 		s.added++
@@ -254,7 +251,7 @@ func (p *Processor) addAs(e Event, head bool) error {
 		}
 		s.mu.Unlock()
 	} else {
-		err = p.addSlow(s, e, size, cost, head)
+		err = p.addSlow(s, e, size, cost, grant)
 	}
 	if pooled {
 		p.shardPool.Put(s)
@@ -273,9 +270,12 @@ func (p *Processor) refuse(size, cost int) error {
 
 // addSlow is add when s has no batch, the event does not fit in it, its
 // reserved budget is used up, or the processor is closed. It unlocks s.
-func (p *Processor) addSlow(s *shard, e Event, size, cost int, head bool) error {
+func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	if p.closed.Load() {
 		s.mu.Unlock()
+		if grant > 0 {
+			p.release(grant)
+		}
 		p.rejected.Add(1)
 		return ErrClosed
 	}
@@ -288,7 +288,8 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost int, head bool) error 
 		b = getBatch()
 		s.b = b
 	}
-	if b.cost+cost > b.reserved && !p.reserve(b, cost, head) {
+	b.reserved += grant // a grant always covers cost
+	if b.cost+cost > b.reserved && !p.reserve(b, cost) {
 		if len(b.ends) == 0 {
 			s.b = nil
 			putBatch(b)
@@ -315,8 +316,15 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost int, head bool) error 
 	return nil
 }
 
-// contend records that an Add waited for a shard lock.
-func (p *Processor) contend() { p.contended.Add(1) }
+// contend records that an Add found its shard locked: async dispatch then
+// moves to per-P shards. (Contention is the visible tip of the real cost:
+// one shard's lock and buffer bouncing between cores on every Add.)
+func (p *Processor) contend() {
+	p.contended.Add(1)
+	if p.adaptive && !p.perP.Load() {
+		p.perP.Store(true)
+	}
+}
 
 // newShard is the shard pool's New: shards are handed out round-robin. Two
 // Ps may then hold the same shard; its mutex keeps that correct.
@@ -325,10 +333,10 @@ func (p *Processor) newShard() any {
 }
 
 // reserve takes budget for an event of the given cost into b: a chunk if
-// there is room, else just the cost. While Adds wait for budget only the
-// first of them (head) may take it.
-func (p *Processor) reserve(b *Batch, cost int, head bool) bool {
-	if !head && p.waiters.Load() > 0 {
+// there is room, else just the cost. While Adds wait for budget it takes
+// nothing: released budget goes to them first.
+func (p *Processor) reserve(b *Batch, cost int) bool {
+	if p.waiters.Load() > 0 {
 		return false
 	}
 	want := int64(max(cost, p.chunk))
@@ -349,75 +357,99 @@ func (p *Processor) reserve(b *Batch, cost int, head bool) bool {
 	}
 }
 
-// release returns a finished batch's budget and wakes waiting Adds.
+// release returns budget and hands what it can to waiting Adds.
 func (p *Processor) release(n int) {
 	p.used.Add(-int64(n))
-	if p.waiters.Load() > 0 {
-		p.spaceMu.Lock()
-		close(p.spaceCh)
-		p.spaceCh = make(chan struct{})
-		p.spaceMu.Unlock()
+	if p.waiters.Load() > 0 && p.grant() {
+		p.relieve()
 	}
 }
 
-// addWait is Add's slow path: wait for budget, in turn.
-func (p *Processor) addWait(ctx context.Context, e Event) error {
-	p.waiters.Add(1)
-	defer p.waiters.Add(-1)
-	p.spaceMu.Lock()
-	ticket := p.nextTicket
-	p.nextTicket++
-	p.spaceMu.Unlock()
-	for {
-		p.spaceMu.Lock()
-		ch := p.spaceCh // taken before retrying, so a release in between is not missed
-		turn := p.serving == ticket
-		p.spaceMu.Unlock()
-		if turn {
-			err := p.addAs(e, true)
-			if err != errNoSpace {
-				p.nextTurn(ticket)
-				return err
-			}
-			p.relieve()
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			p.nextTurn(ticket)
-			p.rejected.Add(1)
-			return ctx.Err()
-		case <-p.closing:
-			p.nextTurn(ticket)
-			p.rejected.Add(1)
-			return ErrClosed
-		}
-	}
+// waiter is an Add blocked on the budget.
+type waiter struct {
+	need    int           // the event's cost
+	granted int           // budget taken for it: need, up to a chunk; set before ready closes
+	ready   chan struct{} // closed when granted
 }
 
-// nextTurn retires ticket: the next waiting Add gets its turn, or, if ticket
-// was not being served yet, it will be skipped when its turn comes.
-func (p *Processor) nextTurn(ticket uint64) {
+// grant hands free budget to waiting Adds in arrival order: each gets its
+// event's cost and, if there is room, up to a chunk, so that the Adds
+// behind it on the same shard proceed without waiting again. It stops at
+// the first waiter that does not fit, keeping the order, and reports
+// whether any is left waiting.
+func (p *Processor) grant() bool {
 	p.spaceMu.Lock()
 	defer p.spaceMu.Unlock()
-	if p.serving != ticket {
-		p.abandoned[ticket] = struct{}{}
-		return
-	}
-	p.serving++
-	for {
-		if _, ok := p.abandoned[p.serving]; !ok {
-			break
+	limit := int64(p.cfg.memLimit)
+	for len(p.waitq) > 0 {
+		w := p.waitq[0]
+		u := p.used.Load()
+		free := limit - u
+		if free < int64(w.need) {
+			return true
 		}
-		delete(p.abandoned, p.serving)
-		p.serving++
+		take := min(free, int64(max(w.need, p.chunk)))
+		if !p.used.CompareAndSwap(u, u+take) {
+			continue
+		}
+		w.granted = int(take)
+		close(w.ready)
+		p.waitq[0] = nil
+		p.waitq = p.waitq[1:]
+		p.waiters.Store(int32(len(p.waitq)))
 	}
-	close(p.spaceCh) // wake the new head
-	p.spaceCh = make(chan struct{})
+	return false
+}
+
+// addWait is Add's slow path: queue for budget, in turn.
+func (p *Processor) addWait(ctx context.Context, e Event) error {
+	w := &waiter{need: len(e.Payload) + 1 + len(e.ID) + eventOverhead, ready: make(chan struct{})}
+	p.spaceMu.Lock()
+	p.waitq = append(p.waitq, w)
+	p.waiters.Store(int32(len(p.waitq)))
+	p.spaceMu.Unlock()
+	// Budget freed since add failed is not announced again; and if nothing
+	// is in flight, only open batches hold the budget: send them.
+	if p.grant() {
+		p.relieve()
+	}
+	select {
+	case <-w.ready:
+		return p.addWith(e, w.granted)
+	case <-ctx.Done():
+		p.leaveQueue(w)
+		p.rejected.Add(1)
+		return ctx.Err()
+	case <-p.closing:
+		p.leaveQueue(w)
+		p.rejected.Add(1)
+		return ErrClosed
+	}
+}
+
+// leaveQueue removes a waiter that gives up, returning a grant it got
+// meanwhile; the waiters behind it may fit now.
+func (p *Processor) leaveQueue(w *waiter) {
+	p.spaceMu.Lock()
+	i := slices.Index(p.waitq, w)
+	if i >= 0 {
+		p.waitq = slices.Delete(p.waitq, i, i+1)
+		p.waiters.Store(int32(len(p.waitq)))
+	}
+	p.spaceMu.Unlock()
+	if i < 0 { // granted before we could leave
+		p.release(w.granted)
+	} else if i == 0 && p.grant() {
+		p.relieve()
+	}
 }
 
 // relieve sends the batches being filled when nothing else is queued or in
-// flight: then only they hold budget, and only sending them frees it.
+// flight: then only they hold budget, and only sending them frees it. It is
+// called whenever an Add is left waiting: after a failed add, and after a
+// release that could not serve the queue's head. (deliver marks a batch
+// complete before releasing its budget, so the release that empties the
+// pipeline sees it empty.)
 func (p *Processor) relieve() {
 	p.outMu.Lock()
 	idle := p.nextSeq == p.low
@@ -434,15 +466,7 @@ func (p *Processor) cut(s *shard) {
 	b := s.b
 	s.b = nil
 	s.due.Store(0)
-	// Async dispatch moves to per-P shards when more than one Add in 16 of
-	// this batch waited for a lock: occasional collisions (a service at a
-	// few thousand events/s) keep one shard and so one batch per interval.
-	if p.adaptive && !p.perP.Load() {
-		c := p.contended.Load()
-		if prev := p.cutSeen.Swap(c); c-prev > uint64(len(b.ends)/16+1) {
-			p.perP.Store(true)
-		}
-	}
+
 	p.outMu.Lock()
 	b.seq = p.nextSeq
 	p.nextSeq++
@@ -606,8 +630,6 @@ func (p *Processor) lingerLoop() {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	defer t.Stop()
-	lastContended := p.contended.Load()
-	lastGrow := time.Now()
 	for {
 		select {
 		case <-p.poke:
@@ -620,6 +642,7 @@ func (p *Processor) lingerLoop() {
 		now := time.Now()
 		nowNano := now.UnixNano()
 		var next int64
+		lingered := false
 		for i := range p.shards {
 			s := &p.shards[i]
 			due := s.due.Load()
@@ -630,6 +653,7 @@ func (p *Processor) lingerLoop() {
 				s.mu.Lock()
 				if s.b != nil && len(s.b.ends) > 0 && s.due.Load() <= nowNano {
 					p.cut(s)
+					lingered = true
 				}
 				due = s.due.Load() // a new batch may have started meanwhile
 				s.mu.Unlock()
@@ -644,15 +668,12 @@ func (p *Processor) lingerLoop() {
 		if next != 0 {
 			t.Reset(time.Duration(next - nowNano))
 		}
-		// Shrink back towards one shard after a whole interval without
-		// contention, so a quiet processor sends few, full batches.
-		if p.adaptive {
-			if c := p.contended.Load(); c != lastContended {
-				lastContended, lastGrow = c, now
-			} else if p.perP.Load() && now.Sub(lastGrow) >= p.cfg.interval {
-				p.perP.Store(false)
-				lastGrow = now
-			}
+		// A batch that had to linger means per-P shards are splitting a
+		// stream too thin to fill them: go back to one shard, so a quiet
+		// processor sends few, full batches. A busy one fills its batches
+		// before they are due and stays spread.
+		if lingered && p.adaptive && p.perP.Load() {
+			p.perP.Store(false)
 		}
 	}
 }
