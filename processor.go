@@ -49,8 +49,8 @@ type Processor struct {
 	// Memory budget: used counts bytes reserved by batches being filled,
 	// queued or sent. Batches reserve it in chunks so that Add rarely
 	// touches this shared counter.
-	used    atomic.Int64
-	chunk   int
+	used  atomic.Int64
+	chunk int
 	// Adds blocked on the budget queue in arrival order; releases hand
 	// budget to the queue's head directly (as x/sync/semaphore does), and
 	// while anyone waits nobody else takes new budget, so a blocked Add is
