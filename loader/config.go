@@ -92,6 +92,11 @@ type Config struct {
 	// Default 30s.
 	ShutdownTimeout time.Duration
 
+	// Kafka, when set, is a Kafka topic the Server also consumes batches
+	// from, as a member of a consumer group: [Run] does, see
+	// [Server.ServeKafka]. Default nil: HTTP only.
+	Kafka *KafkaConfig
+
 	// Pprof serves net/http/pprof under /debug/pprof/. Default off.
 	Pprof bool
 	// Logger receives one line per stored batch (with count=N) and the
@@ -167,6 +172,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if int64(int(c.MaxDecodedBody)) != c.MaxDecodedBody {
 		bad("Config.MaxDecodedBody = %d does not fit in an int", c.MaxDecodedBody)
+	}
+	if c.Kafka != nil {
+		k, kerrs := c.Kafka.withDefaults()
+		c.Kafka = &k
+		errs = append(errs, kerrs...)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -46,6 +46,7 @@ type Server struct {
 	idle     chan struct{} // closed when draining and inflight reaches 0
 	doneCh   chan struct{} // closed when Shutdown has finished
 	doneErr  error
+	kafka    *kafkaRun // the consumer ServeKafka runs; nil until it starts
 }
 
 // New validates cfg and returns a Server for it. From here on the Server
@@ -111,11 +112,15 @@ func (s *Server) Serve(ln net.Listener) error {
 // are answered 503 with Retry-After and /readyz answers 503; batch
 // requests in flight finish (their batches are stored and answered); then
 // the listeners and idle connections are closed, remaining handlers are
-// waited for, and the store is closed.
+// waited for, and the store is closed. Meanwhile the Kafka consumer, if
+// [Server.ServeKafka] runs, finishes the batch it is storing, commits and
+// leaves its group; the store is closed after it stopped.
 //
-// If ctx ends first, the connections are closed at once, the store is
-// closed, and ctx's error is returned. Shutdown is idempotent: later calls
-// wait for the first one and return its result (or their ctx's error).
+// If ctx ends first, the connections are closed at once, the consumer's
+// store and commit calls are cancelled, the store is closed once the
+// consumer has returned, and ctx's error is returned. Shutdown is
+// idempotent: later calls wait for the first one and return its result (or
+// their ctx's error).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	first := !s.draining
@@ -145,6 +150,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if err != nil {
 		_ = s.http.Close()
+	}
+	if kerr := s.stopKafka(ctx); err == nil {
+		err = kerr
 	}
 	if cerr := s.cfg.Store.Close(); cerr != nil {
 		err = errors.Join(err, cerr)
@@ -188,9 +196,11 @@ func (s *Server) isDraining() bool {
 
 // Run serves cfg until ctx is done, then drains within cfg.ShutdownTimeout
 // (see [Server.Shutdown]). It listens on cfg.Addr and logs
-// "listening addr=..." once connections are accepted. It returns nil after
-// a clean drain. Run owns cfg.Store: the store is closed when Run returns,
-// also when cfg is invalid or the address cannot be listened on.
+// "listening addr=..." once connections are accepted; with cfg.Kafka set it
+// also consumes that topic ([Server.ServeKafka]), and stops early when the
+// Kafka client cannot be made. It returns nil after a clean drain. Run owns
+// cfg.Store: the store is closed when Run returns, also when cfg is invalid
+// or the address cannot be listened on.
 func Run(ctx context.Context, cfg Config) error {
 	s, err := New(cfg)
 	if err != nil {
@@ -207,11 +217,18 @@ func Run(ctx context.Context, cfg Config) error {
 	s.log.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Serve(ln) }()
+	var kafkaErr chan error // nil without Kafka: never ready
+	if s.cfg.Kafka != nil {
+		kafkaErr = make(chan error, 1)
+		go func() { kafkaErr <- s.ServeKafka() }()
+	}
 
-	var err1 error
+	var err1, err3 error
 	select {
 	case err1 = <-serveErr:
 		serveErr <- err1 // for the receive below
+	case err3 = <-kafkaErr:
+		kafkaErr <- err3
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
@@ -221,5 +238,10 @@ func Run(ctx context.Context, cfg Config) error {
 	if errors.Is(err1, http.ErrServerClosed) {
 		err1 = nil
 	}
-	return errors.Join(err1, err2)
+	if kafkaErr != nil {
+		if err3 = <-kafkaErr; errors.Is(err3, http.ErrServerClosed) {
+			err3 = nil
+		}
+	}
+	return errors.Join(err1, err2, err3)
 }

@@ -5,11 +5,18 @@
 //	            [-token T]... [-max-body N] [-max-decoded-body N] [-max-events N]
 //	            [-max-line N] [-max-concurrent N] [-latency D] [-shutdown-timeout D]
 //	            [-pprof] [-log-format text|json]
+//	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]]
+//
+// With -kafka-brokers and -kafka-topic it also consumes batches from that
+// Kafka topic (as package kafkasink produces them), as a member of the
+// consumer group -kafka-group: run several loaders in one group to share
+// the topic's partitions.
 //
 // It logs "listening addr=..." once ready and one line with count=N per
 // stored batch, to standard output. SIGINT or SIGTERM drains it: requests
-// in flight finish, new ones get 503, then the store is closed and the
-// process exits 0. Bad flags exit 2; other failures exit 1.
+// in flight finish, new ones get 503, the Kafka consumer finishes the batch
+// it is storing, commits and leaves its group, then the store is closed and
+// the process exits 0. Bad flags exit 2; other failures exit 1.
 package main
 
 import (
@@ -70,10 +77,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("batchloader", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		cfg       loader.Config
-		storeKind string
-		dsn       string
-		logFormat string
+		cfg          loader.Config
+		storeKind    string
+		dsn          string
+		logFormat    string
+		kafkaBrokers string
+		kafka        loader.KafkaConfig
 	)
 	fs.StringVar(&cfg.Addr, "addr", loader.DefaultAddr, "TCP `address` to listen on")
 	fs.StringVar(&storeKind, "store", "sqlite", "store: sqlite, postgres or discard (validate, count, store nothing)")
@@ -91,6 +100,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", loader.DefaultShutdownTimeout, "longest drain on SIGINT/SIGTERM")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka seed `brokers` (host:port); with -kafka-topic, also consume batches from Kafka")
+	fs.StringVar(&kafka.Topic, "kafka-topic", "", "Kafka `topic` to consume batches from (as kafkasink produces them)")
+	fs.StringVar(&kafka.Group, "kafka-group", loader.DefaultKafkaGroup, "Kafka consumer `group`; loaders of one group share the topic's partitions")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -107,6 +119,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Logger = slog.New(slog.NewJSONHandler(stdout, nil))
 	default:
 		return usageError{err: fmt.Errorf("-log-format %q: want text or json", logFormat)}
+	}
+	switch {
+	case kafkaBrokers != "" && kafka.Topic != "":
+		for b := range strings.SplitSeq(kafkaBrokers, ",") {
+			kafka.Brokers = append(kafka.Brokers, strings.TrimSpace(b))
+		}
+		cfg.Kafka = &kafka
+	case kafkaBrokers != "" || kafka.Topic != "":
+		return usageError{err: errors.New("-kafka-brokers and -kafka-topic go together")}
 	}
 	switch storeKind {
 	case "sqlite", "postgres", "discard":

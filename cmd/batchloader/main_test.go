@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/kafkasink"
 )
 
 func TestMain(m *testing.M) {
@@ -111,6 +115,55 @@ func TestRunSQLite(t *testing.T) {
 	}
 }
 
+// TestRunKafka: with -kafka-brokers and -kafka-topic the command consumes
+// batches from Kafka besides serving HTTP, and drains both on the signal.
+func TestRunKafka(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url, lines, done := started(t, ctx, "-addr", "127.0.0.1:0", "-store", "discard",
+		"-kafka-brokers", strings.Join(c.ListenAddrs(), ","), "-kafka-topic", "events", "-kafka-group", "cmd-test")
+	postBatch(t, url) // HTTP still works
+
+	sink, err := kafkasink.New(c.ListenAddrs(), "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	b, _ := batchproc.NewBatch("from-kafka", batchproc.Event{Payload: []byte(`{"id":"k1"}`)},
+		batchproc.Event{Payload: []byte(`{"id":"k2"}`)}, batchproc.Event{Payload: []byte(`{"id":"k3"}`)})
+	if err := sink.Send(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	timeout := time.After(30 * time.Second)
+	for stored := false; !stored; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("log ended before the Kafka batch was stored")
+			}
+			stored = strings.Contains(l, "count=3 key=from-kafka") && strings.Contains(l, "source=kafka")
+		case <-timeout:
+			t.Fatal("the Kafka batch was not stored within 30s")
+		}
+	}
+	cancel() // what SIGINT/SIGTERM do through signal.NotifyContext
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	var rest []string
+	for l := range lines {
+		rest = append(rest, l)
+	}
+	if joined := strings.Join(rest, "\n"); !strings.Contains(joined, "msg=\"stopped consuming\"") || !strings.Contains(joined, "msg=stopped") {
+		t.Errorf("log lacks the consumer's stop or the drain:\n%s", joined)
+	}
+}
+
 func TestBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-nope"},
@@ -121,6 +174,10 @@ func TestBadFlags(t *testing.T) {
 		{"-log-format", "xml"},
 		{"-max-body", "100", "-max-decoded-body", "10"},
 		{"stray-arg"},
+		{"-kafka-topic", "events"},
+		{"-kafka-brokers", "127.0.0.1:9092"},
+		{"-kafka-brokers", "127.0.0.1:9092", "-kafka-topic", "a/b"},
+		{"-kafka-brokers", "127.0.0.1:9092,", "-kafka-topic", "events"},
 	} {
 		var stderr bytes.Buffer
 		err := run(context.Background(), args, io.Discard, &stderr)
@@ -150,7 +207,7 @@ func TestHelp(t *testing.T) {
 	if code := exitCode(err, io.Discard); code != 0 {
 		t.Errorf("-h: exit %d", code)
 	}
-	for _, f := range []string{"-addr", "-store", "-dsn", "-token", "-max-body", "-max-decoded-body", "-max-events", "-pprof"} {
+	for _, f := range []string{"-addr", "-store", "-dsn", "-token", "-max-body", "-max-decoded-body", "-max-events", "-pprof", "-kafka-brokers", "-kafka-topic", "-kafka-group"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("usage lacks %s", f)
 		}
