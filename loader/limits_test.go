@@ -123,6 +123,9 @@ func TestDecompressionBombs(t *testing.T) {
 func TestSlowHeaders(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	ts := startServer(t, Config{ReadHeaderTimeout: timeout})
+	// t0 before Dial: the server's header deadline starts at accept, which
+	// may come before Dial returns here.
+	t0 := time.Now()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(ts.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +141,6 @@ func TestSlowHeaders(t *testing.T) {
 	defer tick.Stop()
 	giveUp := time.NewTimer(10 * time.Second)
 	defer giveUp.Stop()
-	t0 := time.Now()
 	for i := 0; ; i++ {
 		select {
 		case <-closed:
