@@ -177,8 +177,12 @@ func TestEndToEnd(t *testing.T) {
 				t.Fatalf("faults injected: %d unavailable, %d drops", fh.Injected(faults.Unavailable), fh.Injected(faults.DropAfterServe))
 			}
 			stats := p.Stats()
-			if stats.Delivered != n || stats.Failed != 0 || stats.Retries < 2 {
-				t.Fatalf("processor stats %+v: want %d delivered, none failed, >= 2 retries", stats, n)
+			// The 503 is a retry of the processor's; the dropped connection may
+			// be one too, or be replayed by Go's transport itself (the request
+			// carries an Idempotency-Key): either way the loader sees the batch
+			// twice and must store it once.
+			if stats.Delivered != n || stats.Failed != 0 || stats.Retries < 1 {
+				t.Fatalf("processor stats %+v: want %d delivered, none failed, >= 1 retry", stats, n)
 			}
 			ls := srv.Stats()
 			if ls.Events != n || ls.Duplicates < 1 {
