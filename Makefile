@@ -15,7 +15,7 @@ race: test
 
 # Concurrency tests re-run many times under the race detector.
 test-concurrent:
-	$(GO) test -race -run 'ConcurrentSafe|Model' -count 50 .
+	$(GO) test -race -run 'ConcurrentSafe|Model|InOrder' -count 50 .
 
 # Benchmarks with their peers in the same run; compare with benchstat.
 bench:

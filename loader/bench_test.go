@@ -7,12 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/batchproc/batchproc/internal/testutil/pgtest"
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/postgres"
+	"github.com/batchproc/batchproc/loader/store/sqlite"
 )
 
 const benchBatch = 1000 // events per request
@@ -32,10 +36,33 @@ func benchEvents(n int) []byte {
 }
 
 // BenchmarkIngestDiscard posts batches of 1,000 200-byte NDJSON events over
-// loopback HTTP into store.Discard from parallel clients.
-func BenchmarkIngestDiscard(b *testing.B) {
+// loopback HTTP into store.Discard from parallel clients: the HTTP + decode
+// ceiling.
+func BenchmarkIngestDiscard(b *testing.B) { benchIngest(b, store.NewDiscard()) }
+
+// BenchmarkIngestSQLite is BenchmarkIngestDiscard into a SQLite file.
+func BenchmarkIngestSQLite(b *testing.B) {
+	st, err := sqlite.Open(filepath.Join(b.TempDir(), "ingest.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchIngest(b, st)
+}
+
+// BenchmarkIngestPostgres is BenchmarkIngestDiscard into PostgreSQL (the
+// server of BATCHPROC_TEST_POSTGRES, as scripts/test.sh starts it).
+func BenchmarkIngestPostgres(b *testing.B) {
+	st, err := postgres.Open(context.Background(), pgtest.DSN(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchIngest(b, st)
+}
+
+// benchIngest serves st (closed by the server's Shutdown) and posts to it.
+func benchIngest(b *testing.B, st store.Store) {
 	body := benchEvents(benchBatch)
-	s, err := New(Config{Store: store.NewDiscard(), MaxConcurrent: 64, Logger: nopLogger()})
+	s, err := New(Config{Store: st, MaxConcurrent: 64, Logger: nopLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
