@@ -17,6 +17,7 @@ import (
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/bench/seeddesigns"
 	"github.com/batchproc/batchproc/httpsink"
+	"github.com/batchproc/batchproc/kafkasink"
 	"go.opentelemetry.io/otel/attribute"
 	otellog "go.opentelemetry.io/otel/log"
 	sdklog "go.opentelemetry.io/otel/sdk/log"
@@ -40,11 +41,16 @@ var AllDesigns = []string{SeedPool10, SeedPool100, SeedAsync, Batchproc, Batchpr
 
 // designEnv is what a design is built with.
 type designEnv struct {
-	url       string            // the receiving side's base URL
-	transport http.RoundTripper // the run's (counting) transport
-	poster    *poster           // posts over transport, for designs without a sink
-	logger    *slog.Logger      // the design's log; count=N lines are summed from it
-	seedQueue int               // the seed designs' channel capacity
+	url       string            // the receiving side's base URL (-sink http)
+	transport http.RoundTripper // the run's (counting) transport (-sink http)
+	poster    *poster           // posts over transport (-sink http)
+	// send delivers one NDJSON body, for the designs without a sink of
+	// their own (the seed's and the OpenTelemetry peer's): poster.post, or
+	// with -sink kafka kafkaProducer.send. key may be "".
+	send      func(ctx context.Context, body []byte, key string) error
+	kafka     *kafkaTarget // the topic batchproc's kafkasink produces to; nil: httpsink
+	logger    *slog.Logger // the design's log; count=N lines are summed from it
+	seedQueue int          // the seed designs' channel capacity
 }
 
 type designSpec struct {
@@ -107,7 +113,7 @@ type seedClient struct{ q *seeddesigns.BatchProcessor }
 func newSeedClient(env designEnv, workers int) *seedClient {
 	cfg := seeddesigns.Config{
 		Send: func(ctx context.Context, payload []byte, _ []string) error {
-			return env.poster.post(ctx, payload, "") // the seed sent no idempotency key
+			return env.send(ctx, payload, "") // the seed sent no idempotency key
 		},
 		Logger:    env.logger,
 		QueueSize: env.seedQueue,
@@ -124,23 +130,36 @@ func (c *seedClient) Add(ctx context.Context, id string, payload []byte) error {
 func (c *seedClient) Shutdown(ctx context.Context) error { return c.q.Stop(ctx) }
 
 // batchprocClient is the library with its HTTP sink (package httpsink), over
-// the shared transport configuration.
+// the shared transport configuration, or with -sink kafka its Kafka sink
+// (package kafkasink, default options: one record per batch).
 type batchprocClient struct {
 	p    *batchproc.Processor
-	sink *httpsink.Sink
+	sink io.Closer
 }
 
 func newBatchprocClient(env designEnv, opts ...batchproc.Option) (*batchprocClient, error) {
-	sink, err := httpsink.New(env.url, httpsink.WithTransport(env.transport))
-	if err != nil {
-		return nil, err
+	var sink batchproc.Sink
+	var closer io.Closer
+	if env.kafka != nil {
+		ks, err := kafkasink.New(env.kafka.brokers, env.kafka.topic, kafkasink.WithClientOptions(kafkaClientOpts...))
+		if err != nil {
+			return nil, err
+		}
+		sink, closer = &countingSink{sink: ks, stats: env.kafka.stats}, ks
+	} else {
+		hs, err := httpsink.New(env.url, httpsink.WithTransport(env.transport))
+		if err != nil {
+			return nil, err
+		}
+		sink, closer = hs, hs
 	}
 	opts = append([]batchproc.Option{batchproc.WithLogger(env.logger)}, opts...)
 	p, err := batchproc.New(sink, opts...)
 	if err != nil {
+		closer.Close()
 		return nil, err
 	}
-	return &batchprocClient{p: p, sink: sink}, nil
+	return &batchprocClient{p: p, sink: closer}, nil
 }
 
 func (c *batchprocClient) Add(ctx context.Context, id string, payload []byte) error {
@@ -155,14 +174,15 @@ func (c *batchprocClient) Shutdown(ctx context.Context) error {
 // otelClient is the peer: an OpenTelemetry LoggerProvider with the sdk/log
 // BatchProcessor (export batches of 1,000 and a 1 s interval, as the seed;
 // the queue keeps its default of 2,048 and drops records when full) and an
-// exporter that posts the records' bodies as NDJSON to the same loader.
+// exporter that posts the records' bodies as NDJSON to the same loader (or
+// produces them as one record, with -sink kafka).
 type otelClient struct {
 	provider *sdklog.LoggerProvider
 	logger   otellog.Logger
 }
 
 func newOtelClient(env designEnv) *otelClient {
-	exp := &ndjsonExporter{p: env.poster, log: env.logger}
+	exp := &ndjsonExporter{send: env.send, log: env.logger}
 	bp := sdklog.NewBatchProcessor(exp,
 		sdklog.WithExportMaxBatchSize(seeddesigns.DefaultBufferLimit),
 		sdklog.WithExportInterval(seeddesigns.DefaultInterval))
@@ -182,12 +202,12 @@ func (c *otelClient) Add(ctx context.Context, _ string, payload []byte) error {
 }
 func (c *otelClient) Shutdown(ctx context.Context) error { return c.provider.Shutdown(ctx) }
 
-// ndjsonExporter posts each export's record bodies, one per line. The SDK
+// ndjsonExporter sends each export's record bodies, one per line. The SDK
 // never calls Export concurrently, so one body buffer is reused.
 type ndjsonExporter struct {
-	p   *poster
-	log *slog.Logger
-	buf []byte
+	send func(ctx context.Context, body []byte, key string) error
+	log  *slog.Logger
+	buf  []byte
 }
 
 func (e *ndjsonExporter) Export(ctx context.Context, records []sdklog.Record) error {
@@ -199,7 +219,7 @@ func (e *ndjsonExporter) Export(ctx context.Context, records []sdklog.Record) er
 		b := records[i].Body()
 		e.buf = append(append(e.buf, b.AsString()...), '\n')
 	}
-	if err := e.p.post(ctx, e.buf, ""); err != nil {
+	if err := e.send(ctx, e.buf, ""); err != nil {
 		e.log.Error("export failed", "events", len(records), "err", err)
 		return err
 	}

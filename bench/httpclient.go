@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -35,20 +34,19 @@ func newTransport() *http.Transport {
 	}
 }
 
-// countingTransport counts the requests of one design's run, whichever
-// client makes them (the harness's poster or httpsink): how many, how many
-// failed (an error or a status other than 200), and the most under way at
-// once (seed-async's unbounded sends show there).
-type countingTransport struct {
-	rt http.RoundTripper
-
+// sendStats counts one design's sends, whichever way they go: HTTP requests
+// (countingTransport), or Kafka produce calls with -sink kafka (one per
+// batch: countingSink, kafkaProducer). How many, how many failed, and the
+// most under way at once (seed-async's unbounded sends show there).
+type sendStats struct {
 	inFlight    atomic.Int64
 	maxInFlight atomic.Int64
 	requests    atomic.Int64
 	failures    atomic.Int64
 }
 
-func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+// begin counts a send starting.
+func (c *sendStats) begin() {
 	n := c.inFlight.Add(1)
 	for {
 		m := c.maxInFlight.Load()
@@ -56,12 +54,29 @@ func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error)
 			break
 		}
 	}
-	defer c.inFlight.Add(-1)
 	c.requests.Add(1)
-	resp, err := c.rt.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusOK {
+}
+
+// end counts a send finished.
+func (c *sendStats) end(failed bool) {
+	if failed {
 		c.failures.Add(1)
 	}
+	c.inFlight.Add(-1)
+}
+
+// countingTransport counts the requests of one design's run, whichever
+// client makes them (the harness's poster or httpsink); a failure is an
+// error or a status other than 200.
+type countingTransport struct {
+	rt http.RoundTripper
+	sendStats
+}
+
+func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c.begin()
+	resp, err := c.rt.RoundTrip(req)
+	c.end(err != nil || resp.StatusCode != http.StatusOK)
 	return resp, err
 }
 
@@ -123,5 +138,3 @@ func (p *poster) post(ctx context.Context, body []byte, key string) error {
 		return batchproc.Permanent(serr)
 	}
 }
-
-var errNotSupported = errors.New("not yet supported")

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -28,15 +29,31 @@ const (
 // the batch's events (and their end-to-end latency) on the receiver, then
 // answers as the store did. The loader adds its Latency after Store
 // returns, so the latency recorded ends at the commit, not the answer.
+//
+// It also counts the batches the store is done with (stored, or refused as
+// duplicates), and signals each on handled when that is not nil: the Kafka
+// endpoint waits on it for the consumer to reach the end of the topic.
 type recordingStore struct {
 	inner store.Store
 	rec   *receiver
+
+	done    atomic.Int64  // Store calls that returned no error
+	handled chan struct{} // capacity 1; nil: no signal
 }
 
 func (s *recordingStore) Store(ctx context.Context, b *store.Batch) (bool, error) {
 	dup, err := s.inner.Store(ctx, b)
 	if err == nil && !dup {
 		s.rec.committed(len(b.Events), func(i int) []byte { return b.Events[i].Payload })
+	}
+	if err == nil {
+		s.done.Add(1)
+		if s.handled != nil {
+			select {
+			case s.handled <- struct{}{}:
+			default:
+			}
+		}
 	}
 	return dup, err
 }
@@ -65,35 +82,17 @@ const loaderMaxConcurrent = 1024
 
 func startLoader(kind string, latency time.Duration, logW io.WriteCloser) (*loaderEndpoint, error) {
 	e := &loaderEndpoint{rec: newReceiver(), logCl: logW}
-	var inner store.Store
-	switch kind {
-	case LoaderDiscard:
-		inner = store.NewDiscard()
-	case LoaderSQLite:
-		dir, err := os.MkdirTemp("", "batchbench-")
-		if err != nil {
-			return nil, err
-		}
-		e.dir = dir
-		st, err := sqlite.Open(filepath.Join(dir, "loader.db"))
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		inner = st
-	default:
-		return nil, errors.New("bench: unknown loader " + kind)
+	inner, dir, err := openStore(kind)
+	if err != nil {
+		e.cleanup()
+		return nil, err
 	}
-	e.st = inner
-	var h slog.Handler = slog.DiscardHandler
-	if logW != nil {
-		h = slog.NewTextHandler(logW, nil)
-	}
+	e.st, e.dir = inner, dir
 	srv, err := loader.New(loader.Config{
 		Store:         &recordingStore{inner: inner, rec: e.rec},
 		Latency:       latency,
 		MaxConcurrent: loaderMaxConcurrent,
-		Logger:        slog.New(h),
+		Logger:        loaderLogger(logW),
 	})
 	if err != nil {
 		inner.Close()
@@ -110,6 +109,36 @@ func startLoader(kind string, latency time.Duration, logW io.WriteCloser) (*load
 	e.ln = ln
 	e.done = serveLabelled(nil, ln, srv.Serve)
 	return e, nil
+}
+
+// openStore opens the store of a -loader kind: for sqlite, a file in a new
+// temporary directory (returned, for the caller to remove).
+func openStore(kind string) (st store.Store, dir string, err error) {
+	switch kind {
+	case LoaderDiscard:
+		return store.NewDiscard(), "", nil
+	case LoaderSQLite:
+		dir, err := os.MkdirTemp("", "batchbench-")
+		if err != nil {
+			return nil, "", err
+		}
+		st, err := sqlite.Open(filepath.Join(dir, "loader.db"))
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, "", err
+		}
+		return st, dir, nil
+	}
+	return nil, "", errors.New("bench: unknown loader " + kind)
+}
+
+// loaderLogger is the in-process loader's log: loader.log, or nothing.
+func loaderLogger(logW io.Writer) *slog.Logger {
+	var h slog.Handler = slog.DiscardHandler
+	if logW != nil {
+		h = slog.NewTextHandler(logW, nil)
+	}
+	return slog.New(h)
 }
 
 func (e *loaderEndpoint) URL() string { return "http://" + e.ln.Addr().String() }

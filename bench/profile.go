@@ -84,6 +84,11 @@ var (
 		"net/http.(*conn).serve", "net/http.(*Server).Serve", "net/http.(*connReader)",
 		"github.com/batchproc/batchproc/loader", "modernc.org/", "database/sql",
 		"github.com/batchproc/batchproc/bench.(*receiver",
+		// -sink kafka: the in-process broker, and the consumer's side of
+		// its kgo client (fetching and decoding records, the group).
+		"github.com/twmb/franz-go/pkg/kfake.", "github.com/twmb/franz-go/pkg/kgo.(*source)",
+		"github.com/twmb/franz-go/pkg/kgo.(*cursorOffsetNext)", "github.com/twmb/franz-go/pkg/kgo.(*groupConsumer)",
+		"github.com/twmb/franz-go/pkg/kmsg.(*FetchResponse)",
 	}
 )
 

@@ -69,8 +69,8 @@ type DesignResult struct {
 	PeakHeapBytes     uint64     `json:"peak_heap_bytes"`      // heap objects, unswept garbage included
 	PeakLiveHeapBytes uint64     `json:"peak_live_heap_bytes"` // live heap as of each GC
 
-	HTTPRequests     int64   `json:"http_requests"`
-	HTTPFailures     int64   `json:"http_failures"`
+	HTTPRequests     int64   `json:"http_requests"` // with -sink kafka: produce calls (one per batch)
+	HTTPFailures     int64   `json:"http_failures"` // with -sink kafka: failed produce calls
 	MaxSendsInFlight int64   `json:"max_sends_in_flight"`
 	ShutdownMs       float64 `json:"shutdown_ms"`
 	ShutdownError    string  `json:"shutdown_error,omitempty"`
@@ -191,6 +191,9 @@ func (r *Report) Markdown(file bool) string {
 	}
 	if c.Target != "" {
 		recv = "external loader " + c.Target
+	}
+	if c.Sink == SinkKafka {
+		recv = c.Loader + " loader in process, consuming an in-process Kafka topic (kfake, 1 broker)"
 	}
 	switch c.Mode {
 	case ModeSaturate:

@@ -9,9 +9,18 @@
 // -target), builds the design with the shared HTTP transport, drives it with
 // the load generator for the duration, then shuts it down with a deadline
 // and counts what arrived: the receiving side's own count, and the sum of
-// the design's count=N log lines, as the seed counted. A CPU profile and a
-// heap profile (allocation delta) cover each design's run, and are parsed
-// for the seed's figures ([AnalyzeCPU], [AnalyzeHeap]).
+// the design's count=N log lines, as the seed counted.
+//
+// With -sink kafka the receiving side is an in-process Kafka cluster (kfake)
+// with one topic, and the in-process loader consuming it with its Kafka
+// consumer; the batchproc designs produce with kafkasink, the others produce
+// each body they would have posted as one record. After the design's
+// Shutdown the harness waits (up to the stop timeout) for the loader to
+// have consumed the whole topic before counting. -loader-latency is ignored
+// (it is added to HTTP answers; a produce has no answer from the loader).
+//
+// A CPU profile and a heap profile (allocation delta) cover each design's
+// run, and are parsed for the seed's figures ([AnalyzeCPU], [AnalyzeHeap]).
 //
 // # Modes
 //
@@ -65,7 +74,7 @@ type Config struct {
 	// LoaderLatencySet says LoaderLatency was given (so 0 means 0, not the default).
 	LoaderLatencySet bool
 	Target           string // URL of an external loader; overrides Loader
-	Sink             string // http (default); kafka is not yet supported
+	Sink             string // http (default), or kafka: the in-process loader consumes an in-process topic (see the package doc)
 	Out              string // output directory; default results/<timestamp>
 
 	EventSize   int           // bytes per event; default 200
@@ -139,12 +148,22 @@ func (c *Config) defaults() error {
 		return errors.New("bench: -loader-latency is negative")
 	}
 	if c.Sink == "" {
-		c.Sink = "http"
+		c.Sink = SinkHTTP
 	}
 	switch c.Sink {
-	case "http":
-	case "kafka":
-		return fmt.Errorf("bench: -sink kafka: %w (the kafkasink package has not landed)", errNotSupported)
+	case SinkHTTP:
+	case SinkKafka:
+		switch {
+		case c.Target != "":
+			return errors.New("bench: -sink kafka produces to an in-process Kafka topic that the in-process loader consumes; it cannot use -target")
+		case c.Loader == LoaderNull:
+			return errors.New("bench: -sink kafka needs the loader's Kafka consumer: use -loader sqlite or discard, not null")
+		case c.Mode == ModeSweep:
+			return errors.New("bench: -mode sweep varies the loader's latency, which -sink kafka ignores")
+		}
+		// The loader adds its latency to HTTP answers; a produce is
+		// answered by Kafka.
+		c.LoaderLatency = 0
 	default:
 		return fmt.Errorf("bench: unknown -sink %q (http, kafka)", c.Sink)
 	}
@@ -186,11 +205,15 @@ type runSpec struct {
 // report also when some design failed (that design's row says why); the
 // error is for what stopped the whole run.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	latencyIgnored := cfg.Sink == SinkKafka && cfg.LoaderLatencySet && cfg.LoaderLatency > 0
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
+	}
+	if latencyIgnored {
+		fmt.Fprintln(cfg.Progress, "note: -loader-latency is ignored with -sink kafka (the loader adds it to HTTP answers only)")
 	}
 	oldRate := runtime.MemProfileRate
 	runtime.MemProfileRate = cfg.MemProfileRate
@@ -207,7 +230,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rate, load = 0, LoadOpen
 		}
 		names := cfg.Designs
-		if cfg.Mode == ModeFixed && !cfg.NoDefaultTransportVariant && contains(names, SeedAsync) && !contains(names, SeedAsyncDefaultT) {
+		if cfg.Mode == ModeFixed && cfg.Sink == SinkHTTP && !cfg.NoDefaultTransportVariant && contains(names, SeedAsync) && !contains(names, SeedAsyncDefaultT) {
 			names = append(append([]string(nil), names...), SeedAsyncDefaultT)
 		}
 		for _, d := range names {
@@ -269,6 +292,9 @@ func startEndpoint(ctx context.Context, cfg Config, s runSpec) (endpoint, error)
 		}
 		logW = f
 	}
+	if cfg.Sink == SinkKafka {
+		return startKafkaLoader(cfg.Loader, logW)
+	}
 	return startLoader(cfg.Loader, s.latency, logW)
 }
 
@@ -320,11 +346,28 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 	}
 	clog := newCountLog(logFile)
 	defer clog.Close()
-	tr := transportFor(spec)
-	defer tr.CloseIdleConnections()
-	rt := &countingTransport{rt: tr}
-	env := designEnv{url: ep.URL(), transport: rt, poster: newPoster(ep.URL(), rt),
-		logger: newTextLogger(clog), seedQueue: cfg.SeedQueue}
+	env := designEnv{logger: newTextLogger(clog), seedQueue: cfg.SeedQueue}
+	var sends *sendStats
+	if kep, ok := ep.(*kafkaEndpoint); ok {
+		sends = new(sendStats)
+		env.kafka = kep.target(sends)
+		var prod *kafkaProducer
+		pprof.Do(ctx, pprof.Labels(labelSide, sideClient), func(context.Context) {
+			prod, err = newKafkaProducer(env.kafka)
+		})
+		if err != nil {
+			return fail(err)
+		}
+		defer prod.Close()
+		env.send = prod.send
+	} else {
+		tr := transportFor(spec)
+		defer tr.CloseIdleConnections()
+		rt := &countingTransport{rt: tr}
+		sends = &rt.sendStats
+		env.url, env.transport, env.poster = ep.URL(), rt, newPoster(ep.URL(), rt)
+		env.send = env.poster.post
+	}
 
 	// Profiles and counters around the design's whole life: build, load,
 	// shutdown.
@@ -385,6 +428,12 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 	if buildErr != nil {
 		return fail(buildErr)
 	}
+	var settleErr error
+	if kep, ok := ep.(*kafkaEndpoint); ok {
+		sctx, cancel := context.WithTimeout(ctx, cfg.StopTimeout)
+		settleErr = kep.settle(sctx)
+		cancel()
+	}
 
 	delivered, err := ep.Delivered(ctx)
 	if err != nil {
@@ -421,9 +470,9 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 	if h := ep.E2E(); h != nil && h.TotalCount() > 0 {
 		res.E2ELatencyMs = E2ELatency{P50: float64(h.ValueAtQuantile(50)) / 1e6, P99: float64(h.ValueAtQuantile(99)) / 1e6}
 	}
-	res.HTTPRequests = rt.requests.Load()
-	res.HTTPFailures = rt.failures.Load()
-	res.MaxSendsInFlight = rt.maxInFlight.Load()
+	res.HTTPRequests = sends.requests.Load()
+	res.HTTPFailures = sends.failures.Load()
+	res.MaxSendsInFlight = sends.maxInFlight.Load()
 	res.ShutdownMs = ms(shutdownDur)
 	if shutdownErr != nil {
 		res.ShutdownError = shutdownErr.Error()
@@ -433,6 +482,9 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 		if err := analyzeProfiles(&res, s.dir, heapBefore); err != nil {
 			res.Error = "profiles: " + err.Error()
 		}
+	}
+	if settleErr != nil && res.Error == "" {
+		res.Error = "kafka: " + settleErr.Error()
 	}
 	pr.done(tag, &res)
 	return res

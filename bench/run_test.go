@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -219,14 +218,15 @@ func TestConfigValidation(t *testing.T) {
 	for _, c := range []Config{
 		{Mode: "fast"}, {Load: "half"}, {Loader: "postgres"}, {Sink: "carrier-pigeon"}, {Rate: -1},
 		{Mode: ModeSweep, Target: "http://x"}, {Designs: []string{"nope"}},
+		{Sink: SinkKafka, Loader: LoaderNull}, {Sink: SinkKafka, Target: "http://x"}, {Sink: SinkKafka, Mode: ModeSweep},
 	} {
 		if err := c.defaults(); err == nil {
 			t.Errorf("%+v accepted", c)
 		}
 	}
-	c := Config{Sink: "kafka"}
-	if err := c.defaults(); !errors.Is(err, errNotSupported) {
-		t.Errorf("-sink kafka: %v", err)
+	c := Config{Sink: SinkKafka, LoaderLatency: time.Second, LoaderLatencySet: true}
+	if err := c.defaults(); err != nil || c.LoaderLatency != 0 {
+		t.Errorf("-sink kafka: latency %v, %v", c.LoaderLatency, err)
 	}
 	c = Config{}
 	if err := c.defaults(); err != nil || c.LoaderLatency != 400*time.Millisecond || c.Rate != 2000 || c.Duration != time.Minute || c.Handlers != 100 {

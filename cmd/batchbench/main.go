@@ -7,6 +7,7 @@
 //	go run ./cmd/batchbench -duration 10s -designs seed-pool-10,batchproc
 //	go run ./cmd/batchbench -mode saturate -loader null -duration 10s
 //	go run ./cmd/batchbench -mode sweep -duration 10s
+//	go run ./cmd/batchbench -sink kafka -duration 10s          # through an in-process Kafka topic
 package main
 
 import (
@@ -44,9 +45,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Handlers, "handlers", 100, "closed-loop request handlers (saturate: producers)")
 	fs.IntVar(&cfg.SeedQueue, "seed-queue", 0, "capacity of the seed designs' channel queue (0: unbuffered, as the seed)")
 	fs.StringVar(&cfg.Loader, "loader", bench.LoaderSQLite, "receiving side: sqlite, discard (loader storing nothing) or null (counting endpoint)")
-	fs.DurationVar(&cfg.LoaderLatency, "loader-latency", 400*time.Millisecond, "latency the in-process receiver adds per request (saturate: 0 unless given)")
+	fs.DurationVar(&cfg.LoaderLatency, "loader-latency", 400*time.Millisecond, "latency the in-process receiver adds per request (saturate: 0 unless given; ignored with -sink kafka)")
 	fs.StringVar(&cfg.Target, "target", "", "base URL of an external Batch Loader (instead of an in-process one)")
-	fs.StringVar(&cfg.Sink, "sink", "http", "http or kafka")
+	fs.StringVar(&cfg.Sink, "sink", bench.SinkHTTP, "http (POST to the loader) or kafka (produce to an in-process Kafka topic the loader consumes; -loader sqlite or discard)")
 	fs.StringVar(&cfg.Out, "out", "", "output directory (default results/<timestamp>)")
 	if err := fs.Parse(args); err != nil {
 		return 2

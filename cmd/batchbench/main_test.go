@@ -115,7 +115,58 @@ func TestFlags(t *testing.T) {
 		}
 	}
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), []string{"-sink", "kafka", "-out", t.TempDir()}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "not yet supported") {
-		t.Errorf("-sink kafka: exit %d, %q", code, errb.String())
+	if code := run(context.Background(), []string{"-sink", "kafka", "-loader", "null", "-out", t.TempDir()}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "-loader sqlite or discard") {
+		t.Errorf("-sink kafka -loader null: exit %d, %q", code, errb.String())
+	}
+}
+
+// -sink kafka: the designs produce to an in-process Kafka topic and the
+// loader consumes it into SQLite; every event offered is stored, and the
+// count=N log lines agree.
+func TestCommandKafka(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two designs for 2 s")
+	}
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"-sink", "kafka", "-duration", "2s", "-rate", "500",
+		"-designs", "batchproc,seed-async", "-out", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	t.Logf("\n%s", stdout.String())
+	raw, err := os.ReadFile(filepath.Join(out, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Config  map[string]any   `json:"config"`
+		Designs []map[string]any `json:"designs"`
+	}
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Config["sink"] != "kafka" {
+		t.Errorf("config.sink = %v", rep.Config["sink"])
+	}
+	num := func(d map[string]any, k string) float64 { v, _ := d[k].(float64); return v }
+	var names []string
+	for _, d := range rep.Designs {
+		n, _ := d["name"].(string)
+		names = append(names, n)
+		if e, ok := d["error"]; ok {
+			t.Errorf("%s: %v", n, e)
+		}
+		if num(d, "offered") < 950 || num(d, "delivered") != num(d, "offered") || num(d, "lost") != 0 ||
+			num(d, "delivered_from_logs") != num(d, "delivered") {
+			t.Errorf("%s: target %v offered %v delivered %v from logs %v lost %v", n, d["target"], d["offered"],
+				d["delivered"], d["delivered_from_logs"], d["lost"])
+		}
+		if num(d, "http_requests") == 0 || num(d, "http_failures") != 0 {
+			t.Errorf("%s: %v produce calls, %v failed", n, d["http_requests"], d["http_failures"])
+		}
+	}
+	if strings.Join(names, ",") != "batchproc,seed-async" {
+		t.Errorf("designs %v, want batchproc, seed-async (no default-transport variant with kafka)", names)
 	}
 }
