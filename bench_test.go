@@ -8,12 +8,15 @@ package batchproc_test
 // impl=batchproc is Processor.Add; impl=seed-chan is the seed study's path (a
 // buffered channel feeding a select loop that deep-copies at flush);
 // impl=otel is OpenTelemetry Go's sdk/log BatchProcessor.OnEmit with a no-op
-// exporter. Every impl gets the same 200-byte payload and a sink that
-// discards.
+// exporter; impl=floor is a bare mutex-guarded append into one buffer (no
+// batching, no sending): the floor any locking design stands on, there to
+// calibrate the machine. Every impl gets the same 200-byte payload and a
+// sink that discards.
 
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +30,24 @@ type enqueuer interface {
 	add(e batchproc.Event) error
 	close()
 }
+
+// floor is a mutex-guarded append into one 1 MiB buffer, emptied when full.
+type floor struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (f *floor) add(e batchproc.Event) error {
+	f.mu.Lock()
+	if len(f.buf)+len(e.Payload) > cap(f.buf) {
+		f.buf = f.buf[:0]
+	}
+	f.buf = append(f.buf, e.Payload...)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *floor) close() {}
 
 type procImpl struct{ p *batchproc.Processor }
 
@@ -135,6 +156,7 @@ func impls(b *testing.B, payload []byte) []struct {
 		}},
 		{"seed-chan", func() enqueuer { return newSeedChan() }},
 		{"otel", func() enqueuer { return newOtel(payload) }},
+		{"floor", func() enqueuer { return &floor{buf: make([]byte, 0, 1<<20)} }},
 	}
 }
 
