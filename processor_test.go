@@ -15,6 +15,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/batchproc/batchproc/internal/testutil"
+
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/batchproctest"
 )
@@ -628,9 +630,8 @@ func TestShutdownCancelsInFlight(t *testing.T) {
 }
 
 func TestShutdownDrainsAndLogs(t *testing.T) {
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs testutil.SyncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rec := &batchproctest.Recorder{Hook: func(_ context.Context, b *batchproc.Batch, attempt int) error {
 		if attempt == 1 && strings.HasSuffix(b.Key(), "-1") {
 			return errors.New("first send fails")
@@ -652,9 +653,7 @@ func TestShutdownDrainsAndLogs(t *testing.T) {
 	}
 	wg.Wait()
 	shutdown(t, p)
-	mu.Lock()
 	out := logs.String()
-	mu.Unlock()
 	sum := 0
 	for _, m := range regexp.MustCompile(`msg="batch delivered" count=(\d+)`).FindAllStringSubmatch(out, -1) {
 		k, _ := strconv.Atoi(m[1])
@@ -673,17 +672,6 @@ func TestShutdownDrainsAndLogs(t *testing.T) {
 	if st.Delivered != n || st.Added != n || st.Pending != 0 || st.Retries != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-}
-
-type lockedWriter struct {
-	w  *bytes.Buffer
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
 }
 
 // Many goroutines add while Stats is read: the identity holds in every

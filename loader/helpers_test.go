@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/batchproc/batchproc/internal/testutil"
+
 	"go.uber.org/goleak"
 
 	"github.com/batchproc/batchproc/loader/store"
@@ -110,31 +112,13 @@ func (m *memStore) isClosed() bool {
 	return m.closed
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testServer is a Server listening on loopback with a client of its own.
 type testServer struct {
 	*Server
 	t      *testing.T
 	url    string
 	client *http.Client
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	served chan error
 }
 
@@ -145,7 +129,7 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	if cfg.Store == nil {
 		cfg.Store = newMemStore()
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}

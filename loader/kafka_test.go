@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batchproc/batchproc/internal/testutil"
+
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -118,7 +120,7 @@ func (n *notifyStore) waitOutcomes(t *testing.T, count int) []outcome {
 // kafkaServer is a Server consuming Kafka (no HTTP listener).
 type kafkaServer struct {
 	*Server
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	served chan error
 }
 
@@ -126,7 +128,7 @@ type kafkaServer struct {
 // topic as a member of group, and shuts it down at the end of the test.
 func startKafkaServer(t *testing.T, c *kfake.Cluster, group string, st store.Store) *kafkaServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	s, err := New(Config{
 		Store:  st,
 		Kafka:  &KafkaConfig{Brokers: c.ListenAddrs(), Topic: "events", Group: group},
@@ -550,7 +552,7 @@ func TestRunKafka(t *testing.T) {
 	ns := newNotifyStore(ms)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Config{

@@ -1,7 +1,6 @@
 package seeddesigns
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/batchproc/batchproc/internal/testutil"
 
 	"go.uber.org/goleak"
 )
@@ -54,24 +55,6 @@ func (r *recorder) events() (n int, seen map[string]int) {
 	return n, seen
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var countRE = regexp.MustCompile(`\bcount=(\d+)`)
 
 func sumCounts(log string) int {
@@ -100,7 +83,7 @@ func TestDeliveryOnLimitAndTicker(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var rec recorder
-				var logBuf syncBuffer
+				var logBuf testutil.SyncBuffer
 				q := newBP(Config{Send: rec.send, Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), BufferLimit: 100})
 				const total = 1050
 				for i := range total {
@@ -139,7 +122,7 @@ func TestStopSendsTheRest(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				var rec recorder
-				var logBuf syncBuffer
+				var logBuf testutil.SyncBuffer
 				q := newBP(Config{Send: rec.send, Logger: slog.New(slog.NewTextHandler(&logBuf, nil)), QueueSize: 16})
 				for i := range 40 {
 					if err := q.Add(t.Context(), event(i)); err != nil {
@@ -262,7 +245,7 @@ func TestStopDeadlineCancelsSends(t *testing.T) {
 					<-ctx.Done()
 					return ctx.Err()
 				}
-				var logBuf syncBuffer
+				var logBuf testutil.SyncBuffer
 				q := newBP(Config{Send: send, Logger: slog.New(slog.NewTextHandler(&logBuf, nil))})
 				for i := range 7 {
 					if err := q.Add(t.Context(), event(i)); err != nil {

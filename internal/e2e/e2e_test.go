@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/batchproc/batchproc/internal/testutil"
 
 	"go.uber.org/goleak"
 
@@ -30,23 +31,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // sumCounts sums the count=N attributes of lines with the given message.
 func sumCounts(logs, msg string) int {
@@ -97,7 +81,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			open := location(t)
 			st := open()
-			var loaderLogs, clientLogs syncBuffer
+			var loaderLogs, clientLogs testutil.SyncBuffer
 			srv, err := loader.New(loader.Config{
 				Store:  st,
 				Logger: slog.New(slog.NewTextHandler(&loaderLogs, nil)),
