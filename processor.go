@@ -33,11 +33,11 @@ type Processor struct {
 	log  *slog.Logger
 
 	// Events are copied into shards: each shard is a mutex and the batch
-	// being filled. Async dispatch starts with one active shard and doubles
-	// the active count (up to len(shards)) whenever an Add finds its shard's
-	// lock taken, so a quiet processor sends one batch per interval while a
-	// contended one spreads over cores. Worker-pool dispatch has one shard per
-	// worker; ordered dispatch has exactly one.
+	// being filled. Async dispatch uses shards[0] alone until a busy stream
+	// contends for it, then per-P shards handed out by shardPool, and goes
+	// back to one shard when a batch has to linger (DESIGN.md has why).
+	// Worker-pool dispatch has one shard per worker; ordered dispatch has
+	// exactly one.
 	shards    []shard
 	adaptive  bool          // async mode: may move from one shard to per-P shards
 	spread    bool          // worker pool: events go to a random worker's shard
