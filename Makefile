@@ -19,7 +19,7 @@ test-concurrent:
 
 # Benchmarks with their peers in the same run; compare with benchstat.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 . ./httpsink ./loader ./loader/store/... | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 . ./httpsink ./loader ./loader/store/... ./internal/e2e | tee bench.txt
 
 # Every fuzz target, briefly (go test -fuzz takes one target per run).
 fuzz:
