@@ -310,6 +310,19 @@ func (r *Report) sweepTables(b *strings.Builder) {
 		}
 		b.WriteString("\n")
 	}
+	// Delivered per minute counts the drain at shutdown, so a design that
+	// falls behind but buffers (batchproc-ordered: one batch per round trip)
+	// still shows 100% there. Where it bends shows here: the backlog when
+	// the load stopped, and the e2e latency growing past linger + latency.
+	header("Events still in flight when the load stopped / e2e p99 (where a design falls behind):")
+	for _, k := range rows {
+		fmt.Fprintf(b, "| %s | %s |", k.name, k.load)
+		for _, l := range lats {
+			d := cell[k][l]
+			fmt.Fprintf(b, " %s / %s |", commas(d.InFlightAtStop), dur(int64(d.E2ELatencyMs.P99*1e6)))
+		}
+		b.WriteString("\n")
+	}
 }
 
 const definitions = `
