@@ -310,6 +310,14 @@ func (r *Report) sweepTables(b *strings.Builder) {
 		}
 		b.WriteString("\n")
 	}
+	header("CPU seconds per million events (the design's CPU, from its profile) against the loader's added latency:")
+	for _, k := range rows {
+		fmt.Fprintf(b, "| %s | %s |", k.name, k.load)
+		for _, l := range lats {
+			fmt.Fprintf(b, " %.1f |", cell[k][l].CPUSecondsPerMillion)
+		}
+		b.WriteString("\n")
+	}
 	// Delivered per minute counts the drain at shutdown, so a design that
 	// falls behind but buffers (batchproc-ordered: one batch per round trip)
 	// still shows 100% there. Where it bends shows here: the backlog when

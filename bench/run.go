@@ -241,7 +241,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		for _, lat := range SweepLatencies {
 			for _, load := range []string{LoadClosed, LoadOpen} {
 				for _, d := range cfg.Designs {
-					specs = append(specs, runSpec{design: d, load: load, rate: cfg.Rate, latency: lat})
+					specs = append(specs, runSpec{design: d, load: load, rate: cfg.Rate, latency: lat,
+						dir: filepath.Join(cfg.Out, fmt.Sprintf("%s-%s-%dms", d, load, lat.Milliseconds())), profiles: true})
 				}
 			}
 		}
