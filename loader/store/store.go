@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -116,4 +117,26 @@ func (d *Discard) Close() error {
 	defer d.mu.Unlock()
 	d.closed = true
 	return nil
+}
+
+// Tally keeps the [Counts] of a store; a backend embeds it, calls Record
+// after each successful Store, and gets its Counts method from it. It is
+// safe for concurrent use.
+type Tally struct {
+	events, batches, duplicates atomic.Int64
+}
+
+// Record counts one successful Store of b: a stored batch, or a duplicate.
+func (t *Tally) Record(b *Batch, duplicate bool) {
+	if duplicate {
+		t.duplicates.Add(1)
+		return
+	}
+	t.batches.Add(1)
+	t.events.Add(int64(len(b.Events)))
+}
+
+// Counts returns the totals recorded so far.
+func (t *Tally) Counts() Counts {
+	return Counts{Events: t.events.Load(), Batches: t.batches.Load(), Duplicates: t.duplicates.Load()}
 }

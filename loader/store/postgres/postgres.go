@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -51,7 +50,7 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
-	events, batches, dups atomic.Int64
+	tally store.Tally
 }
 
 // Open connects to the database at dsn (a postgres:// URL or key=value
@@ -105,13 +104,8 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	if err != nil {
 		return false, fmt.Errorf("postgres: store batch: %w", err)
 	}
-	if dup {
-		s.dups.Add(1)
-		return true, nil
-	}
-	s.batches.Add(1)
-	s.events.Add(int64(len(b.Events)))
-	return false, nil
+	s.tally.Record(b, dup)
+	return dup, nil
 }
 
 func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error) {
@@ -180,7 +174,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Counts implements [store.Store]. The totals count this Store's calls since
 // Open, not the rows already in the database.
 func (s *Store) Counts() store.Counts {
-	return store.Counts{Events: s.events.Load(), Batches: s.batches.Load(), Duplicates: s.dups.Load()}
+	return s.tally.Counts()
 }
 
 // Close waits for calls under way, then closes the pool. Later calls return

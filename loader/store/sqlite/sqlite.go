@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -59,7 +58,7 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
-	events, batches, dups atomic.Int64
+	tally store.Tally
 }
 
 // Open opens (creating if needed) the SQLite database at path, a file
@@ -183,13 +182,8 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	if err != nil {
 		return false, fmt.Errorf("sqlite: store batch: %w", err)
 	}
-	if dup {
-		s.dups.Add(1)
-		return true, nil
-	}
-	s.batches.Add(1)
-	s.events.Add(int64(len(b.Events)))
-	return false, nil
+	s.tally.Record(b, dup)
+	return dup, nil
 }
 
 func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error) {
@@ -270,7 +264,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // Counts implements [store.Store]. The totals count this Store's calls since
 // Open, not the rows already in the file.
 func (s *Store) Counts() store.Counts {
-	return store.Counts{Events: s.events.Load(), Batches: s.batches.Load(), Duplicates: s.dups.Load()}
+	return s.tally.Counts()
 }
 
 // Close waits for Store calls under way, then closes the database. Later
