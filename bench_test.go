@@ -160,7 +160,9 @@ func impls(b *testing.B, payload []byte) []struct {
 	}
 }
 
-func BenchmarkAdd(b *testing.B) {
+// eachImpl runs loop as a sub-benchmark for every impl, with the same
+// 200-byte event.
+func eachImpl(b *testing.B, loop func(b *testing.B, q enqueuer, e batchproc.Event)) {
 	payload := payload200()
 	e := batchproc.Event{ID: "0123456789abcdef", Payload: payload}
 	for _, impl := range impls(b, payload) {
@@ -168,37 +170,34 @@ func BenchmarkAdd(b *testing.B) {
 			q := impl.make()
 			b.ReportAllocs()
 			b.SetBytes(int64(len(payload)))
-			for b.Loop() {
-				if err := q.add(e); err != nil {
-					b.Fatal(err)
-				}
-			}
+			loop(b, q, e)
 			b.StopTimer()
 			q.close()
 		})
 	}
 }
 
+func BenchmarkAdd(b *testing.B) {
+	eachImpl(b, func(b *testing.B, q enqueuer, e batchproc.Event) {
+		for b.Loop() {
+			if err := q.add(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 // BenchmarkAddParallel runs 8 goroutines per core.
 func BenchmarkAddParallel(b *testing.B) {
-	payload := payload200()
-	e := batchproc.Event{ID: "0123456789abcdef", Payload: payload}
-	for _, impl := range impls(b, payload) {
-		b.Run("impl="+impl.name, func(b *testing.B) {
-			q := impl.make()
-			b.ReportAllocs()
-			b.SetBytes(int64(len(payload)))
-			b.SetParallelism(8)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if err := q.add(e); err != nil {
-						b.Error(err)
-						return
-					}
+	eachImpl(b, func(b *testing.B, q enqueuer, e batchproc.Event) {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := q.add(e); err != nil {
+					b.Error(err)
+					return
 				}
-			})
-			b.StopTimer()
-			q.close()
+			}
 		})
-	}
+	})
 }
