@@ -26,7 +26,6 @@ type Batch struct {
 	ids  []string // ids[i] is event i's ID
 	key  string
 
-	size     int    // len(NDJSON()) while the batch is being filled
 	seq      uint64 // position in cut order, for Flush
 	cost     int    // memory budget used by the events
 	reserved int    // memory budget held, >= cost
@@ -110,7 +109,6 @@ func (b *Batch) append(e Event) {
 	copy(buf[n:], e.Payload)
 	buf[end-1] = '\n'
 	b.buf = buf
-	b.size += end - n
 	b.ends = append(b.ends, int32(end))
 	b.ids = append(b.ids, e.ID)
 }
@@ -126,7 +124,6 @@ func (b *Batch) reset() {
 	b.seq = 0
 	b.cost = 0
 	b.reserved = 0
-	b.size = 0
 }
 
 // batchPool recycles batches and their buffers across processors: a

@@ -191,38 +191,48 @@ func maxShards() int {
 // containing a newline. A nil error means the event will be delivered or
 // handed to the failure callback.
 func (p *Processor) Add(ctx context.Context, e Event) error {
-	err := p.add(e)
-	if err != errNoSpace {
-		return err
-	}
-	return p.addWait(ctx, e)
+	// Add and TryAdd are small enough to be inlined into their callers, so
+	// the common case costs one call. Payload and ID go to add as scalars:
+	// passing the Event struct down costs a copy through the stack.
+	return p.add(ctx, e.Payload, e.ID, true)
 }
 
 // TryAdd is Add without waiting: it returns [ErrFull] at once when the memory
 // budget has no room for e.
 func (p *Processor) TryAdd(e Event) error {
-	err := p.add(e)
-	if err == errNoSpace {
-		p.relieve()
-		p.rejected.Add(1)
-		return ErrFull
-	}
-	return err
+	return p.add(context.Background(), e.Payload, e.ID, false) // ctx is unused: TryAdd never waits
 }
 
-// add is the hot path shared by Add and TryAdd. The common case (the
-// shard's batch has room and budget) takes one uncontended lock, one copy
-// and no call; everything else is in addSlow.
-func (p *Processor) add(e Event) error { return p.addWith(e, 0) }
-
-// addWith is add for a caller holding grant bytes of budget handed to it
-// while it waited (0 for none); the grant goes into the event's batch.
-func (p *Processor) addWith(e Event, grant int) error {
-	size := len(e.Payload) + 1
-	cost := size + len(e.ID) + eventOverhead
-	if size > p.cfg.maxBytes || cost > p.cfg.memLimit || size == 1 || bytes.IndexByte(e.Payload, '\n') >= 0 {
-		return p.refuse(size, cost)
+// addSlowPath is Add (wait true, with ctx) and TryAdd (wait false) for an
+// event that fastAdd did not take.
+func (p *Processor) addSlowPath(ctx context.Context, e Event, wait bool) error {
+	err := p.addWith(e, 0)
+	if err != errNoSpace {
+		return err
 	}
+	if wait {
+		return p.addWait(ctx, e)
+	}
+	p.relieve()
+	p.rejected.Add(1)
+	return ErrFull
+}
+
+// add is Add (wait true, with ctx) and TryAdd (wait false). Its body is
+// the common case, kept small: a valid event, and a shard whose batch has
+// the room, the buffer capacity and the reserved budget for it. It takes
+// one uncontended lock, makes one copy and calls nothing else. Every other
+// case goes to addSlowPath, before any change.
+//
+// It does not check closed: Shutdown sets closed and then cuts every
+// shard's batch under the shard's lock, leaving s.b nil, so an Add that
+// starts after the cut finds no batch here and addWith refuses it.
+func (p *Processor) add(ctx context.Context, payload []byte, id string, wait bool) error {
+	size := len(payload) + 1
+	if size == 1 || bytes.IndexByte(payload, '\n') >= 0 {
+		return p.addSlowPath(ctx, Event{ID: id, Payload: payload}, wait)
+	}
+	cost := size + len(id) + eventOverhead
 	var s *shard
 	pooled := p.perP.Load()
 	switch {
@@ -240,20 +250,64 @@ func (p *Processor) addWith(e Event, grant int) error {
 		p.contend()
 		s.mu.Lock()
 	}
-	var err error
-	// closed is read under the shard lock: Shutdown sets it before cutting
-	// each shard under the same lock, so no event lands after the drain cut.
-	if b := s.b; grant == 0 && b != nil && b.size+size <= p.cfg.maxBytes && b.cost+cost <= b.reserved && !p.closed.Load() {
-		b.cost += cost
-		b.append(e)
-		s.added++
-		if len(b.ends) >= p.cfg.maxEvents || b.size >= p.cfg.maxBytes {
-			p.cutFull(s)
+	b := s.b
+	ok := b != nil
+	if ok {
+		n, i := len(b.buf), len(b.ends)
+		end := n + size
+		ok = end <= cap(b.buf) && end <= p.cfg.maxBytes && i < cap(b.ends) && i < cap(b.ids) && b.cost+cost <= b.reserved
+		if ok {
+			// Reslicing within capacity stores only lengths: no pointer
+			// store, so no write barrier, except for a non-empty ID.
+			b.buf = b.buf[:end]
+			copy(b.buf[n:end-1], payload)
+			b.buf[end-1] = '\n'
+			b.ends = b.ends[:i+1]
+			b.ends[i] = int32(end)
+			b.ids = b.ids[:i+1]
+			if id != "" {
+				b.ids[i] = id // reset cleared the slot otherwise
+			}
+			b.cost += cost
+			s.added++
+			if i+1 >= p.cfg.maxEvents || end >= p.cfg.maxBytes {
+				p.cutFull(s)
+			}
 		}
-		s.mu.Unlock()
-	} else {
-		err = p.addSlow(s, e, size, cost, grant)
 	}
+	s.mu.Unlock()
+	if pooled {
+		p.shardPool.Put(s)
+	}
+	if !ok {
+		return p.addSlowPath(ctx, Event{ID: id, Payload: payload}, wait)
+	}
+	return nil
+}
+
+// addWith adds e when fastAdd could not: it validates e, starts, grows or
+// cuts batches, reserves budget, and refuses the event when the processor
+// is closed. grant is budget handed to a caller that waited for it (0 for
+// none); it goes into the event's batch. It returns errNoSpace when the
+// budget has no room for e.
+func (p *Processor) addWith(e Event, grant int) error {
+	size := len(e.Payload) + 1
+	cost := size + len(e.ID) + eventOverhead
+	if size > p.cfg.maxBytes || cost > p.cfg.memLimit || size == 1 || bytes.IndexByte(e.Payload, '\n') >= 0 {
+		return p.refuse(size, cost)
+	}
+	var s *shard
+	pooled := p.perP.Load()
+	switch {
+	case pooled:
+		s = p.shardPool.Get().(*shard)
+	case p.spread:
+		s = &p.shards[randv2.Uint32N(uint32(len(p.shards)))]
+	default:
+		s = &p.shards[0]
+	}
+	s.mu.Lock()
+	err := p.addSlow(s, e, size, cost, grant)
 	if pooled {
 		p.shardPool.Put(s)
 	}
@@ -281,7 +335,7 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 		return ErrClosed
 	}
 	b := s.b
-	if b != nil && b.size+size > p.cfg.maxBytes {
+	if b != nil && len(b.buf)+size > p.cfg.maxBytes {
 		p.cutFull(s) // the event would take b past the byte limit
 		b = nil
 	}
@@ -305,7 +359,7 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	}
 	b.append(e)
 	s.added++
-	if len(b.ends) >= p.cfg.maxEvents || b.size >= p.cfg.maxBytes {
+	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
 		p.cutFull(s)
 	} else if first {
 		select { // re-arm the linger timer for this batch
