@@ -357,6 +357,7 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	if first {
 		s.due.Store(time.Now().Add(p.cfg.interval).UnixNano())
 	}
+	p.room(b, size)
 	b.append(e)
 	s.added++
 	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
@@ -369,6 +370,22 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	}
 	s.mu.Unlock()
 	return nil
+}
+
+// room grows b's buffers so that they take an event of the given size, and
+// the fast path's next events, without append reallocating: capacities
+// double up to the batch limits (append alone grows large slices by only a
+// quarter, copying a big batch many times over). A recycled batch already
+// has the room, so steady-state Adds allocate nothing.
+func (p *Processor) room(b *Batch, size int) {
+	if need := len(b.buf) + size; need > cap(b.buf) {
+		b.buf = slices.Grow(b.buf, max(need, min(2*cap(b.buf), p.cfg.maxBytes), 4<<10)-len(b.buf))
+	}
+	if len(b.ends) == cap(b.ends) || len(b.ids) == cap(b.ids) {
+		n := max(len(b.ends)+1, min(2*cap(b.ends), p.cfg.maxEvents), 64)
+		b.ends = slices.Grow(b.ends, n-len(b.ends))
+		b.ids = slices.Grow(b.ids, n-len(b.ids))
+	}
 }
 
 // contend records that an Add found its shard locked: async dispatch then
