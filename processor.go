@@ -210,7 +210,7 @@ func (p *Processor) TryAdd(e Event) error {
 }
 
 // addSlowPath is Add (wait true, with ctx) and TryAdd (wait false) for an
-// event that fastAdd did not take.
+// event that add's fast path did not take.
 func (p *Processor) addSlowPath(ctx context.Context, e Event, wait bool) error {
 	err := p.addWith(e, 0)
 	if err != errNoSpace {
@@ -291,7 +291,7 @@ func (p *Processor) add(ctx context.Context, payload []byte, id string, wait boo
 	return nil
 }
 
-// addWith adds e when fastAdd could not: it validates e, starts, grows or
+// addWith adds e when add's fast path could not: it validates e, starts, grows or
 // cuts batches, reserves budget, and refuses the event when the processor
 // is closed. grant is budget handed to a caller that waited for it (0 for
 // none); it goes into the event's batch. It returns errNoSpace when the
