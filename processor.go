@@ -379,18 +379,33 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 }
 
 // room grows b's buffers so that they take an event of the given size, and
-// the fast path's next events, without append reallocating: capacities
-// double up to the batch limits (append alone grows large slices by only a
-// quarter, copying a big batch many times over). A recycled batch already
-// has the room, so steady-state Adds allocate nothing.
+// the fast path's next events, without append reallocating. append alone
+// grows large slices by a quarter at a time, copying a big batch many times
+// over; slices.Grow rounds a doubling up to nearly 2.5x, slack the memory
+// budget does not see. So room sizes the new buffer itself: the full
+// batch's projected size (the events so far, this one included, scaled to
+// MaxBatchEvents, plus an eighth), at least double the old capacity and at
+// most eight times it, within MaxBatchBytes. For events of one size that
+// is one or two allocations per new batch and an eighth of slack. A
+// recycled batch already has the room, so steady-state Adds allocate
+// nothing.
 func (p *Processor) room(b *Batch, size int) {
 	if need := len(b.buf) + size; need > cap(b.buf) {
-		b.buf = slices.Grow(b.buf, max(need, min(2*cap(b.buf), p.cfg.maxBytes), 4<<10)-len(b.buf))
+		old := max(cap(b.buf), 4<<10)
+		projected := need / (len(b.ends) + 1) * p.cfg.maxEvents
+		projected += projected / 8
+		c := min(max(projected, 2*old), 8*old, p.cfg.maxBytes)
+		buf := make([]byte, len(b.buf), max(c, need))
+		copy(buf, b.buf)
+		b.buf = buf
 	}
 	if len(b.ends) == cap(b.ends) || len(b.ids) == cap(b.ids) {
 		n := max(len(b.ends)+1, min(2*cap(b.ends), p.cfg.maxEvents), 64)
-		b.ends = slices.Grow(b.ends, n-len(b.ends))
-		b.ids = slices.Grow(b.ids, n-len(b.ids))
+		ends := make([]int32, len(b.ends), n)
+		copy(ends, b.ends)
+		ids := make([]string, len(b.ids), n)
+		copy(ids, b.ids)
+		b.ends, b.ids = ends, ids
 	}
 }
 

@@ -789,10 +789,11 @@ func TestBlockedAddsServedInOrder(t *testing.T) {
 }
 
 // TestLargeBatchGrowsGeometrically builds one 20,000-event batch (4 MiB) and
-// checks what Add allocated on the way. Buffers that double cost 2.3 times
-// the batch (3.2 under -race, whose sync.Pool drops items); append's own
-// growth for large slices, a quarter at a time, cost 5.2 times and made
-// such Adds 15x slower. The GC is off so that no pool is emptied midway.
+// checks what Add allocated on the way: 1.8 times the batch, in a few
+// buffers sized toward the projected full batch. append's own growth for
+// large slices, a quarter at a time, cost 5.2 times and made such Adds 15x
+// slower; slices.Grow's doubling cost 2.3 times and left the final buffer
+// 2.5 times the batch. The GC is off so that no pool is emptied midway.
 func TestLargeBatchGrowsGeometrically(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	const n = 20000
@@ -816,7 +817,7 @@ func TestLargeBatchGrowsGeometrically(t *testing.T) {
 		t.Fatalf("sent a batch of %d events, want %d", got, n)
 	}
 	batch := uint64(n * (len(payload) + 1 + 4 + 16)) // payload, newline, end offset, ID
-	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4*batch {
-		t.Fatalf("adding a %d-byte batch allocated %d bytes (%.1fx); want at most 4x", batch, alloc, float64(alloc)/float64(batch))
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 2*batch {
+		t.Fatalf("adding a %d-byte batch allocated %d bytes (%.1fx); want at most 2x", batch, alloc, float64(alloc)/float64(batch))
 	}
 }
