@@ -303,6 +303,7 @@ func (s *Server) storeRecord(soft, hard context.Context, r *kgo.Record, wk *work
 		attrs = append(attrs, slog.String("topic", r.Topic), slog.Int("partition", int(r.Partition)),
 			slog.Int64("offset", r.Offset), slog.String("err", msg))
 		s.log.LogAttrs(hard, slog.LevelError, "kafka record rejected", attrs...)
+		s.m.kafkaRejects.Inc()
 		return true
 	}
 	key, perEvent, msg := recordKey(r)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -426,6 +427,11 @@ func TestKafkaRecordKinds(t *testing.T) {
 		if !strings.Contains(logs, "kafka record rejected") || !strings.Contains(logs, off) {
 			t.Errorf("no rejection logged for %s:\n%s", off, logs)
 		}
+	}
+	rec := httptest.NewRecorder()
+	ks.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if want := "batchloader_kafka_records_rejected_total 3\n"; !strings.Contains(rec.Body.String(), want) {
+		t.Errorf("/metrics has no %q", want)
 	}
 }
 

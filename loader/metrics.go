@@ -16,6 +16,7 @@ type metrics struct {
 	batches      prometheus.Counter
 	duplicates   prometheus.Counter
 	rejected     prometheus.Counter
+	kafkaRejects prometheus.Counter
 	bytesIn      prometheus.Counter
 	bytesDecoded prometheus.Counter
 	storeSeconds prometheus.Histogram
@@ -45,6 +46,10 @@ func newMetrics() *metrics {
 			Name: "batchloader_rejected_batches_total",
 			Help: "POST /v1/batches requests answered with an error status.",
 		}),
+		kafkaRejects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "batchloader_kafka_records_rejected_total",
+			Help: "Kafka records skipped as no storable batch (bad key or headers, invalid NDJSON, over a limit); each is logged.",
+		}),
 		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "batchloader_received_bytes_total",
 			Help: "Batch request body bytes received, as sent (compressed).",
@@ -63,7 +68,7 @@ func newMetrics() *metrics {
 			Help: "Batch requests being decoded or stored.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.events, m.batches, m.duplicates, m.rejected,
+	m.reg.MustRegister(m.requests, m.events, m.batches, m.duplicates, m.rejected, m.kafkaRejects,
 		m.bytesIn, m.bytesDecoded, m.storeSeconds, m.inFlight,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
