@@ -82,6 +82,12 @@ func (b *Batch) Split() (*Batch, *Batch) {
 	return left, right
 }
 
+// tail returns a view of b's events n to Len()-1, under b's key, sharing
+// b's memory (0 < n < Len()).
+func (b *Batch) tail(n int) *Batch {
+	return &Batch{buf: b.buf, off: int(b.ends[n-1]), ends: b.ends[n:], ids: b.ids[n:], key: b.key}
+}
+
 // NewBatch returns a batch holding copies of events under the given key. The
 // processor makes its own batches; NewBatch is for testing a [Sink] or
 // resending events kept elsewhere (a spool). It returns [ErrInvalidEvent]

@@ -99,8 +99,17 @@ func (p *Processor) deliver(b *Batch) {
 }
 
 // fail hands b to the failure callback. The counter moves first so that a
-// callback reading Stats sees the batch as failed.
+// callback reading Stats sees the batch as failed. If the last attempt
+// delivered a prefix of b ([Partial]), that prefix counts as delivered and
+// only the rest fails.
 func (p *Processor) fail(b *Batch, err error) {
+	if pe, ok := errors.AsType[*PartialError](err); ok && pe.Delivered > 0 && pe.Delivered < b.Len() {
+		n := pe.Delivered
+		p.delivered.Add(uint64(n))
+		p.log.LogAttrs(context.Background(), slog.LevelWarn, "batch delivered in part",
+			slog.Int("count", n), slog.String("key", b.key), slog.Int("events", b.Len()))
+		b = b.tail(n)
+	}
 	p.failed.Add(uint64(b.Len()))
 	p.log.LogAttrs(context.Background(), slog.LevelError, "batch failed",
 		slog.Int("count_failed", b.Len()), slog.String("key", b.key), slog.Any("error", err))

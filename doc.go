@@ -31,7 +31,9 @@
 //   - delivered: in a batch whose [Sink.Send] returned nil;
 //   - failed: in a batch handed, with the reason, to the [WithOnFailure]
 //     callback, because the sink returned a [Permanent] error, the
-//     [RetryPolicy] gave up, or [Processor.Shutdown]'s context ended first;
+//     [RetryPolicy] gave up, or [Processor.Shutdown]'s context ended first
+//     (when the sink reports that the batch's last attempt delivered a
+//     prefix of it, with [Partial], only the rest fails);
 //   - pending: buffered, queued or being sent.
 //
 // [Processor.Stats] counts all three, and Added == Delivered + Failed +

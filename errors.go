@@ -76,6 +76,36 @@ func RetryAfter(err error, d time.Duration) error {
 	return &RetryAfterError{Err: err, After: max(d, 0)}
 }
 
+// PartialError is the error [Partial] makes: a Send that delivered the
+// first Delivered events of its batch before it failed.
+type PartialError struct {
+	Err       error
+	Delivered int
+}
+
+func (e *PartialError) Error() string {
+	return fmt.Sprintf("%v (the first %d events were delivered)", e.Err, e.Delivered)
+}
+
+func (e *PartialError) Unwrap() error { return e.Err }
+
+// Partial wraps err, a Send's failure, to say that the batch's first n
+// events were delivered before it failed: a sink that splits a batch (as
+// httpsink does after a 413) and sends the parts in order returns it when a
+// part fails after others were stored. The send is retried, or not, as err
+// says ([Permanent] and [RetryAfter] are seen through the wrapper), and
+// every retry carries the whole batch. If the batch finally fails, the
+// processor counts those n events as delivered, and hands the failure
+// callback only the rest: a batch of the events n to Len()-1, under the
+// same key. The n of the last attempt counts; an n outside 1 to Len()-1
+// is ignored, and the whole batch fails. Partial(nil, n) is nil.
+func Partial(err error, n int) error {
+	if err == nil {
+		return nil
+	}
+	return &PartialError{Err: err, Delivered: n}
+}
+
 // ShutdownError is the reason handed to the failure callback for a batch
 // that was not delivered before [Processor.Shutdown]'s context ended. It
 // wraps the context's error and the last send error, if any.

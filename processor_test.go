@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -819,5 +820,82 @@ func TestLargeBatchGrowsGeometrically(t *testing.T) {
 	batch := uint64(n * (len(payload) + 1 + 4 + 16)) // payload, newline, end offset, ID
 	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 2*batch {
 		t.Fatalf("adding a %d-byte batch allocated %d bytes (%.1fx); want at most 2x", batch, alloc, float64(alloc)/float64(batch))
+	}
+}
+
+// TestPartialDelivery: when the sink reports with Partial that the last
+// attempt delivered a prefix of the batch, that prefix counts as delivered
+// (and is logged with count=), and only the rest reaches the failure
+// callback, under the batch's key. A Partial on an attempt followed by a
+// successful retry changes nothing, and an impossible prefix is ignored.
+func TestPartialDelivery(t *testing.T) {
+	rejected := errors.New("part 2 rejected")
+	cases := []struct {
+		name          string
+		results       []error // of each attempt; nil is success
+		delivered     uint64
+		failedPayload []string
+	}{
+		{"permanent after 4", []error{batchproc.Partial(batchproc.Permanent(rejected), 4)}, 4,
+			[]string{`{"n":4}`, `{"n":5}`, `{"n":6}`, `{"n":7}`, `{"n":8}`, `{"n":9}`}},
+		{"retried, then the rest", []error{batchproc.Partial(rejected, 4), nil}, 10, nil},
+		{"last attempt counts", []error{batchproc.Partial(rejected, 2), batchproc.Partial(batchproc.Permanent(rejected), 8)}, 8,
+			[]string{`{"n":8}`, `{"n":9}`}},
+		{"whole batch claimed", []error{batchproc.Partial(batchproc.Permanent(rejected), 10)}, 0, nil},
+		{"nothing claimed", []error{batchproc.Partial(batchproc.Permanent(rejected), 0)}, 0, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rec := &batchproctest.Recorder{Hook: func(_ context.Context, _ *batchproc.Batch, attempt int) error {
+					return tc.results[attempt-1]
+				}}
+				var failed []string
+				var failedKey string
+				var reason error
+				logs := &testutil.SyncBuffer{}
+				p := mustNew(t, rec, batchproc.WithMaxBatchEvents(10),
+					batchproc.WithLogger(slog.New(slog.NewTextHandler(logs, nil))),
+					batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
+						failedKey, reason = b.Key(), err
+						for i := range b.Len() {
+							failed = append(failed, string(b.Event(i).Payload))
+						}
+						if string(b.NDJSON()) != strings.Join(failed, "\n")+"\n" {
+							t.Errorf("failed batch's NDJSON %q does not match its events %q", b.NDJSON(), failed)
+						}
+					}))
+				for i := range 10 {
+					if err := p.Add(t.Context(), ev(i)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				shutdown(t, p)
+				st := p.Stats()
+				checkIdentity(t, st)
+				wantFailed := tc.failedPayload
+				if tc.delivered == 0 { // the whole batch fails
+					for i := range 10 {
+						wantFailed = append(wantFailed, string(ev(i).Payload))
+					}
+				}
+				if st.Delivered != tc.delivered || st.Failed != 10-tc.delivered || !slices.Equal(failed, wantFailed) {
+					t.Fatalf("delivered %d, failed %d %q; want %d delivered, %q failed", st.Delivered, st.Failed, failed, tc.delivered, wantFailed)
+				}
+				if len(failed) > 0 {
+					if sent := rec.Sent(); failedKey != sent[0].Key || !errors.Is(reason, rejected) {
+						t.Errorf("failed under key %q with %v; want the batch's key %q and the sink's error", failedKey, reason, sent[0].Key)
+					}
+				}
+				sum := 0
+				for _, m := range regexp.MustCompile(` count=(\d+)`).FindAllStringSubmatch(logs.String(), -1) {
+					n, _ := strconv.Atoi(m[1])
+					sum += n
+				}
+				if sum != int(tc.delivered) {
+					t.Errorf("count= lines sum to %d, want %d:\n%s", sum, tc.delivered, logs)
+				}
+			})
+		})
 	}
 }

@@ -33,7 +33,8 @@ import (
 // batch and so the same [Batch.Key]. A sink retries nothing itself; it
 // classifies: return [Permanent](err) for a failure that will fail again the
 // same way (a rejected batch), [RetryAfter](err, d) when the receiver said
-// when to come back, and a plain error otherwise.
+// when to come back, and a plain error otherwise; wrap it in [Partial] when
+// the batch's first events were delivered before the failure.
 type Sink interface {
 	Send(ctx context.Context, b *Batch) error
 }

@@ -63,7 +63,8 @@ func (e *StatusError) Error() string {
 // Parts are sent in order and the first failure ends the send, so the
 // stored events are exactly b.Event(0) to b.Event(Stored-1). Err is the
 // failing part's error, already classified: a PartialError is retryable or
-// permanent as Err is (errors.As sees through it).
+// permanent as Err is (errors.As sees through it). Send returns it wrapped
+// by [batchproc.Partial].
 type PartialError struct {
 	Key    string // the batch's key
 	Stored int    // events stored, a prefix of the batch

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,5 +113,53 @@ func TestProcessorSplit(t *testing.T) {
 	}
 	if st := p.Stats(); st.Delivered != 16 || st.Failed != 0 || st.Retries != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestProcessorPartialFailure: a batch of 8 split after a 413, whose second
+// half the loader rejects with a 400, leaves the processor with the first
+// half delivered and only the second half handed to the failure callback.
+func TestProcessorPartialFailure(t *testing.T) {
+	fl := newFakeLoader(t, func(f *fakeLoader) {
+		f.maxEvents = 4
+		f.respond = func(_ context.Context, _ int, r *request) reply {
+			if strings.HasSuffix(r.Key, ".1") {
+				return reply{Status: 400, Body: `{"error":"bad event","line":1}`}
+			}
+			return reply{}
+		}
+	})
+	s := newSink(t, fl.URL())
+	var failed []string
+	p, err := batchproc.New(s, batchproc.WithMaxBatchEvents(8), batchproc.WithRetry(fastRetry),
+		batchproc.WithOnFailure(func(b *batchproc.Batch, _ error) {
+			for i := range b.Len() {
+				failed = append(failed, string(b.Event(i).Payload))
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payloads []string
+	for i := range 8 {
+		payloads = append(payloads, `{"id":"`+strconv.Itoa(i)+`"}`)
+		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(payloads[i])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Delivered != 4 || st.Failed != 4 || st.Retries != 0 {
+		t.Errorf("stats %+v, want 4 delivered and 4 failed, no retry", st)
+	}
+	if !slices.Equal(failed, payloads[4:]) {
+		t.Errorf("failure callback got %q, want the second half %q", failed, payloads[4:])
+	}
+	stored := fl.storedEvents()
+	for _, e := range payloads[:4] {
+		if stored[e] != 1 {
+			t.Errorf("event %s stored %d times, want once", e, stored[e])
+		}
 	}
 }

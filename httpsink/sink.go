@@ -178,7 +178,8 @@ func (s *Sink) Close() error {
 //     ([batchproc.Batch.Split]) sent one after the other under the derived
 //     keys, recursively; Send returns nil only if every part was stored,
 //     else the first failure, wrapped in a *PartialError when some parts
-//     were stored. A single event answered 413 is permanent.
+//     were stored (itself wrapped by [batchproc.Partial], so the processor
+//     counts the stored prefix as delivered if the batch finally fails). A single event answered 413 is permanent.
 //   - 400, 401, 415 and every other status: a permanent *StatusError.
 //   - A timeout ([WithTimeout]) or a connection error: a plain, retryable
 //     error. If ctx is done, Send returns ctx.Err().
@@ -203,7 +204,10 @@ func (s *Sink) Send(ctx context.Context, b *batchproc.Batch) error {
 	var stored int
 	err := s.send(ctx, b, &stored)
 	if err != nil && stored > 0 && ctx.Err() == nil {
-		return &PartialError{Key: b.Key(), Stored: stored, Len: b.Len(), Err: err}
+		// batchproc.Partial tells the processor that the prefix was stored:
+		// if the batch finally fails, only the rest goes to its failure
+		// callback.
+		return batchproc.Partial(&PartialError{Key: b.Key(), Stored: stored, Len: b.Len(), Err: err}, stored)
 	}
 	return err
 }

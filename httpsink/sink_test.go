@@ -397,6 +397,9 @@ func TestSplitPermanent(t *testing.T) {
 	if pe, ok := errors.AsType[*httpsink.PartialError](err); !ok || pe.Stored != 2 {
 		t.Fatalf("got %v, want a PartialError with 2 stored", err)
 	}
+	if pe, ok := errors.AsType[*batchproc.PartialError](err); !ok || pe.Delivered != 2 {
+		t.Fatalf("got %v, want a batchproc.Partial with 2 delivered, for the processor", err)
+	}
 }
 
 // TestTimeout: a loader that never answers; the per-request timeout ends
