@@ -2,6 +2,7 @@ package httpsink_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -161,5 +162,54 @@ func TestProcessorPartialFailure(t *testing.T) {
 		if stored[e] != 1 {
 			t.Errorf("event %s stored %d times, want once", e, stored[e])
 		}
+	}
+}
+
+// TestProcessorPartialAtShutdown: a split batch whose first half was stored
+// when Shutdown's context ended, its second half still being sent, counts
+// the first half as delivered and fails only the second.
+func TestProcessorPartialAtShutdown(t *testing.T) {
+	entered := make(chan struct{})
+	fl := newFakeLoader(t, func(f *fakeLoader) {
+		f.maxEvents = 4
+		f.respond = func(ctx context.Context, _ int, r *request) reply {
+			if strings.HasSuffix(r.Key, ".1") {
+				close(entered)
+				<-ctx.Done() // until the sink gives up on the request
+				return reply{Status: 503}
+			}
+			return reply{}
+		}
+	})
+	s := newSink(t, fl.URL())
+	var failed []string
+	var reason error
+	p, err := batchproc.New(s, batchproc.WithMaxBatchEvents(8), batchproc.WithRetry(fastRetry),
+		batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
+			reason = err
+			for i := range b.Len() {
+				failed = append(failed, string(b.Event(i).Payload))
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var payloads []string
+	for i := range 8 {
+		payloads = append(payloads, `{"id":"`+strconv.Itoa(i)+`"}`)
+		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(payloads[i])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { <-entered; cancel() }()
+	if err := p.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown: %v, want context.Canceled", err)
+	}
+	if st := p.Stats(); st.Delivered != 4 || st.Failed != 4 {
+		t.Errorf("stats %+v, want 4 delivered and 4 failed", st)
+	}
+	if se, ok := errors.AsType[*batchproc.ShutdownError](reason); !ok || !slices.Equal(failed, payloads[4:]) {
+		t.Errorf("failure callback got %q (%v), want the second half %q with a ShutdownError", failed, se, payloads[4:])
 	}
 }

@@ -179,10 +179,12 @@ func (s *Sink) Close() error {
 //     keys, recursively; Send returns nil only if every part was stored,
 //     else the first failure, wrapped in a *PartialError when some parts
 //     were stored (itself wrapped by [batchproc.Partial], so the processor
-//     counts the stored prefix as delivered if the batch finally fails). A single event answered 413 is permanent.
+//     counts the stored prefix as delivered if the batch finally fails).
+//     A single event answered 413 is permanent.
 //   - 400, 401, 415 and every other status: a permanent *StatusError.
 //   - A timeout ([WithTimeout]) or a connection error: a plain, retryable
-//     error. If ctx is done, Send returns ctx.Err().
+//     error. If ctx is done, Send returns ctx.Err(), wrapped by
+//     [batchproc.Partial] when parts of a split batch were stored.
 //
 // An empty batch is not sent (the loader answers 400 to one): Send returns
 // nil, as there is nothing to deliver.
@@ -203,13 +205,15 @@ func (s *Sink) Send(ctx context.Context, b *batchproc.Batch) error {
 	}
 	var stored int
 	err := s.send(ctx, b, &stored)
-	if err != nil && stored > 0 && ctx.Err() == nil {
-		// batchproc.Partial tells the processor that the prefix was stored:
-		// if the batch finally fails, only the rest goes to its failure
-		// callback.
-		return batchproc.Partial(&PartialError{Key: b.Key(), Stored: stored, Len: b.Len(), Err: err}, stored)
+	if err == nil || stored == 0 {
+		return err
 	}
-	return err
+	// batchproc.Partial tells the processor that the prefix was stored: if
+	// the batch finally fails, only the rest goes to its failure callback.
+	if ctx.Err() != nil {
+		return batchproc.Partial(ctx.Err(), stored)
+	}
+	return batchproc.Partial(&PartialError{Key: b.Key(), Stored: stored, Len: b.Len(), Err: err}, stored)
 }
 
 // send posts b and, on a 413, its halves; stored counts the events of the
