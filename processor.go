@@ -209,45 +209,30 @@ func (p *Processor) TryAdd(e Event) error {
 	return p.add(context.Background(), e.Payload, e.ID, false) // ctx is unused: TryAdd never waits
 }
 
-// addSlowPath is Add (wait true, with ctx) and TryAdd (wait false) for an
-// event that add's fast path did not take.
-func (p *Processor) addSlowPath(ctx context.Context, e Event, wait bool) error {
-	err := p.addWith(e, 0)
-	if err != errNoSpace {
-		return err
-	}
-	if wait {
-		return p.addWait(ctx, e)
-	}
-	p.relieve()
-	p.rejected.Add(1)
-	return ErrFull
-}
-
 // add is Add (wait true, with ctx) and TryAdd (wait false). Its body is
 // the common case, kept small: a valid event, and a shard whose batch has
 // the room, the buffer capacity and the reserved budget for it. It takes
 // one uncontended lock, makes one copy and calls nothing else. Every other
-// case goes to addSlowPath, before any change.
+// case goes to addSlow under the same lock.
 //
 // It does not check closed: Shutdown sets closed and then cuts every
 // shard's batch under the shard's lock, leaving s.b nil, so an Add that
-// starts after the cut finds no batch here and addWith refuses it.
+// starts after the cut finds no batch here and addSlow refuses it.
 func (p *Processor) add(ctx context.Context, payload []byte, id string, wait bool) error {
+	// The event is checked here once: addSlow, addWait and addWith,
+	// reached only from here, take it as valid.
 	size := len(payload) + 1
-	if size == 1 || bytes.IndexByte(payload, '\n') >= 0 {
-		return p.addSlowPath(ctx, Event{ID: id, Payload: payload}, wait)
-	}
 	cost := size + len(id) + eventOverhead
+	if size == 1 || size > p.cfg.maxBytes || cost > p.cfg.memLimit || bytes.IndexByte(payload, '\n') >= 0 {
+		return p.refuse(size, cost)
+	}
+	// shard(), written out: under RunParallel the call cost 8%.
 	var s *shard
 	pooled := p.perP.Load()
 	switch {
 	case pooled:
-		// Under contention each P keeps shards of its own in a sync.Pool:
-		// Get hands this goroutine one that no other goroutine holds, usually
-		// the one this P used last, still in its cache.
 		s = p.shardPool.Get().(*shard)
-	case p.spread: // worker pool: spread events over the workers' buffers
+	case p.spread:
 		s = &p.shards[randv2.Uint32N(uint32(len(p.shards)))]
 	default:
 		s = &p.shards[0]
@@ -256,13 +241,10 @@ func (p *Processor) add(ctx context.Context, payload []byte, id string, wait boo
 		p.contend()
 		s.mu.Lock()
 	}
-	b := s.b
-	ok := b != nil
-	if ok {
+	if b := s.b; b != nil {
 		n, i := len(b.buf), len(b.ends)
 		end := n + size
-		ok = end <= cap(b.buf) && end <= p.cfg.maxBytes && i < cap(b.ends) && i < cap(b.ids) && b.cost+cost <= b.reserved
-		if ok {
+		if end <= cap(b.buf) && end <= p.cfg.maxBytes && i < cap(b.ends) && i < cap(b.ids) && b.cost+cost <= b.reserved {
 			// Reslicing within capacity stores only lengths: no pointer
 			// store, so no write barrier, except for a non-empty ID.
 			b.buf = b.buf[:end]
@@ -279,45 +261,60 @@ func (p *Processor) add(ctx context.Context, payload []byte, id string, wait boo
 			if i+1 >= p.cfg.maxEvents || end >= p.cfg.maxBytes {
 				p.cutFull(s)
 			}
+			s.mu.Unlock()
+			if pooled {
+				p.shardPool.Put(s)
+			}
+			return nil
 		}
 	}
-	s.mu.Unlock()
+	// Anything else (no batch, no room, no budget chunk, closed) is
+	// addSlow's, still under the lock.
+	e := Event{ID: id, Payload: payload}
+	err := p.addSlow(s, e, size, cost, 0) // unlocks s
 	if pooled {
 		p.shardPool.Put(s)
 	}
-	if !ok {
-		return p.addSlowPath(ctx, Event{ID: id, Payload: payload}, wait)
+	if err != errNoSpace {
+		return err
 	}
-	return nil
+	if wait {
+		return p.addWait(ctx, e)
+	}
+	p.relieve()
+	p.rejected.Add(1)
+	return ErrFull
 }
 
-// addWith adds e when add's fast path could not: it validates e, starts, grows or
-// cuts batches, reserves budget, and refuses the event when the processor
-// is closed. grant is budget handed to a caller that waited for it (0 for
-// none); it goes into the event's batch. It returns errNoSpace when the
-// budget has no room for e.
+// addWith adds a valid event e for an Add that waited for budget: grant is
+// what it was handed, and goes into the event's batch. It returns
+// errNoSpace when the grant could not be used (addSlow has the cases).
 func (p *Processor) addWith(e Event, grant int) error {
 	size := len(e.Payload) + 1
 	cost := size + len(e.ID) + eventOverhead
-	if size > p.cfg.maxBytes || cost > p.cfg.memLimit || size == 1 || bytes.IndexByte(e.Payload, '\n') >= 0 {
-		return p.refuse(size, cost)
-	}
-	var s *shard
-	pooled := p.perP.Load()
-	switch {
-	case pooled:
-		s = p.shardPool.Get().(*shard)
-	case p.spread:
-		s = &p.shards[randv2.Uint32N(uint32(len(p.shards)))]
-	default:
-		s = &p.shards[0]
-	}
+	s, pooled := p.shard()
 	s.mu.Lock()
 	err := p.addSlow(s, e, size, cost, grant)
 	if pooled {
 		p.shardPool.Put(s)
 	}
 	return err
+}
+
+// shard picks the shard an event goes to; pooled reports that it came from
+// shardPool and must be put back.
+func (p *Processor) shard() (s *shard, pooled bool) {
+	switch {
+	case p.perP.Load():
+		// Under contention each P keeps shards of its own in a sync.Pool:
+		// Get hands this goroutine one that no other goroutine holds, usually
+		// the one this P used last, still in its cache.
+		return p.shardPool.Get().(*shard), true
+	case p.spread: // worker pool: spread events over the workers' buffers
+		return &p.shards[randv2.Uint32N(uint32(len(p.shards)))], false
+	default:
+		return &p.shards[0], false
+	}
 }
 
 // refuse counts and explains an event add refused before taking a lock.
