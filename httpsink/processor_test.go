@@ -117,99 +117,76 @@ func TestProcessorSplit(t *testing.T) {
 	}
 }
 
-// TestProcessorPartialFailure: a batch of 8 split after a 413, whose second
-// half the loader rejects with a 400, leaves the processor with the first
-// half delivered and only the second half handed to the failure callback.
-func TestProcessorPartialFailure(t *testing.T) {
-	fl := newFakeLoader(t, func(f *fakeLoader) {
-		f.maxEvents = 4
-		f.respond = func(_ context.Context, _ int, r *request) reply {
-			if strings.HasSuffix(r.Key, ".1") {
-				return reply{Status: 400, Body: `{"error":"bad event","line":1}`}
+// TestProcessorPartial: a batch of 8 split after a 413 has its first half
+// stored, and then its second half rejected with a 400, or still being sent
+// when Shutdown's context ends. Either way the processor counts the first
+// half as delivered and hands only the second to the failure callback.
+func TestProcessorPartial(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		atShutdown bool // else the loader rejects the second half
+	}{{"rejected", false}, {"at shutdown", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			entered := make(chan struct{})
+			fl := newFakeLoader(t, func(f *fakeLoader) {
+				f.maxEvents = 4
+				f.respond = func(ctx context.Context, _ int, r *request) reply {
+					switch {
+					case !strings.HasSuffix(r.Key, ".1"):
+						return reply{}
+					case !tc.atShutdown:
+						return reply{Status: 400, Body: `{"error":"bad event","line":1}`}
+					}
+					close(entered)
+					<-ctx.Done() // until the sink gives up on the request
+					return reply{Status: 503}
+				}
+			})
+			var failed []string
+			var reason error
+			p, err := batchproc.New(newSink(t, fl.URL()), batchproc.WithMaxBatchEvents(8), batchproc.WithRetry(fastRetry),
+				batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
+					reason = err
+					for i := range b.Len() {
+						failed = append(failed, string(b.Event(i).Payload))
+					}
+				}))
+			if err != nil {
+				t.Fatal(err)
 			}
-			return reply{}
-		}
-	})
-	s := newSink(t, fl.URL())
-	var failed []string
-	p, err := batchproc.New(s, batchproc.WithMaxBatchEvents(8), batchproc.WithRetry(fastRetry),
-		batchproc.WithOnFailure(func(b *batchproc.Batch, _ error) {
-			for i := range b.Len() {
-				failed = append(failed, string(b.Event(i).Payload))
+			var payloads []string
+			for i := range 8 {
+				payloads = append(payloads, `{"id":"`+strconv.Itoa(i)+`"}`)
+				if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(payloads[i])}); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var payloads []string
-	for i := range 8 {
-		payloads = append(payloads, `{"id":"`+strconv.Itoa(i)+`"}`)
-		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(payloads[i])}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Shutdown(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if st := p.Stats(); st.Delivered != 4 || st.Failed != 4 || st.Retries != 0 {
-		t.Errorf("stats %+v, want 4 delivered and 4 failed, no retry", st)
-	}
-	if !slices.Equal(failed, payloads[4:]) {
-		t.Errorf("failure callback got %q, want the second half %q", failed, payloads[4:])
-	}
-	stored := fl.storedEvents()
-	for _, e := range payloads[:4] {
-		if stored[e] != 1 {
-			t.Errorf("event %s stored %d times, want once", e, stored[e])
-		}
-	}
-}
+			ctx, wantErr := t.Context(), error(nil)
+			if tc.atShutdown {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				go func() { <-entered; cancel() }()
+				wantErr = context.Canceled
+			}
+			if err := p.Shutdown(ctx); !errors.Is(err, wantErr) {
+				t.Fatalf("Shutdown: %v, want %v", err, wantErr)
+			}
 
-// TestProcessorPartialAtShutdown: a split batch whose first half was stored
-// when Shutdown's context ended, its second half still being sent, counts
-// the first half as delivered and fails only the second.
-func TestProcessorPartialAtShutdown(t *testing.T) {
-	entered := make(chan struct{})
-	fl := newFakeLoader(t, func(f *fakeLoader) {
-		f.maxEvents = 4
-		f.respond = func(ctx context.Context, _ int, r *request) reply {
-			if strings.HasSuffix(r.Key, ".1") {
-				close(entered)
-				<-ctx.Done() // until the sink gives up on the request
-				return reply{Status: 503}
+			if st := p.Stats(); st.Delivered != 4 || st.Failed != 4 || st.Retries != 0 {
+				t.Errorf("stats %+v, want 4 delivered and 4 failed, no retry", st)
 			}
-			return reply{}
-		}
-	})
-	s := newSink(t, fl.URL())
-	var failed []string
-	var reason error
-	p, err := batchproc.New(s, batchproc.WithMaxBatchEvents(8), batchproc.WithRetry(fastRetry),
-		batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
-			reason = err
-			for i := range b.Len() {
-				failed = append(failed, string(b.Event(i).Payload))
+			if !slices.Equal(failed, payloads[4:]) {
+				t.Errorf("failure callback got %q, want the second half %q", failed, payloads[4:])
 			}
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var payloads []string
-	for i := range 8 {
-		payloads = append(payloads, `{"id":"`+strconv.Itoa(i)+`"}`)
-		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(payloads[i])}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	go func() { <-entered; cancel() }()
-	if err := p.Shutdown(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Shutdown: %v, want context.Canceled", err)
-	}
-	if st := p.Stats(); st.Delivered != 4 || st.Failed != 4 {
-		t.Errorf("stats %+v, want 4 delivered and 4 failed", st)
-	}
-	if se, ok := errors.AsType[*batchproc.ShutdownError](reason); !ok || !slices.Equal(failed, payloads[4:]) {
-		t.Errorf("failure callback got %q (%v), want the second half %q with a ShutdownError", failed, se, payloads[4:])
+			if _, isShutdown := errors.AsType[*batchproc.ShutdownError](reason); isShutdown != tc.atShutdown {
+				t.Errorf("failure reason %v; a ShutdownError only at shutdown", reason)
+			}
+			stored := fl.storedEvents()
+			for _, e := range payloads[:4] {
+				if stored[e] != 1 {
+					t.Errorf("event %s stored %d times, want once", e, stored[e])
+				}
+			}
+		})
 	}
 }
