@@ -392,18 +392,20 @@ func (p *Processor) room(b *Batch, size int) {
 		projected := need / (len(b.ends) + 1) * p.cfg.maxEvents
 		projected += projected / 8
 		c := min(max(projected, 2*old), 8*old, p.cfg.maxBytes)
-		buf := make([]byte, len(b.buf), max(c, need))
-		copy(buf, b.buf)
-		b.buf = buf
+		b.buf = withCap(b.buf, max(c, need))
 	}
 	if len(b.ends) == cap(b.ends) || len(b.ids) == cap(b.ids) {
 		n := max(len(b.ends)+1, min(2*cap(b.ends), p.cfg.maxEvents), 64)
-		ends := make([]int32, len(b.ends), n)
-		copy(ends, b.ends)
-		ids := make([]string, len(b.ids), n)
-		copy(ids, b.ids)
-		b.ends, b.ids = ends, ids
+		b.ends, b.ids = withCap(b.ends, n), withCap(b.ids, n)
 	}
+}
+
+// withCap returns a copy of s with capacity c exactly (slices.Grow would
+// round it up).
+func withCap[S ~[]E, E any](s S, c int) S {
+	t := make(S, len(s), c)
+	copy(t, s)
+	return t
 }
 
 // contend records that an Add found its shard locked: async dispatch then
