@@ -525,6 +525,7 @@ type countdownCtx struct {
 	done   chan struct{}
 	err    error
 	closed bool
+	fire   bool // the countdown ran out (not stop)
 }
 
 func newCountdownCtx(n int) *countdownCtx {
@@ -541,6 +542,7 @@ func (c *countdownCtx) tick() {
 	if c.left <= 0 {
 		c.err = context.Canceled
 		c.closed = true
+		c.fire = true
 		close(c.done)
 	}
 }
@@ -561,7 +563,7 @@ func (c *countdownCtx) Err() error {
 func (c *countdownCtx) fired() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err != nil
+	return c.fire
 }
 
 // stop cancels the context if it has not fired, without counting as a look.
@@ -570,6 +572,7 @@ func (c *countdownCtx) stop() {
 	defer c.mu.Unlock()
 	if !c.closed {
 		c.closed = true
+		c.err = context.Canceled // a closed Done with a nil Err makes package context panic
 		close(c.done)
 	}
 }
