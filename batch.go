@@ -56,7 +56,8 @@ func (b *Batch) NDJSON() []byte {
 	if len(b.ends) == 0 {
 		return nil
 	}
-	return b.buf[b.off:b.ends[len(b.ends)-1]]
+	end := b.ends[len(b.ends)-1]
+	return b.buf[b.off:end:end] // capped: appending to it must not overwrite what follows (a Split's other half)
 }
 
 // Size returns len(b.NDJSON()).
@@ -117,6 +118,25 @@ func (b *Batch) append(e Event) {
 	b.buf = buf
 	b.ends = append(b.ends, int32(end))
 	b.ids = append(b.ids, e.ID)
+}
+
+// compact moves a batch whose buffers are mostly empty (a batch cut by its
+// linger, in a buffer recycled from a fuller one or grown ahead of its
+// events) into buffers of its own size, and recycles the big ones: so a
+// queued or in-flight batch holds about what the budget counts for it
+// (WithMemoryLimit states the bound). A batch that filled its buffers is
+// returned as it is: the busy path copies nothing.
+func compact(b *Batch) *Batch {
+	n, m := len(b.buf), len(b.ends)
+	if cap(b.buf) <= n+n/4+512 && cap(b.ends) <= m+m/4+16 && cap(b.ids) <= m+m/4+16 {
+		return b
+	}
+	spare := &Batch{buf: b.buf, ends: b.ends, ids: b.ids}
+	b.buf = append([]byte(nil), b.buf...)
+	b.ends = append([]int32(nil), b.ends...)
+	b.ids = append([]string(nil), b.ids...)
+	putBatch(spare)
+	return b
 }
 
 // reset empties the batch for reuse, keeping its capacity.

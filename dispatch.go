@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,6 +21,10 @@ type lane struct {
 	head    int
 	senders int
 	ready   chan struct{} // one token per push, up to senders
+
+	// outstanding counts the lane's batches queued or being sent: the
+	// worker pool routes events away from a worker that has some.
+	outstanding atomic.Int32
 }
 
 func newLane(senders int) *lane {
@@ -27,6 +32,7 @@ func newLane(senders int) *lane {
 }
 
 func (l *lane) push(b *Batch) {
+	l.outstanding.Add(1)
 	l.mu.Lock()
 	l.q = append(l.q, b)
 	l.mu.Unlock()
@@ -52,16 +58,20 @@ func (l *lane) pop() *Batch {
 }
 
 // sender takes batches from l and sends them, until Shutdown's drain has
-// emptied the lane.
+// emptied the lane. Its goroutine is registered as a callback goroutine:
+// whatever user code runs on it (Send, the failure callback) is inside a
+// callback.
 func (p *Processor) sender(l *lane) {
+	id := p.callbacks.enter()
 	defer func() {
+		p.callbacks.exit(id)
 		if p.running.Add(-1) == 0 {
 			close(p.done)
 		}
 	}()
 	for {
 		if b := l.pop(); b != nil {
-			p.deliver(b)
+			p.deliver(l, b)
 			continue
 		}
 		select {
@@ -70,7 +80,7 @@ func (p *Processor) sender(l *lane) {
 			// Every shard was cut before closing was closed, so once the lane
 			// is empty nothing more can arrive.
 			if b := l.pop(); b != nil {
-				p.deliver(b)
+				p.deliver(l, b)
 				continue
 			}
 			return
@@ -79,88 +89,105 @@ func (p *Processor) sender(l *lane) {
 }
 
 // deliver sends b with retries, accounts for it and recycles it.
-func (p *Processor) deliver(b *Batch) {
-	n := uint64(b.Len())
-	attempts, err := p.send(b)
+func (p *Processor) deliver(l *lane, b *Batch) {
+	n := b.Len()
+	attempts, stored, err := p.send(b)
+	failed := 0
 	if err == nil {
-		p.delivered.Add(n)
+		p.delivered.Add(uint64(n))
 		p.batches.Add(1)
-		p.log.LogAttrs(context.Background(), slog.LevelInfo, "batch delivered",
-			slog.Int("count", b.Len()), slog.String("key", b.key), slog.Int("attempts", attempts))
+		p.info.LogAttrs(context.Background(), slog.LevelInfo, "batch delivered",
+			slog.Int("count", n), slog.String("key", b.key), slog.Int("attempts", attempts))
 	} else {
-		p.fail(b, err)
+		failed = p.fail(b, stored, attempts, err)
 	}
 	seq, reserved := b.seq, b.reserved
 	putBatch(b)
+	l.outstanding.Add(-1)
 	// complete before release: an Add woken by the release must find this
-	// batch no longer outstanding, or relieve would wrongly wait for it.
-	p.complete(seq)
-	p.release(reserved)
+	// batch done, or cutIfIdle would wrongly wait for it. Flush and
+	// Shutdown wake after the release: what they covered holds no budget.
+	woken := p.completion.complete(seq, failed, err)
+	if p.mem.release(reserved) {
+		p.cutIfIdle()
+	}
+	wakeAll(woken)
 }
 
-// fail hands b to the failure callback. The counter moves first so that a
-// callback reading Stats sees the batch as failed. If the last attempt
-// delivered a prefix of b ([Partial]), that prefix counts as delivered and
-// only the rest fails.
-func (p *Processor) fail(b *Batch, err error) {
-	if pe, ok := errors.AsType[*PartialError](err); ok && pe.Delivered > 0 && pe.Delivered < b.Len() {
-		n := pe.Delivered
-		p.delivered.Add(uint64(n))
-		p.log.LogAttrs(context.Background(), slog.LevelWarn, "batch delivered in part",
-			slog.Int("count", n), slog.String("key", b.key), slog.Int("events", b.Len()))
-		b = b.tail(n)
+// fail hands b to the failure callback and returns how many of its events
+// failed. The counter moves first so that a callback reading Stats sees the
+// batch as failed. stored is how many of b's first events some attempt
+// delivered ([Partial]): they count as delivered, and only the rest fails.
+// One log line per failed batch, at Error: count= carries a delivered
+// prefix (count= lines sum to the deliveries), events= what failed.
+func (p *Processor) fail(b *Batch, stored, attempts int, err error) int {
+	attrs := []slog.Attr{slog.String("key", b.key), slog.Int("attempts", attempts), slog.Any("error", err)}
+	msg := "batch failed"
+	if stored > 0 && stored < b.Len() {
+		p.delivered.Add(uint64(stored))
+		b = b.tail(stored)
+		msg = "batch failed in part"
+		attrs = append(attrs, slog.Int("count", stored))
 	}
 	p.failed.Add(uint64(b.Len()))
-	p.log.LogAttrs(context.Background(), slog.LevelError, "batch failed",
-		slog.Int("count_failed", b.Len()), slog.String("key", b.key), slog.Any("error", err))
+	attrs = append(attrs, slog.Int("events", b.Len()))
+	p.log.LogAttrs(context.Background(), slog.LevelError, msg, attrs...)
 	if p.cfg.onFailure != nil {
 		p.cfg.onFailure(b, err)
 	}
+	return b.Len()
 }
 
 // send calls the sink until it accepts b, the error is permanent, the retry
-// policy gives up, or Shutdown aborts. It returns the number of sends made.
-func (p *Processor) send(b *Batch) (int, error) {
+// policy gives up, or Shutdown aborts. It returns the number of sends made
+// and how many of b's first events any attempt reported stored with
+// [Partial]: the parts of a split batch stored by an earlier attempt stay
+// stored whatever a later attempt does (the receiver de-duplicates them by
+// key), so the largest prefix over all attempts counts.
+func (p *Processor) send(b *Batch) (attempts, stored int, err error) {
 	pol := p.cfg.retry
 	var start time.Time
 	var lastErr error
 	for attempt := 1; ; attempt++ {
 		if p.sendCtx.Err() != nil {
-			return attempt - 1, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: lastErr}
+			return attempt - 1, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: lastErr}
 		}
 		if attempt == 1 {
 			start = time.Now()
+		} else {
+			p.retries.Add(1) // counted when made: a retry Shutdown cut short is not one
 		}
 		p.inFlight.Add(1)
 		err := p.sink.Send(p.sendCtx, b)
 		p.inFlight.Add(-1)
 		if err == nil {
-			return attempt, nil
+			return attempt, 0, nil
+		}
+		if pe, ok := errors.AsType[*PartialError](err); ok && pe.Delivered < b.Len() {
+			stored = max(stored, pe.Delivered)
 		}
 		lastErr = err
 		if p.sendCtx.Err() != nil {
-			return attempt, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
+			return attempt, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
 		}
 		if IsPermanent(err) {
-			return attempt, err
+			return attempt, stored, err
 		}
 		if pol.MaxAttempts > 0 && attempt >= pol.MaxAttempts {
-			return attempt, fmt.Errorf("batchproc: giving up after %d attempts: %w", attempt, err)
+			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: %w", attempt, err)
 		}
 		wait := backoff(pol, attempt)
 		if ra, ok := errors.AsType[*RetryAfterError](err); ok && ra.After > wait {
 			wait = ra.After
 		}
 		if pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
-			return attempt, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)
+			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)
 		}
-		p.retries.Add(1)
-		// "events", not "count": count= lines are summed as deliveries.
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "send failed, retrying",
 			slog.Int("events", b.Len()), slog.String("key", b.key), slog.Int("attempt", attempt),
 			slog.Duration("wait", wait), slog.Any("error", err))
 		if !p.sleep(wait) {
-			return attempt, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
+			return attempt, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
 		}
 	}
 }

@@ -29,7 +29,30 @@ var (
 	// payload per line, so such an event would corrupt every other event of
 	// its batch.
 	ErrInvalidEvent = errors.New("batchproc: event payload empty or contains a newline")
+
+	// ErrInCallback is returned by [Processor.Flush] and [Processor.Shutdown]
+	// called from a callback ([Sink.Send] or the [WithOnFailure] function),
+	// where waiting would wait for that very callback. Shutdown has begun
+	// the shutdown all the same. (Add from a callback does not wait either:
+	// it returns [ErrFull] when the budget is full.)
+	ErrInCallback = errors.New("batchproc: called from a Sink.Send or failure callback, where it cannot wait")
 )
+
+// DeliveryError is returned by [Processor.Flush] and [Processor.Shutdown]
+// when events they covered were not delivered but handed to the failure
+// callback. Err is the first of those failures' reasons, so errors.Is and
+// errors.As see through it (to a [ShutdownError], say).
+type DeliveryError struct {
+	Events  int   // events that failed
+	Batches int   // batches they were in
+	Err     error // the first failure's reason
+}
+
+func (e *DeliveryError) Error() string {
+	return fmt.Sprintf("batchproc: %d events in %d batches not delivered; first: %v", e.Events, e.Batches, e.Err)
+}
+
+func (e *DeliveryError) Unwrap() error { return e.Err }
 
 // permanentError marks an error the processor must not retry.
 type permanentError struct{ err error }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"testing"
@@ -26,6 +27,7 @@ func TestModel(t *testing.T) {
 		maxEvents := rapid.IntRange(1, 20).Draw(rt, "maxEvents")
 		maxBytes := rapid.IntRange(40, 400).Draw(rt, "maxBytes")
 		maxAttempts := rapid.IntRange(1, 4).Draw(rt, "maxAttempts")
+		memLimit := 4*maxBytes + 1024 // room for a few batches and their overheads
 
 		// Sink faults are decided per key and attempt by rapid, up front.
 		var faultMu sync.Mutex
@@ -56,8 +58,9 @@ func TestModel(t *testing.T) {
 		opts := []batchproc.Option{
 			batchproc.WithMaxBatchEvents(maxEvents),
 			batchproc.WithMaxBatchBytes(maxBytes),
-			batchproc.WithMemoryLimit(4 * maxBytes),
+			batchproc.WithMemoryLimit(memLimit),
 			batchproc.WithFlushInterval(time.Hour),
+			batchproc.WithLogger(slog.New(slog.DiscardHandler)),
 			batchproc.WithRetry(batchproc.RetryPolicy{MaxAttempts: maxAttempts, InitialBackoff: time.Microsecond, MaxBackoff: time.Microsecond}),
 			batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
 				failMu.Lock()
@@ -77,15 +80,27 @@ func TestModel(t *testing.T) {
 		if err != nil {
 			rt.Fatal(err)
 		}
+		// A draw that rapid discards midway ends the function early: the
+		// processor must still stop (Shutdown is idempotent).
+		defer func() { _ = p.Shutdown(context.Background()) }()
 		var accepted []string
 		next := 0
+		reported := 0 // failed events that Flush and Shutdown reported
+		checkReport := func(err error) {
+			if err == nil {
+				return
+			}
+			de, ok := errors.AsType[*batchproc.DeliveryError](err)
+			if !ok || de.Events < 1 || de.Batches < 1 || de.Err == nil {
+				rt.Fatalf("Flush/Shutdown error %v, want nil or a *DeliveryError", err)
+			}
+			reported += de.Events
+		}
 		steps := rapid.IntRange(1, 40).Draw(rt, "steps")
 		for range steps {
 			switch rapid.IntRange(0, 9).Draw(rt, "op") {
 			case 0:
-				if err := p.Flush(context.Background()); err != nil {
-					rt.Fatal(err)
-				}
+				checkReport(p.Flush(context.Background()))
 			default:
 				n := rapid.IntRange(1, 10).Draw(rt, "n")
 				for range n {
@@ -107,13 +122,11 @@ func TestModel(t *testing.T) {
 				}
 			}
 			st := p.Stats()
-			if st.Added != st.Delivered+st.Failed+st.Pending || st.BufferedBytes > int64(4*maxBytes) {
+			if st.Added != st.Delivered+st.Failed+st.Pending || st.BufferedBytes > int64(memLimit) {
 				rt.Fatalf("stats %+v", st)
 			}
 		}
-		if err := p.Shutdown(context.Background()); err != nil {
-			rt.Fatal(err)
-		}
+		checkReport(p.Shutdown(context.Background()))
 
 		delivered := map[string]int{}
 		var order []string
@@ -161,6 +174,9 @@ func TestModel(t *testing.T) {
 			}
 		}
 		st := p.Stats()
+		if reported > int(st.Failed) {
+			rt.Fatalf("Flush and Shutdown reported %d failed events, Stats %d", reported, st.Failed)
+		}
 		if st.Pending != 0 || st.Added != uint64(len(accepted)) || st.Delivered != uint64(len(delivered)) || st.Failed != uint64(len(failedIDs)) {
 			rt.Fatalf("final stats %+v, model: %d accepted %d delivered %d failed", st, len(accepted), len(delivered), len(failedIDs))
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 )
 
@@ -18,13 +19,35 @@ const (
 	DefaultMaxInFlight    = 4
 )
 
-// DefaultRetryPolicy is the retry policy used without [WithRetry]: up to 10
-// attempts over at most a minute, backing off from 100 ms to 10 s.
-var DefaultRetryPolicy = RetryPolicy{
-	MaxAttempts:    10,
-	InitialBackoff: 100 * time.Millisecond,
-	MaxBackoff:     10 * time.Second,
-	MaxElapsed:     time.Minute,
+// Upper bounds of the options that take a count or a size.
+const (
+	// MaxBatchBytesLimit is the largest WithMaxBatchBytes: event offsets in
+	// a batch are 32-bit.
+	MaxBatchBytesLimit = math.MaxInt32
+	// MaxSendersLimit is the largest WithMaxInFlight and WithWorkerPool:
+	// each sender is a goroutine, and far fewer saturate any receiver.
+	MaxSendersLimit = 1024
+)
+
+// DefaultRetryPolicy returns the retry policy used without [WithRetry]:
+// retry by elapsed time, as Kafka's delivery.timeout.ms does, with no cap
+// on attempts: back off from 100 ms up to 10 s between attempts, and give up
+// on a batch 5 minutes after its first send.
+//
+// What that survives: an outage of the receiver shorter than 5 minutes
+// loses nothing, as long as the memory budget holds what arrives meanwhile
+// (Add blocks, and TryAdd returns ErrFull, once it does not). At 2,000
+// events/s of 200-byte events the default 64 MiB budget holds about 2
+// minutes of events; the batches keep being retried meanwhile, and are
+// delivered, oldest first, when the receiver is back.
+//
+// It is a function so that no caller can change the default for everyone.
+func DefaultRetryPolicy() RetryPolicy {
+	return RetryPolicy{
+		InitialBackoff: 100 * time.Millisecond,
+		MaxBackoff:     10 * time.Second,
+		MaxElapsed:     5 * time.Minute,
+	}
 }
 
 // RetryPolicy says how a failed send is retried: exponential backoff with
@@ -68,9 +91,11 @@ type config struct {
 	memLimit    int
 	maxInFlight int
 	workers     int // > 0: worker-pool dispatch (the seed's design 1)
+	workersSet  bool
 	ordered     bool
 	retry       RetryPolicy
-	logger      *slog.Logger
+	logger      *slog.Logger // nil: failures to slog.Default(), deliveries unlogged
+	loggerSet   bool
 	onFailure   func(*Batch, error)
 
 	inFlightSet bool // WithMaxInFlight was given (it conflicts with the other modes)
@@ -83,42 +108,41 @@ func defaultConfig() config {
 		interval:    DefaultFlushInterval,
 		memLimit:    DefaultMemoryLimit,
 		maxInFlight: DefaultMaxInFlight,
-		retry:       DefaultRetryPolicy,
-		logger:      slog.New(slog.DiscardHandler),
+		retry:       DefaultRetryPolicy(),
 	}
 }
 
 func (c *config) validate() error {
 	var errs []error
-	if c.maxEvents < 1 {
-		errs = append(errs, fmt.Errorf("WithMaxBatchEvents(%d): must be at least 1", c.maxEvents))
+	if c.maxEvents < 1 || c.maxEvents > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("WithMaxBatchEvents(%d): must be between 1 and %d", c.maxEvents, math.MaxInt32))
 	}
-	if c.maxBytes < 2 {
-		errs = append(errs, fmt.Errorf("WithMaxBatchBytes(%d): must be at least 2 (one byte and its newline)", c.maxBytes))
+	if c.maxBytes < 2 || c.maxBytes > MaxBatchBytesLimit {
+		errs = append(errs, fmt.Errorf("WithMaxBatchBytes(%d): must be between 2 (one byte and its newline) and %d (event offsets are 32-bit)", c.maxBytes, MaxBatchBytesLimit))
 	}
 	if c.interval <= 0 {
 		errs = append(errs, fmt.Errorf("WithFlushInterval(%v): must be positive", c.interval))
 	}
-	if c.memLimit < c.maxBytes {
-		errs = append(errs, fmt.Errorf("WithMemoryLimit(%d): must be at least the batch byte limit %d", c.memLimit, c.maxBytes))
+	if minMem := c.maxBytes + eventOverhead + batchOverhead; c.memLimit < minMem {
+		errs = append(errs, fmt.Errorf("WithMemoryLimit(%d): must be at least %d: the batch byte limit %d plus one event's and one batch's overhead (%d + %d), so that every event within the batch limit fits", c.memLimit, minMem, c.maxBytes, eventOverhead, batchOverhead))
 	}
-	if c.maxInFlight < 1 {
-		errs = append(errs, fmt.Errorf("WithMaxInFlight(%d): must be at least 1", c.maxInFlight))
+	if c.maxInFlight < 1 || c.maxInFlight > MaxSendersLimit {
+		errs = append(errs, fmt.Errorf("WithMaxInFlight(%d): must be between 1 and %d", c.maxInFlight, MaxSendersLimit))
 	}
-	if c.workers < 0 {
-		errs = append(errs, fmt.Errorf("WithWorkerPool(%d): must be at least 1", c.workers))
+	if c.workersSet && (c.workers < 1 || c.workers > MaxSendersLimit) {
+		errs = append(errs, fmt.Errorf("WithWorkerPool(%d): must be between 1 and %d", c.workers, MaxSendersLimit))
 	}
-	if c.ordered && c.workers > 0 {
+	if c.ordered && c.workersSet {
 		errs = append(errs, errors.New("WithOrdered and WithWorkerPool exclude each other: a pool sends from many buffers at once"))
 	}
 	if c.ordered && c.inFlightSet && c.maxInFlight != 1 {
 		errs = append(errs, fmt.Errorf("WithOrdered sends one batch at a time; WithMaxInFlight(%d) contradicts it", c.maxInFlight))
 	}
-	if c.workers > 0 && c.inFlightSet {
+	if c.workersSet && c.inFlightSet {
 		errs = append(errs, errors.New("WithWorkerPool(n) sends n batches at most at once; do not combine it with WithMaxInFlight"))
 	}
-	if c.logger == nil {
-		errs = append(errs, errors.New("WithLogger(nil): pass a logger, or omit the option for silence"))
+	if c.loggerSet && c.logger == nil {
+		errs = append(errs, errors.New("WithLogger(nil): pass a logger; slog.New(slog.DiscardHandler) silences the processor"))
 	}
 	if err := c.retry.validate(); err != nil {
 		errs = append(errs, fmt.Errorf("WithRetry: %w", err))
@@ -139,8 +163,8 @@ type optionFunc func(*config)
 
 func (f optionFunc) apply(c *config) { f(c) }
 
-// WithMaxBatchEvents sends a batch once it holds n events. n must be at
-// least 1. It overrides the default of 1,000 events.
+// WithMaxBatchEvents sends a batch once it holds n events, 1 <= n <=
+// 2,147,483,647. It overrides the default of 1,000 events.
 func WithMaxBatchEvents(n int) Option {
 	return optionFunc(func(c *config) { c.maxEvents = n })
 }
@@ -149,40 +173,58 @@ func WithMaxBatchEvents(n int) Option {
 // [Batch.NDJSON] is: every payload plus its newline. A batch is sent before
 // an event would take it past n, so no batch exceeds n; an event that alone
 // exceeds n is refused with [ErrEventTooLarge]. It overrides the default of
-// 1 MiB (1,048,576 bytes).
+// 1 MiB (1,048,576 bytes); n ranges from 2 to [MaxBatchBytesLimit].
 func WithMaxBatchBytes(n int) Option {
 	return optionFunc(func(c *config) { c.maxBytes = n })
 }
 
 // WithFlushInterval sends a batch at the latest d after its first event was
 // added (linger), however few events it holds. It overrides the default of
-// 1 s. d must be positive.
+// 1 s. d must be positive; a very large d (up to math.MaxInt64) means the
+// batch waits for its size limits, a Flush or Shutdown, or, when Adds
+// wait for budget and nothing is being sent, for them.
 func WithFlushInterval(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.interval = d })
 }
 
-// WithMemoryLimit bounds, in bytes, what the processor holds for events that
-// are buffered or being sent: each event counts its payload, its newline, its
-// ID and a fixed overhead of 16 bytes. When the budget is full, [Processor.Add]
-// blocks and [Processor.TryAdd] returns [ErrFull]. It must be at least the
-// batch byte limit. It overrides the default of 64 MiB (67,108,864 bytes).
+// WithMemoryLimit sets the memory budget, in bytes, for events that are
+// buffered or being sent: each event counts its payload, its newline, its
+// ID and 20 bytes (its offset and ID header in the batch), and each batch
+// 256 bytes more. When the budget is full, [Processor.Add] blocks and
+// [Processor.TryAdd] returns [ErrFull]. It must be at least the batch byte
+// limit plus 276 bytes, so that every event within the batch limit fits.
+// It overrides the default of 64 MiB (67,108,864 bytes).
+//
+// What the processor's heap holds for its events is bounded by the budget,
+// not equal to it: a batch being filled has buffers sized ahead of its
+// events, up to WithMaxBatchBytes plus 20 bytes per event of
+// WithMaxBatchEvents, and a batch cut with mostly empty buffers is compacted
+// into buffers of its size. So the heap held is at most 1.25 times
+// Stats.BufferedBytes plus, for each shard, one batch buffer: shards are
+// twice GOMAXPROCS with async dispatch (at most 256), n with
+// WithWorkerPool(n), one with WithOrdered. A test holds a stuck processor
+// to this bound.
 func WithMemoryLimit(bytes int) Option {
 	return optionFunc(func(c *config) { c.memLimit = bytes })
 }
 
 // WithMaxInFlight bounds how many [Sink.Send] calls the default async
-// dispatch runs at once. It overrides the default of 4. It cannot be combined
-// with [WithWorkerPool], and only n = 1 with [WithOrdered].
+// dispatch runs at once, 1 <= n <= [MaxSendersLimit]. It overrides the
+// default of 4. It cannot be combined with [WithWorkerPool], and only n = 1
+// with [WithOrdered].
 func WithMaxInFlight(n int) Option {
 	return optionFunc(func(c *config) { c.maxInFlight = n; c.inFlightSet = true })
 }
 
 // WithWorkerPool selects the seed's design 1: n workers, each filling its own
 // buffer and sending it synchronously, so at most n sends run at once and
-// each worker sends its batches in turn. Events are spread over the workers.
-// Without it the processor uses async dispatch ([WithMaxInFlight]).
+// each worker sends its batches in turn; 1 <= n <= [MaxSendersLimit]. Events
+// go to the workers that can send them: a worker with a batch queued or
+// being sent gets new events only when the others are as busy, as a seed
+// worker blocked in its send stops taking from the queue. Without it the
+// processor uses async dispatch ([WithMaxInFlight]).
 func WithWorkerPool(n int) Option {
-	return optionFunc(func(c *config) { c.workers = n })
+	return optionFunc(func(c *config) { c.workers = n; c.workersSet = true })
 }
 
 // WithOrdered makes the sink see batches, and events within them, in the
@@ -194,17 +236,21 @@ func WithOrdered() Option {
 }
 
 // WithRetry sets how failed sends are retried. It overrides
-// [DefaultRetryPolicy].
+// [DefaultRetryPolicy]().
 func WithRetry(p RetryPolicy) Option {
 	return optionFunc(func(c *config) { c.retry = p })
 }
 
 // WithLogger sets the structured logger. The processor logs at Info one line
-// per delivered batch with count=N (the number of events), retries at Warn,
-// failed batches at Error, and the drain when Shutdown begins. By default it
-// logs nothing.
+// per delivered batch with count=N (the number of events, as the original
+// study's logs did, so deliveries can be summed from logs) and the drain
+// when Shutdown begins; each retry at Warn (events=N); each failed batch at
+// Error, once (events=N failed, and count=N for a prefix that was
+// delivered). Without it, retries and failures go to [slog.Default] and
+// deliveries are not logged: failures are never silent.
+// slog.New(slog.DiscardHandler) silences the processor.
 func WithLogger(l *slog.Logger) Option {
-	return optionFunc(func(c *config) { c.logger = l })
+	return optionFunc(func(c *config) { c.logger = l; c.loggerSet = true })
 }
 
 // WithOnFailure sets a function called once for every batch that will not be
@@ -213,7 +259,14 @@ func WithLogger(l *slog.Logger) Option {
 // valid only during the call; the function must not keep it. It is called
 // from the processor's goroutines, one batch at a time per sender, and should
 // return quickly (write the batch to a spool, count it, log it). By default
-// failed batches are only logged and counted in [Stats].Failed.
+// failed batches are logged and counted in [Stats].Failed, and reported by
+// the Flush or Shutdown that covered them ([DeliveryError]).
+//
+// Callback rules (they hold for [Sink.Send] too): f may call Add, TryAdd
+// and Stats. Add does not wait there: it returns [ErrFull] when the budget
+// is full, since the budget it would wait for may be the failing batch's.
+// Flush returns [ErrInCallback] at once, and Shutdown begins the shutdown
+// and returns [ErrInCallback] at once: both would wait for f itself.
 func WithOnFailure(f func(b *Batch, err error)) Option {
 	return optionFunc(func(c *config) { c.onFailure = f })
 }

@@ -30,6 +30,9 @@ func ev(i int) batchproc.Event {
 
 func mustNew(t *testing.T, sink batchproc.Sink, opts ...batchproc.Option) *batchproc.Processor {
 	t.Helper()
+	// Quiet by default: failures would go to slog.Default. A test's own
+	// WithLogger comes later and wins.
+	opts = append([]batchproc.Option{batchproc.WithLogger(slog.New(slog.DiscardHandler))}, opts...)
 	p, err := batchproc.New(sink, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -462,8 +465,8 @@ func TestRetryBackoffAndKeys(t *testing.T) {
 			failErr = err
 		}))
 		_ = p.Add(t.Context(), ev(1))
-		if err := p.Flush(t.Context()); err != nil {
-			t.Fatal(err)
+		if err := p.Flush(t.Context()); err == nil || !strings.Contains(err.Error(), "down") {
+			t.Fatalf("Flush: %v, want the failure reported", err)
 		}
 		sent := rec.Sent()
 		if len(sent) != 6 || failed.Load() != 1 {
@@ -523,14 +526,14 @@ func TestRetryGivesUpAtMaxElapsed(t *testing.T) {
 		start := time.Now()
 		_ = p.Add(t.Context(), ev(1))
 		_ = p.Flush(t.Context())
-		// Default MaxElapsed is a minute: the first 40 s wait fits, the second does not.
-		if n := len(rec.Sent()); n != 2 {
-			t.Fatalf("%d sends, want 2", n)
+		// Default MaxElapsed is 5 minutes: seven 40 s waits fit, the eighth does not.
+		if n := len(rec.Sent()); n != 8 {
+			t.Fatalf("%d sends, want 8", n)
 		}
-		if el := time.Since(start); el > time.Minute {
+		if el := time.Since(start); el > 5*time.Minute {
 			t.Fatalf("gave up after %v, past MaxElapsed", el)
 		}
-		if reason == nil || !strings.Contains(reason.Error(), "would pass 1m0s") {
+		if reason == nil || !strings.Contains(reason.Error(), "would pass 5m0s") {
 			t.Fatalf("reason %v", reason)
 		}
 		shutdown(t, p)
@@ -544,7 +547,9 @@ func TestPermanentNotRetried(t *testing.T) {
 		var got []error
 		p := mustNew(t, rec, batchproc.WithOnFailure(func(_ *batchproc.Batch, err error) { got = append(got, err) }))
 		_ = p.Add(t.Context(), ev(1))
-		shutdown(t, p)
+		if err := p.Shutdown(t.Context()); !errors.Is(err, bad) {
+			t.Fatalf("Shutdown: %v, want the failure reported", err)
+		}
 		if len(rec.Sent()) != 1 || len(got) != 1 || !errors.Is(got[0], bad) || !batchproc.IsPermanent(got[0]) {
 			t.Fatalf("sends %d, failures %v", len(rec.Sent()), got)
 		}
@@ -587,9 +592,9 @@ func TestShutdownCutsBackoffShort(t *testing.T) {
 		if st.Failed != 1 || st.Pending != 0 {
 			t.Fatalf("stats %+v", st)
 		}
-		// Shutdown is idempotent.
-		if err := p.Shutdown(t.Context()); err != nil {
-			t.Fatalf("second Shutdown: %v", err)
+		// Shutdown is idempotent: a second call reports the drain again.
+		if err := p.Shutdown(t.Context()); !errors.As(err, new(*batchproc.DeliveryError)) {
+			t.Fatalf("second Shutdown: %v, want the drain's DeliveryError", err)
 		}
 		if err := p.Add(t.Context(), ev(2)); !errors.Is(err, batchproc.ErrClosed) {
 			t.Fatalf("Add after Shutdown: %v", err)
@@ -726,7 +731,9 @@ func TestConcurrentSafeAccounting(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	shutdown(t, p)
+	if err := p.Shutdown(t.Context()); err != nil && !errors.As(err, new(*batchproc.DeliveryError)) {
+		t.Fatalf("Shutdown: %v", err) // poison batches fail: a DeliveryError is expected
+	}
 	close(stop)
 	if err := <-watcher; err != nil {
 		t.Fatal(err)
@@ -870,7 +877,11 @@ func TestPartialDelivery(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				shutdown(t, p)
+				err := p.Shutdown(t.Context())
+				if de, ok := errors.AsType[*batchproc.DeliveryError](err); tc.delivered == 10 && err != nil ||
+					tc.delivered < 10 && (!ok || de.Events != 10-int(tc.delivered) || !errors.Is(err, rejected)) {
+					t.Fatalf("Shutdown: %v, want a DeliveryError for %d events", err, 10-tc.delivered)
+				}
 				st := p.Stats()
 				checkIdentity(t, st)
 				wantFailed := tc.failedPayload

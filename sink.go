@@ -1,9 +1,9 @@
 package batchproc
 
 import (
+	"bytes"
 	"context"
 	"io"
-	"sync"
 )
 
 // A Sink delivers batches to their destination: the Batch Loader over HTTP
@@ -35,6 +35,15 @@ import (
 // same way (a rejected batch), [RetryAfter](err, d) when the receiver said
 // when to come back, and a plain error otherwise; wrap it in [Partial] when
 // the batch's first events were delivered before the failure.
+//
+// # Calling the processor from Send
+//
+// Send runs on one of the processor's goroutines, as the failure callback
+// does, and the same rules hold (franz-go states its callback rules the same
+// way): Send may call Add, TryAdd and Stats, but Add there never waits (it
+// returns [ErrFull] when the budget is full); Flush returns [ErrInCallback]
+// at once, and Shutdown begins the shutdown and returns [ErrInCallback] at
+// once, since both would wait for this very Send.
 type Sink interface {
 	Send(ctx context.Context, b *Batch) error
 }
@@ -46,23 +55,42 @@ type SinkFunc func(ctx context.Context, b *Batch) error
 func (f SinkFunc) Send(ctx context.Context, b *Batch) error { return f(ctx, b) }
 
 // WriterSink writes each batch as NDJSON (one payload per line) to an
-// io.Writer, one Write call per batch, serialised by a mutex. It suits
+// io.Writer, one Write call per batch, one batch at a time. It suits
 // development and examples: os.Stdout, a file, a bytes.Buffer.
+//
+// An io.Writer cannot be cancelled, so Send writes from a copy of the batch
+// on a goroutine of its own and returns ctx's error when ctx ends first:
+// Shutdown's deadline then holds even for a stalled writer. Such a write
+// may still complete later, after its batch was reported failed; and it
+// holds back every later Send (which wait for it, or for their own ctx).
 type WriterSink struct {
-	mu sync.Mutex
-	w  io.Writer
+	turn chan struct{} // one token: the write under way
+	w    io.Writer
 }
 
 // NewWriterSink returns a sink writing to w.
-func NewWriterSink(w io.Writer) *WriterSink { return &WriterSink{w: w} }
+func NewWriterSink(w io.Writer) *WriterSink {
+	return &WriterSink{w: w, turn: make(chan struct{}, 1)}
+}
 
 // Send implements [Sink]. A write error is returned as retryable.
 func (s *WriterSink) Send(ctx context.Context, b *Batch) error {
-	if err := ctx.Err(); err != nil {
-		return err
+	select {
+	case s.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, err := s.w.Write(b.NDJSON())
-	return err
+	data := bytes.Clone(b.NDJSON()) // the write may outlive Send, and b
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.w.Write(data)
+		<-s.turn
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

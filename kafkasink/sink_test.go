@@ -330,8 +330,8 @@ func TestPermanentErrors(t *testing.T) {
 		if err := p.Add(t.Context(), big); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.Shutdown(t.Context()); err != nil {
-			t.Fatal(err)
+		if err := p.Shutdown(t.Context()); !errors.Is(err, kerr.MessageTooLarge) {
+			t.Fatalf("Shutdown: %v, want the failure reported", err)
 		}
 		st := p.Stats()
 		if st.Failed != 1 || st.Retries != 0 || len(failed) != 1 || !errors.Is(failed[0], kerr.MessageTooLarge) {

@@ -1,0 +1,362 @@
+package batchproc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	randv2 "math/rand/v2"
+	"strconv"
+)
+
+// eventOverhead is what each event costs the memory budget besides its
+// payload, newline and ID bytes: its end offset (4 bytes) and ID header (16)
+// in the batch.
+const eventOverhead = 20
+
+// batchOverhead is what a batch costs the budget besides its events: the
+// Batch itself and its key. It is charged with the batch's first event.
+const batchOverhead = 256
+
+// errNoSpace is add's internal "the budget is full" signal: Add waits on it,
+// TryAdd turns it into ErrFull.
+var errNoSpace = errors.New("batchproc: no space")
+
+// Add copies e into the current batch. While the memory budget is full it
+// waits for space until ctx is done, and then returns ctx's error. It returns
+// [ErrClosed] once Shutdown was called, [ErrEventTooLarge] for an event that
+// could never be sent and [ErrInvalidEvent] for an empty payload or one
+// containing a newline. A nil error means the event will be delivered or
+// handed to the failure callback.
+//
+// Called from a callback ([Sink.Send] or the [WithOnFailure] function), Add
+// does not wait: it returns [ErrFull] when the budget is full, since the
+// budget it would wait for may be held by the very batch of that callback.
+//
+//go:noinline
+func (p *Processor) Add(ctx context.Context, e Event) error {
+	// An Event (5 words) is too big for the compiler to keep in registers
+	// once it is a variable: inlined, Add would copy the caller's e through
+	// the stack, and that copy stalls on store forwarding. Not inlined, e
+	// arrives in registers and goes on to add as scalars (DESIGN.md, "The
+	// fast path"). TryAdd is the same.
+	return p.add(ctx, e.Payload, e.ID, true)
+}
+
+// TryAdd is Add without waiting: it returns [ErrFull] at once when the memory
+// budget has no room for e.
+//
+//go:noinline
+func (p *Processor) TryAdd(e Event) error {
+	return p.add(context.Background(), e.Payload, e.ID, false) // ctx is unused: TryAdd never waits
+}
+
+// add is Add (wait true, with ctx) and TryAdd (wait false). Its body is
+// the common case, kept small: a valid event, and a shard whose batch has
+// the room, the buffer capacity and the reserved budget for it, with no Add
+// queued for budget. It takes one uncontended lock, makes one copy and calls
+// nothing else. Every other case goes to addSlow under the same lock.
+//
+// It does not check closed: Shutdown sets closed and then cuts every
+// shard's batch under the shard's lock, leaving s.b nil, so an Add that
+// starts after the cut finds no batch here and addSlow refuses it.
+func (p *Processor) add(ctx context.Context, payload []byte, id string, wait bool) error {
+	// The event is checked here once: addSlow and addGranted, reached only
+	// from here, take it as valid.
+	size := len(payload) + 1
+	cost := size + len(id) + eventOverhead
+	if size == 1 || size > p.cfg.maxBytes || cost+batchOverhead > p.cfg.memLimit || bytes.IndexByte(payload, '\n') >= 0 {
+		return p.refuse(size, cost)
+	}
+	// pickShard, written out: under RunParallel the call cost 8%.
+	var s *shard
+	pooled := p.perP.Load()
+	switch {
+	case pooled:
+		s = p.shardPool.Get().(*shard)
+	case p.pool:
+		s = p.poolShard()
+	default:
+		s = &p.shards[0]
+	}
+	if !s.mu.TryLock() {
+		p.contend()
+		s.mu.Lock()
+	}
+	if b := s.b; b != nil {
+		n, i := len(b.buf), len(b.ends)
+		end := n + size
+		if end <= cap(b.buf) && end <= p.cfg.maxBytes && i < cap(b.ends) && i < cap(b.ids) && b.cost+cost <= b.reserved && !p.mem.waiting() {
+			// Reslicing within capacity stores only lengths: no pointer
+			// store, so no write barrier, except for a non-empty ID.
+			b.buf = b.buf[:end]
+			copy(b.buf[n:end-1], payload)
+			b.buf[end-1] = '\n'
+			b.ends = b.ends[:i+1]
+			b.ends[i] = int32(end)
+			b.ids = b.ids[:i+1]
+			if id != "" {
+				b.ids[i] = id // reset cleared the slot otherwise
+			}
+			b.cost += cost
+			s.added++
+			if i+1 >= p.cfg.maxEvents || end >= p.cfg.maxBytes {
+				p.cutFull(s)
+			}
+			s.mu.Unlock()
+			if pooled {
+				p.shardPool.Put(s)
+			}
+			return nil
+		}
+	}
+	// Anything else (no batch, no room, no budget chunk, Adds queued,
+	// closed) is addSlow's, still under the lock.
+	e := Event{ID: id, Payload: payload}
+	err := p.addSlow(s, e, size, cost, 0) // unlocks s
+	if pooled {
+		p.shardPool.Put(s)
+	}
+	if err != errNoSpace {
+		return err
+	}
+	if wait && !p.callbacks.current() {
+		return p.addWait(ctx, e, cost+batchOverhead)
+	}
+	p.cutIfIdle() // only unsent batches may hold the budget
+	p.rejected.Add(1)
+	return ErrFull
+}
+
+// addWait is Add's slow path: queue for budget, in turn, then add with the
+// grant.
+func (p *Processor) addWait(ctx context.Context, e Event, need int) error {
+	grant, err := p.mem.wait(ctx, p.closing, need, p.cutIfIdle)
+	if err != nil {
+		p.rejected.Add(1)
+		return err
+	}
+	s, pooled := p.pickShard()
+	s.mu.Lock()
+	err = p.addSlow(s, e, len(e.Payload)+1, need-batchOverhead, grant) // unlocks s
+	if pooled {
+		p.shardPool.Put(s)
+	}
+	// The event now sits in an open batch with its grant. If Adds are still
+	// queued behind it and nothing is being sent, no release will come to
+	// serve them until that batch is sent: send it now, not at its linger.
+	if p.mem.waiting() {
+		p.cutIfIdle()
+	}
+	return err
+}
+
+// pickShard picks the shard an event goes to; pooled reports that it came
+// from shardPool and must be put back.
+func (p *Processor) pickShard() (s *shard, pooled bool) {
+	switch {
+	case p.perP.Load():
+		// Under contention each P keeps shards of its own in a sync.Pool:
+		// Get hands this goroutine one that no other goroutine holds, usually
+		// the one this P used last, still in its cache.
+		return p.shardPool.Get().(*shard), true
+	case p.pool:
+		return p.poolShard(), false
+	default:
+		return &p.shards[0], false
+	}
+}
+
+// poolShard picks a worker for an event in worker-pool mode: one that can
+// send it, as a seed worker blocked in its send stops reading the queue. A
+// worker with no batch queued or being sent is taken at once; otherwise
+// the least loaded of a few random picks. So a stuck worker is picked only
+// when every worker sampled has at least as many batches outstanding, and
+// each batch it collects makes that less likely.
+func (p *Processor) poolShard() *shard {
+	n := uint32(len(p.shards))
+	best := &p.shards[randv2.Uint32N(n)]
+	load := best.lane.outstanding.Load()
+	for range 3 {
+		if load == 0 {
+			break
+		}
+		s := &p.shards[randv2.Uint32N(n)]
+		if l := s.lane.outstanding.Load(); l < load {
+			best, load = s, l
+		}
+	}
+	return best
+}
+
+// refuse counts and explains an event add refused before taking a lock.
+func (p *Processor) refuse(size, cost int) error {
+	p.rejected.Add(1)
+	if size > p.cfg.maxBytes || cost+batchOverhead > p.cfg.memLimit {
+		return ErrEventTooLarge
+	}
+	return ErrInvalidEvent
+}
+
+// addSlow is add when s has no batch, the event does not fit in it, its
+// reserved budget is used up, Adds are queued for budget, or the processor
+// is closed. grant is budget an Add was handed after waiting; it always
+// covers the event's cost. It unlocks s.
+func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
+	if p.closed.Load() {
+		s.mu.Unlock()
+		if grant > 0 && p.mem.release(grant) {
+			p.cutIfIdle()
+		}
+		p.rejected.Add(1)
+		return ErrClosed
+	}
+	b := s.b
+	if b != nil && len(b.buf)+size > p.cfg.maxBytes {
+		p.cutFull(s) // the event would take b past the byte limit
+		b = nil
+	}
+	if b == nil {
+		b = getBatch()
+		s.b = b
+	}
+	first := len(b.ends) == 0
+	if first {
+		cost += batchOverhead
+	}
+	// A grant covers the event and a new batch's overhead. Without one,
+	// queued Adds come first, even where b's reserve has room.
+	b.reserved += grant
+	if grant == 0 && p.mem.waiting() || b.cost+cost > b.reserved && !p.reserve(b, cost) {
+		if first {
+			s.b = nil
+			putBatch(b)
+		}
+		s.mu.Unlock()
+		return errNoSpace
+	}
+	b.cost += cost
+	if first {
+		s.due.Store(p.deadline())
+	}
+	p.growFor(b, size)
+	b.append(e)
+	s.added++
+	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
+		p.cutFull(s)
+	} else if first {
+		select { // re-arm the linger timer for this batch
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// reserve takes budget for cost more bytes into b.
+func (p *Processor) reserve(b *Batch, cost int) bool {
+	n := p.mem.reserve(cost)
+	b.reserved += n
+	return n > 0
+}
+
+// growFor grows b's buffers so that they take an event of the given size,
+// and the fast path's next events, without append reallocating. append
+// alone grows large slices by a quarter at a time, copying a big batch many
+// times over; slices.Grow rounds a doubling up to nearly 2.5x, slack the
+// memory budget does not see. So growFor sizes the new buffer itself: the
+// full batch's projected size (the events so far, this one included, scaled
+// to MaxBatchEvents, plus an eighth), at least double the old capacity and
+// at most eight times it, within MaxBatchBytes. For events of one size that
+// is one or two allocations per new batch and an eighth of slack. A
+// recycled batch already has the room, so steady-state Adds allocate
+// nothing.
+func (p *Processor) growFor(b *Batch, size int) {
+	if need := len(b.buf) + size; need > cap(b.buf) {
+		old := max(cap(b.buf), 4<<10)
+		projected := need / (len(b.ends) + 1) * p.cfg.maxEvents
+		projected += projected / 8
+		c := min(max(projected, 2*old), 8*old, p.cfg.maxBytes)
+		b.buf = withCap(b.buf, max(c, need))
+	}
+	if len(b.ends) == cap(b.ends) || len(b.ids) == cap(b.ids) {
+		n := max(len(b.ends)+1, min(2*cap(b.ends), p.cfg.maxEvents), min(64, p.cfg.maxEvents))
+		b.ends, b.ids = withCap(b.ends, n), withCap(b.ids, n)
+	}
+}
+
+// withCap returns a copy of s with capacity c exactly (slices.Grow would
+// round it up).
+func withCap[S ~[]E, E any](s S, c int) S {
+	t := make(S, len(s), c)
+	copy(t, s)
+	return t
+}
+
+// contend records that an Add found its shard locked: async dispatch then
+// moves to per-P shards, if the stream is busy. (Contention is the visible
+// tip of the real cost: one shard's lock and buffer bouncing between cores
+// on every Add.)
+func (p *Processor) contend() {
+	p.contended.Add(1)
+	if p.adaptive && !p.perP.Load() && p.busy.Load() {
+		p.perP.Store(true)
+	}
+}
+
+// cutFull cuts a batch that reached a size limit, noting whether it filled
+// within a quarter of the flush interval: only then is the stream busy
+// enough for per-P shards to pay. A service at the seed's 2,000 events/s
+// fills a 1,000-event batch in 0.5 s and keeps one shard, so one batch per
+// fill and no extra linger for its events, however many handlers collide.
+func (p *Processor) cutFull(s *shard) {
+	if p.adaptive {
+		started := s.due.Load() - int64(p.cfg.interval)
+		p.busy.Store(p.now()-started < int64(p.cfg.interval/4))
+	}
+	p.cut(s)
+}
+
+// newShard is the shard pool's New: shards are handed out round-robin. Two
+// Ps may then hold the same shard; its mutex keeps that correct.
+func (p *Processor) newShard() any {
+	return &p.shards[p.rr.Add(1)%uint32(len(p.shards))]
+}
+
+// cut hands s's batch to its lane. The caller holds s.mu: pushing under the
+// lock orders the push before Shutdown's cut of the same shard, so no batch
+// can reach a lane after the senders were told to finish.
+func (p *Processor) cut(s *shard) {
+	b := s.b
+	s.b = nil
+	s.due.Store(0)
+	b = compact(b)
+	b.seq = p.completion.number()
+	b.key = p.keyPrefix + strconv.FormatUint(b.seq, 10)
+	s.lane.push(b)
+}
+
+// cutAll cuts every shard's non-empty batch.
+func (p *Processor) cutAll() {
+	for i := range p.shards {
+		s := &p.shards[i]
+		s.mu.Lock()
+		if s.b != nil && len(s.b.ends) > 0 {
+			p.cut(s)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// cutIfIdle sends the batches being filled when nothing is queued or being
+// sent: then only they hold budget, and only sending them frees it. It is
+// called whenever an Add is left waiting or refused for budget: after a
+// failed TryAdd, when an Add queues, after an Add served from the queue
+// leaves others queued, and after a release that could not serve the
+// queue's head. (A batch is marked complete before its budget is released,
+// so the release that empties the pipeline sees it empty.)
+func (p *Processor) cutIfIdle() {
+	if p.completion.idle() {
+		p.cutAll()
+	}
+}

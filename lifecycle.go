@@ -1,0 +1,128 @@
+package batchproc
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+)
+
+// Shutdown stops accepting events (Add, TryAdd and Flush return [ErrClosed],
+// and Adds waiting for budget return it too), sends every event already
+// added, and waits for the sends to finish. It returns nil once all were
+// delivered, and a [*DeliveryError] (how many events failed, and the first
+// reason) if some were handed to the failure callback instead.
+//
+// If ctx ends first, the sends under way are cancelled, retries stop, every
+// batch not delivered goes to the failure callback with a [ShutdownError],
+// and Shutdown returns an error wrapping both ctx's error and the
+// [*DeliveryError], after the processor's goroutines have exited (which
+// takes as long as the sink needs to notice its cancelled context). Shutdown
+// is idempotent and safe to call concurrently; every call waits as
+// described. A processor cannot be restarted.
+//
+// Called from a callback ([Sink.Send] or the [WithOnFailure] function),
+// Shutdown cannot wait: the drain waits for that very callback. It then
+// begins the shutdown (nothing more is accepted, the drain goes on) and
+// returns [ErrInCallback] at once; another goroutine may call Shutdown to
+// wait for the drain.
+func (p *Processor) Shutdown(ctx context.Context) error {
+	p.shutdownOnce.Do(func() {
+		p.closed.Store(true)
+		close(p.stopLinger)
+		<-p.lingerDone
+		st := p.Stats()
+		p.info.LogAttrs(ctx, slog.LevelInfo, "stopping, waiting for remaining events to be sent",
+			slog.Uint64("pending", st.Pending), slog.Int("in_flight", st.InFlight))
+		// From here on, the drain's watcher collects what fails: batches
+		// already in flight, and those cut now.
+		p.drain = p.completion.watchRest()
+		p.cutAll()
+		close(p.closing)
+	})
+	if p.callbacks.current() {
+		return fmt.Errorf("batchproc: Shutdown: %w", ErrInCallback)
+	}
+	select {
+	case <-p.done:
+		return p.drainErr()
+	case <-ctx.Done():
+		p.abort(ctx.Err())
+		<-p.done // senders exit promptly once their sends see the cancellation
+		if err := p.drainErr(); err != nil {
+			return fmt.Errorf("batchproc: Shutdown: %w: %w", ctx.Err(), err)
+		}
+		return ctx.Err()
+	}
+}
+
+// drainErr returns the failures of the batches the drain covered; call it
+// after p.done closed.
+func (p *Processor) drainErr() error {
+	out := p.completion.result(p.drain)
+	return out.err()
+}
+
+// callbackGoroutines knows which goroutines run user callbacks: the
+// senders, on which Sink.Send and the failure callback run. Go has no
+// goroutine-local storage, so they are told apart by goroutine id, read
+// from runtime.Stack's header. That costs about a microsecond, and is paid
+// only where a call from a callback would deadlock: Shutdown, Flush, and an
+// Add about to wait for budget; never on Add's fast path.
+type callbackGoroutines struct {
+	mu  sync.Mutex
+	ids map[uint64]struct{}
+}
+
+// enter registers the calling goroutine and returns its id.
+func (c *callbackGoroutines) enter() uint64 {
+	id := goid()
+	c.mu.Lock()
+	if c.ids == nil {
+		c.ids = make(map[uint64]struct{})
+	}
+	c.ids[id] = struct{}{}
+	c.mu.Unlock()
+	return id
+}
+
+func (c *callbackGoroutines) exit(id uint64) {
+	c.mu.Lock()
+	delete(c.ids, id)
+	c.mu.Unlock()
+}
+
+// current reports whether the calling goroutine runs callbacks.
+func (c *callbackGoroutines) current() bool {
+	c.mu.Lock()
+	n := len(c.ids)
+	c.mu.Unlock()
+	if n == 0 {
+		return false
+	}
+	id := goid()
+	c.mu.Lock()
+	_, ok := c.ids[id]
+	c.mu.Unlock()
+	return ok
+}
+
+// goid returns the calling goroutine's id, from the first line of its stack
+// trace: "goroutine 123 [running]:".
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	const prefix = "goroutine "
+	if len(b) < len(prefix) {
+		return 0
+	}
+	var id uint64
+	for _, c := range b[len(prefix):] {
+		if c < '0' || c > '9' {
+			break
+		}
+		id = id*10 + uint64(c-'0')
+	}
+	return id
+}
