@@ -331,6 +331,15 @@ func (p *Processor) cut(s *shard) {
 	s.b = nil
 	s.due.Store(0)
 	b = compact(b)
+	// The batch takes no more events: hand back the rest of its reserve, so
+	// that a queued batch holds what it costs, not a chunk (a thin stream
+	// behind a stuck sink would otherwise fill the budget with leftovers).
+	// A cut batch is about to be sent, so a waiter left waiting here is
+	// served by its completion.
+	if spare := b.reserved - b.cost; spare > 0 {
+		b.reserved = b.cost
+		_ = p.mem.release(spare)
+	}
 	b.seq = p.completion.number()
 	b.key = p.keyPrefix + strconv.FormatUint(b.seq, 10)
 	s.lane.push(b)
