@@ -95,3 +95,17 @@ func TestErrorHelpers(t *testing.T) {
 		t.Fatalf("RetryAfter: %+v", ra)
 	}
 }
+
+// NDJSON of a Split half is capped: appending to the left half must not
+// overwrite the right half's events.
+func TestSplitNDJSONCapped(t *testing.T) {
+	b, err := batchproc.NewBatch("k", batchproc.Event{Payload: []byte("aa")}, batchproc.Event{Payload: []byte("bb")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, right := b.Split()
+	_ = append(left.NDJSON(), "XXXX"...)
+	if got := string(right.NDJSON()); got != "bb\n" {
+		t.Fatalf("right half %q after appending to the left half", got)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -31,28 +30,41 @@ import (
 // hour here).
 func TestBackPressureNeverWaitsOutLinger(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := mustNew(t, &batchproctest.Recorder{}, batchproc.WithFlushInterval(time.Hour),
-			batchproc.WithMemoryLimit(4096), batchproc.WithMaxBatchBytes(1024), batchproc.WithMaxInFlight(1))
-		payload := bytes.Repeat([]byte("p"), 300)
-		start := time.Now()
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for range 20 {
-					if err := p.Add(t.Context(), batchproc.Event{Payload: payload}); err != nil {
-						t.Error(err)
-					}
-				}
-			})
+		release := make(chan struct{})
+		rec := &batchproctest.Recorder{Hook: func(context.Context, *batchproc.Batch, int) error { <-release; return nil }}
+		// The budget holds one 700-byte event (977 with overheads) and a bit.
+		p := mustNew(t, rec, batchproc.WithFlushInterval(time.Hour),
+			batchproc.WithMemoryLimit(1300), batchproc.WithMaxBatchBytes(1024), batchproc.WithMaxInFlight(1))
+		payload := bytes.Repeat([]byte("p"), 700)
+		if err := p.TryAdd(batchproc.Event{Payload: payload}); err != nil {
+			t.Fatal(err)
 		}
-		wg.Wait()
+		flushed := make(chan error)
+		go func() { flushed <- p.Flush(t.Context()) }() // the event is in flight, its send blocked
+		synctest.Wait()
+		done := make(chan struct{}, 2)
+		for range 2 { // A, then B, wait for budget
+			go func() {
+				if err := p.Add(t.Context(), batchproc.Event{Payload: payload}); err != nil {
+					t.Error(err)
+				}
+				done <- struct{}{}
+			}()
+			synctest.Wait()
+		}
+		// The send completes: its release serves A, whose event opens a new
+		// batch holding the budget B needs, with nothing in flight.
+		start := time.Now()
+		close(release)
+		<-done
+		<-done
 		if el := time.Since(start); el > 0 {
-			t.Fatalf("160 Adds took %v of fake time: a waiter sat out a linger", el)
+			t.Fatalf("the second waiter was served after %v of fake time: it sat out the linger", el)
+		}
+		if err := <-flushed; err != nil {
+			t.Fatal(err)
 		}
 		shutdown(t, p)
-		if st := p.Stats(); st.Delivered != 160 {
-			t.Fatalf("stats %+v", st)
-		}
 	})
 }
 
@@ -152,17 +164,19 @@ func TestWorkerPoolAvoidsStuckWorker(t *testing.T) {
 		}
 		return nil
 	})
-	p := mustNew(t, sink, batchproc.WithWorkerPool(4), batchproc.WithMaxBatchEvents(100), batchproc.WithMemoryLimit(4<<20))
+	p := mustNew(t, sink, batchproc.WithWorkerPool(4), batchproc.WithMaxBatchEvents(100),
+		batchproc.WithMaxBatchBytes(64<<10), batchproc.WithMemoryLimit(1<<20))
+	payload := bytes.Repeat([]byte("x"), 200)
 	defer func() {
 		close(stuck)
 		shutdown(t, p)
 	}()
 	refused := 0
-	for i := range 20000 {
-		if err := p.TryAdd(ev(i)); err != nil {
+	for i := range 20000 { // 20,000 x 200 bytes: four times the budget
+		if err := p.TryAdd(batchproc.Event{Payload: payload}); err != nil {
 			refused++
 		}
-		if i%1000 == 999 {
+		if i%100 == 99 {
 			runtime.Gosched() // let the free workers send
 		}
 	}
@@ -178,6 +192,7 @@ func TestFlushIntervalNoLinger(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &batchproctest.Recorder{}
 		p := mustNew(t, rec, batchproc.WithFlushInterval(math.MaxInt64), batchproc.WithMaxBatchEvents(10))
+		time.Sleep(time.Second) // the processor's clock is past 0: now+interval would overflow
 		for i := range 5 {
 			_ = p.Add(t.Context(), ev(i))
 		}
@@ -313,8 +328,8 @@ func TestStoredPartsCountAcrossAttempts(t *testing.T) {
 			switch attempt {
 			case 1: // the first 6 events stored (<key>.0, <key>.1.0), then a 503
 				return batchproc.Partial(errors.New("503"), 6)
-			default: // the loader is gone before any part is acknowledged again
-				return batchproc.Permanent(down)
+			default: // the loader is gone after the first part is acknowledged again
+				return batchproc.Partial(batchproc.Permanent(down), 2)
 			}
 		}}
 		var failed int
