@@ -37,7 +37,15 @@
 //   - pending: buffered, queued or being sent.
 //
 // [Processor.Stats] counts all three, and Added == Delivered + Failed +
-// Pending in every snapshot. Nothing is dropped silently.
+// Pending in every snapshot. Nothing is dropped silently: a failed batch is
+// logged (to [slog.Default] without [WithLogger]), handed to the callback,
+// and reported by the [Processor.Flush] or [Processor.Shutdown] that covered
+// it as a [*DeliveryError].
+//
+// The default [RetryPolicy] retries by elapsed time, not by attempts: a
+// batch is retried for 5 minutes after its first send, so a receiver outage
+// shorter than that loses nothing as long as the memory budget holds what
+// arrives meanwhile (see [DefaultRetryPolicy]).
 //
 // A failed send is retried with exponential backoff and full jitter,
 // honouring a [RetryAfter] hint. Every attempt carries the same batch and so
@@ -49,7 +57,20 @@
 //
 // When the memory budget is full, Add waits for space until its context is
 // done and TryAdd returns [ErrFull] at once; both are counted in
-// Stats.Rejected. Memory never grows past the budget, whatever the sink does.
+// Stats.Rejected. Blocked Adds are served in arrival order, and as soon as
+// budget can be freed: if only unsent batches hold it, they are sent at
+// once rather than at their linger. The budget counts each event's bytes
+// and overheads; the heap the processor holds for them stays within 1.25
+// times the budget plus one batch buffer per shard, whatever the sink does
+// ([WithMemoryLimit] states it exactly).
+//
+// # Callbacks
+//
+// [Sink.Send] and the [WithOnFailure] function run on the processor's
+// goroutines. They may call Add (which there returns [ErrFull] rather than
+// wait), TryAdd and Stats; Flush and Shutdown return [ErrInCallback] at once
+// (Shutdown having begun the shutdown), since they would wait for the
+// callback itself.
 //
 // # Lifecycle
 //
@@ -58,13 +79,19 @@
 // events, drains, and returns when every goroutine of the processor has
 // exited; if its context ends first, the sends under way are cancelled and
 // the undelivered batches go to the failure callback. A processor is not
-// reusable after Shutdown.
+// reusable after Shutdown. Give Shutdown a fresh context with a timeout,
+// after the service stopped taking requests: the context of
+// signal.NotifyContext is already done when the signal comes, and a drain
+// given it fails every buffered event ([Processor.Shutdown]'s example shows
+// the order).
 //
 // # Logging
 //
 // With [WithLogger], the processor logs one line per delivered batch with
 // count=N, the number of events it carried (so deliveries can be summed from
-// logs, as the original study did), retries as warnings, failed batches as
-// errors, and "stopping, waiting for remaining events to be sent" with the
-// number pending when Shutdown begins.
+// logs, as the original study did), each retry as a warning (events=N), each
+// failed batch once as an error (events=N failed, count=N for a delivered
+// prefix), and "stopping, waiting for remaining events to be sent" with the
+// number pending when Shutdown begins. Without it, retries and failures go
+// to [slog.Default] and deliveries are not logged.
 package batchproc

@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/batchproc/batchproc"
@@ -85,4 +89,56 @@ func ExampleSinkFunc() {
 	// Output:
 	// delivered 1 events under key true
 	// attempts: 2
+}
+
+// The shutdown order for a service: on SIGTERM (or SIGINT), stop the HTTP
+// server first, so no handler adds more events, then drain the processor
+// with a fresh context (the signal's context is already cancelled, and a
+// drain given it would fail every buffered event), then close the sink.
+func ExampleProcessor_Shutdown() {
+	sink := batchproc.NewWriterSink(os.Stdout) // httpsink.New(...) in a real service
+	p, err := batchproc.New(sink)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /signup", func(w http.ResponseWriter, r *http.Request) {
+		if err := p.Add(r.Context(), batchproc.Event{Payload: []byte(`{"type":"signup"}`)}); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { _ = srv.Serve(ln) }()
+
+	// A request, then the signal (here sent by the example to itself).
+	resp, err := http.Post("http://"+ln.Addr().String()+"/signup", "application/json", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	resp.Body.Close()
+	self, _ := os.FindProcess(os.Getpid())
+	_ = self.Signal(os.Interrupt)
+	<-ctx.Done()
+
+	drain, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(drain); err != nil { // 1. no new events
+		log.Print(err)
+	}
+	if err := p.Shutdown(drain); err != nil { // 2. the buffered ones are sent
+		log.Print(err)
+	}
+	// 3. close the sink here (httpsink's Close); a WriterSink has nothing to close.
+	st := p.Stats()
+	fmt.Println("delivered", st.Delivered, "of", st.Added)
+	// Output:
+	// {"type":"signup"}
+	// delivered 1 of 1
 }
