@@ -541,6 +541,12 @@ func TestKafkaConfigInvalid(t *testing.T) {
 		{KafkaConfig{Brokers: []string{""}, Topic: "t"}, "Brokers[0]"},
 		{KafkaConfig{Brokers: []string{"a:1"}}, "Topic"},
 		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "a/b"}, "not a Kafka topic name"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", SessionTimeout: -time.Second}, "SessionTimeout = -1s"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", SessionTimeout: 1500 * time.Microsecond}, "whole number of milliseconds"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", SessionTimeout: 6 * time.Second, HeartbeatInterval: 6 * time.Second}, "not less than SessionTimeout"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", HeartbeatInterval: 20 * time.Second}, "not less than SessionTimeout = 10s"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", InstanceID: "pod 0"}, "not a group instance ID"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", Balancer: "eager"}, "want cooperative-sticky, sticky, range or roundrobin"},
 	} {
 		k := tc.k
 		_, err := New(Config{Store: newMemStore(), Kafka: &k, Logger: slog.New(slog.DiscardHandler)})
@@ -555,6 +561,10 @@ func TestKafkaConfigInvalid(t *testing.T) {
 	}
 	if s.cfg.Kafka.Group != DefaultKafkaGroup || k.Group != "" {
 		t.Errorf("group %q (caller's %q), want the default %q without touching the caller's config", s.cfg.Kafka.Group, k.Group, DefaultKafkaGroup)
+	}
+	if got := *s.cfg.Kafka; got.SessionTimeout != 10*time.Second || got.HeartbeatInterval != time.Second ||
+		got.Balancer != "cooperative-sticky" || got.InstanceID != "" {
+		t.Errorf("defaults %+v, want a 10s session, 1s heartbeats, cooperative-sticky, dynamic membership", got)
 	}
 	if err := s.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
