@@ -4,7 +4,7 @@
 //	batchloader [-addr :8080] [-store sqlite|postgres|discard] [-dsn batchloader.db]
 //	            [-token T]... [-max-body N] [-max-decoded-body N] [-max-events N]
 //	            [-max-line N] [-max-concurrent N] [-latency D] [-shutdown-timeout D]
-//	            [-pprof] [-log-format text|json]
+//	            [-pprof] [-log-format text|json] [-healthcheck]
 //	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]
 //	             [-kafka-session-timeout 10s] [-kafka-heartbeat-interval 1s]
 //	             [-kafka-instance-id ID] [-kafka-balancer cooperative-sticky]]
@@ -111,6 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&kafka.HeartbeatInterval, "kafka-heartbeat-interval", loader.DefaultKafkaHeartbeatInterval, "how often the Kafka group member heartbeats, and so notices a rebalance; less than -kafka-session-timeout (a third of it at most is advised)")
 	fs.StringVar(&kafka.InstanceID, "kafka-instance-id", "", "static Kafka group membership `id`, unique per loader and kept across its restarts (e.g. a StatefulSet pod name): a restart or a replacement takes the partitions back at once, without a rebalance; a static member does not leave the group on shutdown")
 	fs.StringVar(&kafka.Balancer, "kafka-balancer", loader.DefaultKafkaBalancer, "Kafka partition `balancer`: cooperative-sticky (partitions that stay are consumed through a rebalance), sticky, range or roundrobin (eager: every partition stops for the rebalance); all loaders of a group must agree")
+	healthcheckMode := fs.Bool("healthcheck", false, "probe mode for images without a shell: GET /healthz of the loader at -addr (unspecified host: loopback), exit 0 on 200, else 1")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -119,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError{err: fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	if *healthcheckMode {
+		return healthcheck(ctx, cfg.Addr)
 	}
 	switch logFormat {
 	case "text":
