@@ -944,7 +944,7 @@ func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration
 	b.kill(t)
 	killed := time.Now()
 	watchA = true
-	b2 := startChild(t, "B'", spec, events, other)
+	startChild(t, "B'", spec, events, other)
 	await("B' assigned", hasPartitions("B'"))
 	failover := time.Since(killed)
 	cs := spec
@@ -962,7 +962,6 @@ func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration
 	mu.Unlock()
 	await("every batch stored", func() bool { return len(firstStored) >= n })
 	tail := time.Since(lastSent)
-	_ = b2
 
 	var latency time.Duration
 	for key, at := range produced {
