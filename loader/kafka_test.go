@@ -823,6 +823,7 @@ func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration
 		firstStored = map[string]storedAt{} // by batch key
 		lastBy      = map[string]time.Time{}
 		dups        int
+		dupsBy      = map[string]int{}
 		assigned    = map[string]string{}
 	)
 	var survivorGaps []time.Duration // A's pauses, while the group changes
@@ -837,6 +838,7 @@ func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration
 			}
 		case "dup":
 			dups++
+			dupsBy[ev.who]++
 		case "assigned":
 			assigned[ev.who] = ev.parts
 			return
@@ -947,6 +949,9 @@ func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration
 	startChild(t, "B'", spec, events, other)
 	await("B' assigned", hasPartitions("B'"))
 	failover := time.Since(killed)
+	// B' gets through what B had stored but not committed (its first
+	// polls) before C can take a partition from it.
+	await("B' storing", storedBy("B'", 10))
 	cs := spec
 	cs.InstanceID = ""
 	startChild(t, "C", cs, events, other)
@@ -989,6 +994,12 @@ func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration
 	}
 	if latency > maxLatency {
 		t.Errorf("a batch took %v from produced to stored, want under %v", latency, maxLatency)
+	}
+	// Redelivered batches are those B stored but had not committed when
+	// it was killed; they go to B'. C's partitions come from A and B',
+	// which commit what they stored before giving them up.
+	if dupsBy["C"] > 0 || dupsBy["A"] > 0 {
+		t.Errorf("redelivered batches: %v; want them all at B', none at A or C (partitions revoked from a live loader are committed first)", dupsBy)
 	}
 
 	batches, err := st.Batches(t.Context())
