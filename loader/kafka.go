@@ -7,17 +7,42 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// DefaultKafkaGroup is the default of [KafkaConfig.Group].
-const DefaultKafkaGroup = "batchloader"
+// Defaults of [KafkaConfig]. The group settings fail over fast: a loader
+// that dies without leaving its group (SIGKILL, a lost machine) holds its
+// partitions until the coordinator has missed its heartbeats for
+// DefaultKafkaSessionTimeout, and the others notice a rebalance within a
+// heartbeat. Kafka's own defaults (45 s, 3 s) would stall a dead loader's
+// partitions for 45 s. 10 s was Kafka's default before 3.0 (KIP-735), and is
+// well above what a loader needs: kgo heartbeats from a goroutine of its
+// own, so a slow Store call does not miss heartbeats.
+const (
+	DefaultKafkaGroup             = "batchloader"
+	DefaultKafkaSessionTimeout    = 10 * time.Second
+	DefaultKafkaHeartbeatInterval = 1 * time.Second
+	DefaultKafkaBalancer          = "cooperative-sticky"
+)
+
+// kafkaBalancers are the values of [KafkaConfig.Balancer].
+var kafkaBalancers = map[string]func() kgo.GroupBalancer{
+	"cooperative-sticky": kgo.CooperativeStickyBalancer,
+	"sticky":             kgo.StickyBalancer,
+	"range":              kgo.RangeBalancer,
+	"roundrobin":         kgo.RoundRobinBalancer,
+}
 
 // Record headers of package kafkasink, which the consumer reads (the test
 // checks they are kafkasink's).
@@ -27,12 +52,15 @@ const (
 )
 
 // Consumer tuning: records stored per poll (rebalances wait while a poll is
-// being stored, so it is kept short), and the backoff between attempts to
-// store a batch while the store fails.
+// being stored, so it is kept short), the backoff between attempts to
+// store a batch while the store fails, how often stored offsets are
+// committed in the background, and how long a blocking commit (partitions
+// revoked, shutdown) may take.
 const (
 	kafkaMaxPollRecords = 100
 	kafkaMinBackoff     = 100 * time.Millisecond
 	kafkaMaxBackoff     = 5 * time.Second
+	kafkaCommitInterval = time.Second
 	kafkaCommitTimeout  = 30 * time.Second
 )
 
@@ -47,11 +75,44 @@ type KafkaConfig struct {
 	Topic string
 	// Group is the consumer group. Default "batchloader".
 	Group string
+	// SessionTimeout is how long the group coordinator waits for a
+	// member's heartbeat before it declares the member dead and moves its
+	// partitions to the others: how long the partitions of a loader that
+	// died without leaving the group (SIGKILL, a lost machine) go
+	// unconsumed. Default [DefaultKafkaSessionTimeout] (10 s). The broker
+	// accepts group.min.session.timeout.ms to group.max.session.timeout.ms
+	// (6 s to 30 min by default).
+	SessionTimeout time.Duration
+	// HeartbeatInterval is how often the member heartbeats; a member
+	// notices that the group is rebalancing at its next heartbeat, so it
+	// bounds how long a rebalance waits for live members. Default
+	// [DefaultKafkaHeartbeatInterval] (1 s); at most a third of
+	// SessionTimeout is advised, and it must be less.
+	HeartbeatInterval time.Duration
+	// InstanceID, when set, makes the loader a static member of the group
+	// (KIP-345; Kafka 2.3+): a loader restarted with the same ID gets its
+	// partitions back at once, without a rebalance, and a replacement with
+	// the ID of a dead loader takes its partitions without waiting for its
+	// session to time out. The ID must be unique in the group (a second
+	// member with the same ID fences the first). A static member does not
+	// leave the group on shutdown: its partitions wait SessionTimeout for
+	// it to come back. 1..249 of [a-zA-Z0-9._-]. Default "": dynamic.
+	InstanceID string
+	// Balancer is the group's partition assignor: "cooperative-sticky"
+	// (the default, [DefaultKafkaBalancer]), "sticky", "range" or
+	// "roundrobin". With cooperative-sticky a rebalance moves only the
+	// partitions that change owner, and the others are consumed
+	// throughout; the eager ones revoke every partition of every member
+	// for the whole rebalance. All members of a group must agree: a group
+	// with one eager member rebalances eagerly.
+	Balancer string
 	// ClientOptions are added to the kgo client's options, after the
 	// loader's own: TLS (kgo.DialTLSConfig), SASL (kgo.SASL), timeouts...
-	// They must leave offset handling alone: the consumer commits offsets
-	// itself, after the store did (kgo.DisableAutoCommit), and holds
-	// rebalances off while it stores a poll (kgo.BlockRebalanceOnPoll).
+	// They must leave offset handling alone: the consumer marks the
+	// offsets the store committed and kgo commits the marked offsets in
+	// the background (kgo.AutoCommitMarks) and when partitions are revoked
+	// (kgo.OnPartitionsRevoked); rebalances wait while a poll is stored
+	// (kgo.BlockRebalanceOnPoll).
 	ClientOptions []kgo.Opt
 }
 
@@ -72,6 +133,29 @@ func (k KafkaConfig) withDefaults() (KafkaConfig, []error) {
 	}
 	if k.Group == "" {
 		k.Group = DefaultKafkaGroup
+	}
+	if k.SessionTimeout == 0 {
+		k.SessionTimeout = DefaultKafkaSessionTimeout
+	}
+	if k.HeartbeatInterval == 0 {
+		k.HeartbeatInterval = DefaultKafkaHeartbeatInterval
+	}
+	switch {
+	case k.SessionTimeout < 0 || k.SessionTimeout%time.Millisecond != 0 || k.SessionTimeout > math.MaxInt32*time.Millisecond:
+		bad("Config.Kafka.SessionTimeout = %v is not a positive whole number of milliseconds", k.SessionTimeout)
+	case k.HeartbeatInterval < 0 || k.HeartbeatInterval%time.Millisecond != 0:
+		bad("Config.Kafka.HeartbeatInterval = %v is not a positive whole number of milliseconds", k.HeartbeatInterval)
+	case k.HeartbeatInterval >= k.SessionTimeout:
+		bad("Config.Kafka.HeartbeatInterval = %v is not less than SessionTimeout = %v (a third of it at most is advised)", k.HeartbeatInterval, k.SessionTimeout)
+	}
+	if k.InstanceID != "" && !validTopic(k.InstanceID) {
+		bad("Config.Kafka.InstanceID = %q is not a group instance ID (1..249 of [a-zA-Z0-9._-])", k.InstanceID)
+	}
+	if k.Balancer == "" {
+		k.Balancer = DefaultKafkaBalancer
+	}
+	if kafkaBalancers[k.Balancer] == nil {
+		bad("Config.Kafka.Balancer = %q: want cooperative-sticky, sticky, range or roundrobin", k.Balancer)
 	}
 	k.Brokers = append([]string(nil), k.Brokers...)
 	k.ClientOptions = append([]kgo.Opt(nil), k.ClientOptions...)
@@ -127,11 +211,25 @@ type kafkaRun struct {
 // A group new to the topic starts at its oldest record. Records are stored
 // in partition order, one batch at a time. A store failure is retried with
 // backoff (100 ms to 5 s) until it succeeds or Shutdown begins; the
-// consumer never moves past a record it has not stored. Offsets are committed after each poll's batches are stored, and
-// rebalances wait meanwhile, so a partition moves to another loader at a
-// committed offset. A crash between store and commit redelivers batches
-// already stored: their keys make them duplicates, stored once. Delivery
-// into the store is thus at least once, and exactly once per key.
+// consumer never moves past a record it has not stored. The offsets of
+// stored records are committed in the background, every second, and
+// before a rebalance takes partitions away (rebalances wait while a poll
+// is being stored), so a partition moves to another loader at the offset
+// after its last stored record. Commits never hold up storing: while the
+// group rebalances (a loader joins, or one died and the group waits for
+// its session to time out), the partitions this loader keeps are stored
+// throughout. A crash redelivers the batches stored since the last commit
+// (about a second's worth): their keys make them duplicates, stored once.
+// Delivery into the store is thus at least once, and exactly once per key.
+//
+// # Failover
+//
+// A loader that shuts down leaves the group, and its partitions move at
+// once. One that dies without leaving (SIGKILL, a lost machine) holds its
+// partitions until the coordinator has missed its heartbeats for
+// [KafkaConfig.SessionTimeout] (10 s by default), or, with
+// [KafkaConfig.InstanceID], until a loader with the same instance ID
+// starts. See docs/kafka.md.
 //
 // # Shutdown
 //
@@ -163,23 +261,113 @@ func (s *Server) ServeKafka() error {
 	defer close(run.done)
 	defer hard()
 
-	opts := append([]kgo.Opt{
+	opts := append(s.kafkaOpts(kc), kc.ClientOptions...)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return fmt.Errorf("loader: Kafka client: %w", err)
+	}
+	s.log.Info("consuming", "topic", kc.Topic, "group", kc.Group, "brokers", strings.Join(kc.Brokers, ","),
+		"balancer", kc.Balancer, "session_timeout", kc.SessionTimeout, "heartbeat_interval", kc.HeartbeatInterval,
+		"instance_id", kc.InstanceID)
+	s.consume(hardCtx, cl)
+	return http.ErrServerClosed
+}
+
+// kafkaOpts returns the kgo options of the consumer for kc.
+//
+// Offsets are never committed from the poll loop: a commit waits while the
+// group is joining and syncing, and a join waits for every member, up to
+// a dead one's session timeout, so a commit after each poll would stall
+// the partitions this loader keeps for that long. Instead the loop marks
+// what the store committed (MarkCommitRecords) and kgo commits the marks
+// from a goroutine of its own every kafkaCommitInterval; partitions being
+// revoked get a blocking commit of their marks first, which
+// BlockRebalanceOnPoll runs only between polls, once every record polled
+// was stored.
+func (s *Server) kafkaOpts(kc *KafkaConfig) []kgo.Opt {
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(kc.Brokers...),
 		kgo.ConsumerGroup(kc.Group),
 		kgo.ConsumeTopics(kc.Topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.DisableAutoCommit(),
+		kgo.Balancers(kafkaBalancers[kc.Balancer]()),
+		kgo.SessionTimeout(kc.SessionTimeout),
+		kgo.HeartbeatInterval(kc.HeartbeatInterval),
+		kgo.AutoCommitMarks(),
+		kgo.AutoCommitInterval(kafkaCommitInterval),
+		kgo.AutoCommitCallback(func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+			if err == nil {
+				err = commitErr(resp)
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				// The batches are stored: if the partition moves
+				// before a commit succeeds, its next owner gets them
+				// again, as duplicates.
+				s.log.Warn("kafka offset commit failed", "err", err)
+			}
+		}),
 		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			s.log.Info("kafka partitions assigned", "partitions", partitionList(m))
+		}),
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, m map[string][]int32) {
+			// Commit what was stored, so that the next owner starts
+			// after it. ctx is the client's: Close cancels it.
+			ctx, cancel := context.WithTimeout(ctx, kafkaCommitTimeout)
+			defer cancel()
+			if err := cl.CommitMarkedOffsets(ctx); err != nil {
+				s.log.Warn("kafka offset commit failed", "err", err, "revoking", partitionList(m))
+			}
+			if len(m) > 0 {
+				s.log.Info("kafka partitions revoked", "partitions", partitionList(m))
+			}
+		}),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) {
+			s.log.Warn("kafka partitions lost", "partitions", partitionList(m))
+		}),
 		kgo.WithLogger(kgoLogger{s.log}),
-	}, kc.ClientOptions...)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return fmt.Errorf("loader: Kafka client: %w", err)
 	}
-	s.log.Info("consuming", "topic", kc.Topic, "group", kc.Group, "brokers", strings.Join(kc.Brokers, ","))
-	s.consume(hardCtx, cl)
-	return http.ErrServerClosed
+	if kc.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(kc.InstanceID))
+	}
+	return opts
+}
+
+// commitErr returns the first partition error of an offset commit.
+func commitErr(resp *kmsg.OffsetCommitResponse) error {
+	if resp == nil {
+		return nil
+	}
+	for _, t := range resp.Topics {
+		for _, p := range t.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				return fmt.Errorf("topic %s partition %d: %w", t.Topic, p.Partition, err)
+			}
+		}
+	}
+	return nil
+}
+
+// partitionList formats a rebalance callback's partitions for a log line:
+// "events:0,1,2".
+func partitionList(m map[string][]int32) string {
+	var b strings.Builder
+	for _, t := range slices.Sorted(maps.Keys(m)) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		ps := slices.Sorted(slices.Values(m[t]))
+		b.WriteString(t)
+		b.WriteByte(':')
+		for i, p := range ps {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(strconv.Itoa(int(p)))
+		}
+	}
+	return b.String()
 }
 
 // stopKafka waits for the consumer ServeKafka runs, if any, to stop; it
@@ -223,8 +411,15 @@ func (s *Server) consume(hard context.Context, cl *kgo.Client) {
 	}()
 	defer func() {
 		cl.AllowRebalance()
-		// With hard done (Shutdown's ctx ended), the leave does not wait
-		// for the coordinator, and Close is immediate.
+		// Commit what was stored, then leave, so that the partitions move
+		// at once to a member that starts after it. With hard done
+		// (Shutdown's ctx ended), neither waits for the coordinator, and
+		// Close is immediate.
+		ctx, cancel := context.WithTimeout(hard, kafkaCommitTimeout)
+		if err := cl.CommitMarkedOffsets(ctx); err != nil && hard.Err() == nil {
+			s.log.Warn("kafka offset commit failed", "err", err)
+		}
+		cancel()
 		_ = cl.LeaveGroupContext(hard)
 		cl.Close()
 		s.log.Info("stopped consuming")
@@ -245,15 +440,9 @@ func (s *Server) consume(hard context.Context, cl *kgo.Client) {
 		})
 		var last []*kgo.Record // per partition, the last record stored or skipped
 		s.storePoll(soft, hard, fs, wk, &last)
-		if len(last) > 0 {
-			ctx, cancel := context.WithTimeout(hard, kafkaCommitTimeout)
-			if err := cl.CommitRecords(ctx, last...); err != nil {
-				// The batches are stored: the next owner of the
-				// partitions gets them again, as duplicates.
-				s.log.Warn("kafka offset commit failed", "err", err)
-			}
-			cancel()
-		}
+		// Committed in the background, and before the partitions are
+		// revoked: never wait here for a rebalance (see kafkaOpts).
+		cl.MarkCommitRecords(last...)
 		cl.AllowRebalance()
 		if fetchErr && fs.NumRecords() == 0 {
 			// Do not spin on a failing fetch (an authorization error, a

@@ -1,19 +1,28 @@
 package loader
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batchproc/batchproc/internal/testutil"
+	"github.com/batchproc/batchproc/internal/testutil/pgtest"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -21,6 +30,7 @@ import (
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/kafkasink"
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/postgres"
 	"github.com/batchproc/batchproc/loader/store/sqlite"
 )
 
@@ -531,6 +541,12 @@ func TestKafkaConfigInvalid(t *testing.T) {
 		{KafkaConfig{Brokers: []string{""}, Topic: "t"}, "Brokers[0]"},
 		{KafkaConfig{Brokers: []string{"a:1"}}, "Topic"},
 		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "a/b"}, "not a Kafka topic name"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", SessionTimeout: -time.Second}, "SessionTimeout = -1s"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", SessionTimeout: 1500 * time.Microsecond}, "whole number of milliseconds"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", SessionTimeout: 6 * time.Second, HeartbeatInterval: 6 * time.Second}, "not less than SessionTimeout"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", HeartbeatInterval: 20 * time.Second}, "not less than SessionTimeout = 10s"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", InstanceID: "pod 0"}, "not a group instance ID"},
+		{KafkaConfig{Brokers: []string{"a:1"}, Topic: "t", Balancer: "eager"}, "want cooperative-sticky, sticky, range or roundrobin"},
 	} {
 		k := tc.k
 		_, err := New(Config{Store: newMemStore(), Kafka: &k, Logger: slog.New(slog.DiscardHandler)})
@@ -545,6 +561,10 @@ func TestKafkaConfigInvalid(t *testing.T) {
 	}
 	if s.cfg.Kafka.Group != DefaultKafkaGroup || k.Group != "" {
 		t.Errorf("group %q (caller's %q), want the default %q without touching the caller's config", s.cfg.Kafka.Group, k.Group, DefaultKafkaGroup)
+	}
+	if got := *s.cfg.Kafka; got.SessionTimeout != 10*time.Second || got.HeartbeatInterval != time.Second ||
+		got.Balancer != "cooperative-sticky" || got.InstanceID != "" {
+		t.Errorf("defaults %+v, want a 10s session, 1s heartbeats, cooperative-sticky, dynamic membership", got)
 	}
 	if err := s.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
@@ -587,4 +607,407 @@ func TestRunKafka(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "Kafka client") {
 		t.Errorf("Run with a bad Kafka client: %v", err)
 	}
+}
+
+// envKafkaChild, set to a JSON childSpec, makes the test binary a loader
+// consuming Kafka into PostgreSQL (see init), for tests that kill one
+// with SIGKILL.
+const envKafkaChild = "BATCHPROC_TEST_KAFKA_CHILD"
+
+// childSpec is the loader a child process runs.
+type childSpec struct {
+	DSN        string        `json:"dsn"`
+	Brokers    []string      `json:"brokers"`
+	Group      string        `json:"group"`
+	InstanceID string        `json:"instance_id"`
+	Session    time.Duration `json:"session"`
+}
+
+// init runs the loader of env BATCHPROC_TEST_KAFKA_CHILD, when set, in
+// place of the tests: it logs to stdout and shuts down when stdin closes.
+func init() {
+	spec := os.Getenv(envKafkaChild)
+	if spec == "" {
+		return
+	}
+	var cs childSpec
+	if err := json.Unmarshal([]byte(spec), &cs); err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(2)
+	}
+	ctx := context.Background()
+	st, err := postgres.Open(ctx, cs.DSN)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(1)
+	}
+	s, err := New(Config{
+		Store:  st,
+		Logger: slog.New(slog.NewTextHandler(os.Stdout, nil)),
+		Kafka: &KafkaConfig{Brokers: cs.Brokers, Topic: "events", Group: cs.Group,
+			InstanceID: cs.InstanceID, SessionTimeout: cs.Session},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(1)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.ServeKafka() }()
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	err = s.Shutdown(sctx)
+	cancel()
+	<-served
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child: Shutdown:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// loaderEvent is a line a loader logged, as a failover test sees it.
+type loaderEvent struct {
+	who    string
+	at     time.Time
+	kind   string // "stored", "dup" or "assigned"
+	key    string // stored, dup
+	events int    // stored
+	parts  string // assigned
+}
+
+var (
+	storedLine   = regexp.MustCompile(`msg="batch stored" count=(\d+) key=(\S+)`)
+	dupLine      = regexp.MustCompile(`msg="duplicate batch" key=(\S+)`)
+	assignedLine = regexp.MustCompile(`msg="kafka partitions assigned" partitions=("[^"]*"|\S*)`)
+)
+
+// scanLoaderLog sends the lines of r that a failover test watches to ch,
+// stamped with the time they were read, and the other lines to other.
+func scanLoaderLog(who string, r io.Reader, ch chan<- loaderEvent, other *testutil.SyncBuffer) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		ev := loaderEvent{who: who, at: time.Now()}
+		if m := storedLine.FindStringSubmatch(line); m != nil {
+			ev.kind, ev.key = "stored", m[2]
+			ev.events, _ = strconv.Atoi(m[1])
+		} else if m := dupLine.FindStringSubmatch(line); m != nil {
+			ev.kind, ev.key = "dup", m[1]
+		} else if m := assignedLine.FindStringSubmatch(line); m != nil {
+			ev.kind, ev.parts = "assigned", strings.Trim(m[1], `"`)
+		} else {
+			fmt.Fprintf(other, "%s: %s\n", who, line)
+			continue
+		}
+		ch <- ev
+	}
+}
+
+// childLoader is a loader running in a child process.
+type childLoader struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	done  chan struct{} // closed once its stdout is read to the end
+}
+
+// startChild runs the loader of cs in a child process, its log lines going
+// to ch, and stops it gracefully at the end of the test unless killed.
+func startChild(t *testing.T, who string, cs childSpec, ch chan<- loaderEvent, other *testutil.SyncBuffer) *childLoader {
+	t.Helper()
+	spec, _ := json.Marshal(cs)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envKafkaChild+"="+string(spec))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = other
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &childLoader{cmd: cmd, stdin: stdin, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		scanLoaderLog(who, stdout, ch, other)
+	}()
+	t.Cleanup(func() { c.stop(t) })
+	return c
+}
+
+// kill ends the child with SIGKILL: no commit, no leave, no goodbye.
+func (c *childLoader) kill(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-c.done
+	_ = c.cmd.Wait()
+}
+
+// stop closes the child's stdin, which shuts it down, and waits for it;
+// it does nothing to a child already waited for.
+func (c *childLoader) stop(t *testing.T) {
+	t.Helper()
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	c.stdin.Close()
+	<-c.done
+	if err := c.cmd.Wait(); err != nil {
+		t.Errorf("child loader: %v", err)
+	}
+}
+
+// TestKafkaFailover: loaders A (in this process), B and B' and C (child
+// processes) in one group share a topic of 6 partitions and one PostgreSQL
+// store while batches are produced throughout. B is killed with SIGKILL,
+// B' starts in its place, C joins. Every event is stored exactly once,
+// each within 15 s of being produced, and the survivor A goes on storing
+// its partitions throughout: a rebalance waiting for the dead B's session
+// to time out does not stall it. Dynamic members wait for B's session
+// timeout (the loader's default, 10 s) to take its partitions; a static
+// B' (same InstanceID as B) takes them at once.
+func TestKafkaFailover(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		instanceID string // of B and B'
+		maxLatency time.Duration
+	}{
+		// B's partitions wait for its session timeout (10 s by
+		// default; Kafka's default 45 s would fail this).
+		{"dynamic", "", 15 * time.Second},
+		// B' replaces B as soon as it starts.
+		{"static", "loader-b", 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testKafkaFailover(t, tc.instanceID, tc.maxLatency)
+		})
+	}
+}
+
+func testKafkaFailover(t *testing.T, instanceID string, maxLatency time.Duration) {
+	const (
+		partitions  = 6
+		batchEvents = 10
+		rate        = 20 * time.Millisecond // between batches produced
+		deadline    = 90 * time.Second      // for the whole test
+		maxStall    = 3 * time.Second       // longest pause of the survivor
+	)
+	c := newKafka(t, partitions)
+	dsn := pgtest.DSN(t)
+	st, err := postgres.Open(t.Context(), dsn) // creates the tables before any child opens them
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan loaderEvent, 100_000)
+	other := &testutil.SyncBuffer{}
+	defer func() {
+		if t.Failed() {
+			t.Logf("other log lines:\n%s", other)
+		}
+	}()
+	timeout := time.NewTimer(deadline)
+	defer timeout.Stop()
+
+	// The event loop's state: what each loader stored, when.
+	type storedAt struct {
+		who string
+		at  time.Time
+	}
+	var (
+		firstStored = map[string]storedAt{} // by batch key
+		lastBy      = map[string]time.Time{}
+		dups        int
+		dupsBy      = map[string]int{}
+		assigned    = map[string]string{}
+	)
+	var survivorGaps []time.Duration // A's pauses, while the group changes
+	watchA := false
+	handle := func(ev loaderEvent) {
+		switch ev.kind {
+		case "stored":
+			if prev, ok := firstStored[ev.key]; ok {
+				t.Errorf("batch %s stored by %s at %v and again by %s", ev.key, prev.who, prev.at, ev.who)
+			} else {
+				firstStored[ev.key] = storedAt{ev.who, ev.at}
+			}
+		case "dup":
+			dups++
+			dupsBy[ev.who]++
+		case "assigned":
+			assigned[ev.who] = ev.parts
+			return
+		}
+		if ev.who == "A" && watchA {
+			survivorGaps = append(survivorGaps, ev.at.Sub(lastBy["A"]))
+		}
+		lastBy[ev.who] = ev.at
+	}
+	// await handles events until cond holds.
+	await := func(what string, cond func() bool) {
+		t.Helper()
+		for !cond() {
+			select {
+			case ev := <-events:
+				handle(ev)
+			case <-timeout.C:
+				t.Fatalf("after %v, still waiting for %s; assigned %v", deadline, what, assigned)
+			}
+		}
+	}
+	hasPartitions := func(who string) func() bool {
+		return func() bool { return assigned[who] != "" && assigned[who] != "events:" }
+	}
+
+	// A, in this process.
+	aLog, aw := io.Pipe()
+	aDone := make(chan struct{})
+	go func() { defer close(aDone); scanLoaderLog("A", aLog, events, other) }()
+	a, err := New(Config{Store: st, Logger: slog.New(slog.NewTextHandler(aw, nil)),
+		Kafka: &KafkaConfig{Brokers: c.ListenAddrs(), Topic: "events", Group: "g"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aServed := make(chan error, 1)
+	go func() { aServed <- a.ServeKafka() }()
+	defer func() {
+		if err := a.Shutdown(context.Background()); err != nil {
+			t.Errorf("A: Shutdown: %v", err)
+		}
+		<-aServed
+		aw.Close()
+		<-aDone
+	}()
+	await("A assigned", hasPartitions("A"))
+
+	spec := childSpec{DSN: dsn, Brokers: c.ListenAddrs(), Group: "g", InstanceID: instanceID}
+	b := startChild(t, "B", spec, events, other)
+	await("B assigned", hasPartitions("B"))
+
+	// Produce throughout, one batch per tick.
+	sink, err := kafkasink.New(c.ListenAddrs(), "events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	var (
+		mu       sync.Mutex
+		produced = map[string]time.Time{} // batch key → when Send returned
+		all      [][]batchproc.Event
+		lastSent time.Time
+	)
+	stopProducing := make(chan struct{})
+	producerDone := make(chan error, 1)
+	go func() {
+		tick := time.NewTicker(rate)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stopProducing:
+				producerDone <- nil
+				return
+			case <-tick.C:
+			}
+			key := fmt.Sprintf("fo-%d", i)
+			es := kafkaEvents(key, batchEvents)
+			bt, err := batchproc.NewBatch(key, es...)
+			if err == nil {
+				err = sink.Send(t.Context(), bt)
+			}
+			if err != nil {
+				producerDone <- err
+				return
+			}
+			mu.Lock()
+			produced[key], lastSent = time.Now(), time.Now()
+			all = append(all, es)
+			mu.Unlock()
+		}
+	}()
+	storedBy := func(who string, n int) func() bool {
+		count := 0
+		since := lastBy[who]
+		return func() bool {
+			if lastBy[who] != since {
+				count++
+				since = lastBy[who]
+			}
+			return count >= n
+		}
+	}
+	await("A and B storing", func() bool { return !lastBy["A"].IsZero() && !lastBy["B"].IsZero() })
+	await("B storing more", storedBy("B", 10))
+
+	b.kill(t)
+	killed := time.Now()
+	watchA = true
+	startChild(t, "B'", spec, events, other)
+	await("B' assigned", hasPartitions("B'"))
+	failover := time.Since(killed)
+	// B' gets through what B had stored but not committed (its first
+	// polls) before C can take a partition from it.
+	await("B' storing", storedBy("B'", 10))
+	cs := spec
+	cs.InstanceID = ""
+	startChild(t, "C", cs, events, other)
+	await("C assigned", hasPartitions("C"))
+	await("A storing after C joined", storedBy("A", 20))
+	close(stopProducing)
+	if err := <-producerDone; err != nil {
+		t.Fatalf("producing: %v", err)
+	}
+	watchA = false
+	mu.Lock()
+	n := len(produced)
+	mu.Unlock()
+	await("every batch stored", func() bool { return len(firstStored) >= n })
+	tail := time.Since(lastSent)
+
+	var latency time.Duration
+	for key, at := range produced {
+		s, ok := firstStored[key]
+		if !ok {
+			t.Errorf("batch %s produced but not stored", key)
+			continue
+		}
+		latency = max(latency, s.at.Sub(at))
+	}
+	stall := time.Duration(0)
+	for _, g := range survivorGaps {
+		stall = max(stall, g)
+	}
+	t.Logf("%d batches (%d events) produced; %d redelivered batches stored once (duplicates); "+
+		"B' assigned %v after the SIGKILL; survivor A's longest pause %v; "+
+		"longest produce→store %v; all stored %v after the last was produced",
+		n, n*batchEvents, dups, failover.Round(time.Millisecond), stall.Round(time.Millisecond),
+		latency.Round(time.Millisecond), tail.Round(time.Millisecond))
+	if stall > maxStall {
+		t.Errorf("survivor A paused %v while the group changed, want under %v", stall, maxStall)
+	}
+	if tail > maxLatency {
+		t.Errorf("every event stored %v after the last was produced, want under %v", tail, maxLatency)
+	}
+	if latency > maxLatency {
+		t.Errorf("a batch took %v from produced to stored, want under %v", latency, maxLatency)
+	}
+	// Redelivered batches are those B stored but had not committed when
+	// it was killed; they go to B'. C's partitions come from A and B',
+	// which commit what they stored before giving them up.
+	if dupsBy["C"] > 0 || dupsBy["A"] > 0 {
+		t.Errorf("redelivered batches: %v; want them all at B', none at A or C (partitions revoked from a live loader are committed first)", dupsBy)
+	}
+
+	batches, err := st.Batches(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(batches) != n {
+		t.Errorf("%d batches in the store, want %d", len(batches), n)
+	}
+	checkOnce(t, batches, all...)
 }

@@ -4,13 +4,17 @@
 //	batchloader [-addr :8080] [-store sqlite|postgres|discard] [-dsn batchloader.db]
 //	            [-token T]... [-max-body N] [-max-decoded-body N] [-max-events N]
 //	            [-max-line N] [-max-concurrent N] [-latency D] [-shutdown-timeout D]
-//	            [-pprof] [-log-format text|json]
-//	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]]
+//	            [-pprof] [-log-format text|json] [-healthcheck]
+//	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]
+//	             [-kafka-session-timeout 10s] [-kafka-heartbeat-interval 1s]
+//	             [-kafka-instance-id ID] [-kafka-balancer cooperative-sticky]]
 //
 // With -kafka-brokers and -kafka-topic it also consumes batches from that
 // Kafka topic (as package kafkasink produces them), as a member of the
 // consumer group -kafka-group: run several loaders in one group to share
-// the topic's partitions.
+// the topic's partitions. A loader that dies without leaving the group
+// holds its partitions for -kafka-session-timeout (10 s), or until a loader
+// with its -kafka-instance-id starts; the others go on consuming meanwhile.
 //
 // It logs "listening addr=..." once ready and one line with count=N per
 // stored batch, to standard output. SIGINT or SIGTERM drains it: requests
@@ -103,6 +107,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka seed `brokers` (host:port); with -kafka-topic, also consume batches from Kafka")
 	fs.StringVar(&kafka.Topic, "kafka-topic", "", "Kafka `topic` to consume batches from (as kafkasink produces them)")
 	fs.StringVar(&kafka.Group, "kafka-group", loader.DefaultKafkaGroup, "Kafka consumer `group`; loaders of one group share the topic's partitions")
+	fs.DurationVar(&kafka.SessionTimeout, "kafka-session-timeout", loader.DefaultKafkaSessionTimeout, "how long the Kafka group waits for a silent member (a crashed loader) before it moves that member's partitions to the others; within the broker's group.min/max.session.timeout.ms (6s..30m by default)")
+	fs.DurationVar(&kafka.HeartbeatInterval, "kafka-heartbeat-interval", loader.DefaultKafkaHeartbeatInterval, "how often the Kafka group member heartbeats, and so notices a rebalance; less than -kafka-session-timeout (a third of it at most is advised)")
+	fs.StringVar(&kafka.InstanceID, "kafka-instance-id", "", "static Kafka group membership `id`, unique per loader and kept across its restarts (e.g. a StatefulSet pod name): a restart or a replacement takes the partitions back at once, without a rebalance; a static member does not leave the group on shutdown")
+	fs.StringVar(&kafka.Balancer, "kafka-balancer", loader.DefaultKafkaBalancer, "Kafka partition `balancer`: cooperative-sticky (partitions that stay are consumed through a rebalance), sticky, range or roundrobin (eager: every partition stops for the rebalance); all loaders of a group must agree")
+	healthcheckMode := fs.Bool("healthcheck", false, "probe mode for images without a shell: GET /healthz of the loader at -addr (unspecified host: loopback), exit 0 on 200, else 1")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -111,6 +120,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return usageError{err: fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
+	}
+	if *healthcheckMode {
+		return healthcheck(ctx, cfg.Addr)
 	}
 	switch logFormat {
 	case "text":
