@@ -15,87 +15,94 @@ import (
 //
 // # What it learns from
 //
-// Each send is bracketed by acquire and release. Release reports the
+// Each send is bracketed by acquire and release; release reports the
 // outcome (ok, overload, timeout, error, or ignored) and the limiter
-// measures the round trip from acquire to release. Time is divided into
-// epochs: an epoch starts at every decision and ends once enough sends
-// acquired within it have come back ok (half the limit, at least 2), so
-// there is one decision per round trip, and a decision only judges sends
-// made under the limit it is judging. Per epoch the limiter keeps the mean
-// RTT m of those sends and its standard error se, whether the limit was
-// reached (a send was refused or in flight met the limit), and whether any
-// send failed.
+// measures the round trip from acquire to release. Time is cut into epochs:
+// an epoch starts at every decision, marks the first sends acquired in it
+// (a quarter of its limit, at least 2) and decides when all of them are
+// back. So there is one decision per round trip, and a decision judges only
+// sends made under the limit it judges. Waiting for every marked send, not
+// for the first that return, keeps the fast ones from hiding a queue. Per
+// epoch the limiter keeps m, the mean RTT of the marked sends that came
+// back ok, whether the limit was reached (an acquirer had to wait, or in
+// flight met the limit) and whether any send failed.
 //
-// The baseline b is the RTT of an unloaded endpoint: the lowest epoch mean
-// seen (with that epoch's se). A minimum cannot creep upward under a
-// standing queue, which is how gradient limiters built on a long RTT
-// average grow without bound under overload (Netflix concurrency-limits
-// #134) and how a minRTT re-measured under load climbs (Envoy #11579). It is
-// re-learned where the limit cannot add load of its own: at the minimum
-// limit, b moves a quarter of the way to each epoch's mean, so a loader
-// that became slower for good (not busier) stops holding the limit at the
-// minimum, the "stuck at the minimum" reports against Envoy.
+// se, the noise of m, is cv·m/√n, where cv, the spread of single RTTs, is
+// pooled over epochs (EWMA, weight 1/8): the two samples of an epoch at a
+// low limit say little about it.
+//
+// The baseline b, the RTT of an unloaded endpoint, is the lowest m + 2·se
+// seen (the lowest of many noisy means is biased low; the 2·se corrects
+// it). A minimum cannot creep upward under a standing queue, which is how
+// gradient limiters built on a long RTT average grow without bound under
+// modest overload (Netflix concurrency-limits #134) and how a minRTT
+// re-measured under load climbs (Envoy #11579). It is re-learned where the
+// limit adds no load of its own: at the minimum limit, b moves a quarter of
+// the way to each epoch's m, so a loader that became slower for good (not
+// busier) does not hold the limit at the minimum for ever, the "stuck at
+// the minimum" reports against Envoy.
 //
 // # The decision rule
 //
-// With noise n = 3·sqrt(se² + se_b²) (a rise smaller than three standard
-// errors of the difference of the two means is not evidence; without it
-// ±30 % jitter over a few samples reads as congestion and the limit
-// collapses to 1):
+//   - A failed send (overload: 429/503 or Retry-After; timeout; error: 5xx
+//     or transport) acquired since the last decrease cuts the limit at
+//     once: ×0.75 for overload and errors, ×0.5 for timeouts (a timeout
+//     costs a whole timeout period). Timeouts are never RTT samples:
+//     Gradient2 grew to its maximum while every request timed out (#137)
+//     because a constant RTT looked healthy. Failures of sends acquired
+//     before the last decrease are the same congestion seen late and cut
+//     nothing (at most one cut per round trip), but they forbid growth in
+//     the epoch they arrive in. Growth then approaches lastMax, the limit
+//     below the one that failed (in a cascade of cuts, an outage, the one
+//     where it began), closing half the gap per round trip (BIC TCP's
+//     binary search), and probes past it from +1/16, doubling: a plateau
+//     of a few round trips just under a limit that drew 429s.
+//   - m > b·1.3 + min(3·se, 0.1·b): the endpoint is queueing. The limit is
+//     multiplied by (b·1.1 + min(2·se, 0.1·b))/m, clamped to [0.25, 0.9].
+//     For a loader that queues beyond K concurrent sends, m/b ≈ limit/K, so
+//     one cut lands near 1.1·K (Vector's fixed ×0.9 steps take 13 round
+//     trips from 4·K to K). lastMax is set to the new limit: the knee is
+//     about there, not where the queue was.
+//   - m ≤ b·1.1 + min(2·se, 0.1·b), the limit was reached, nothing failed:
+//     grow. Until the first cut, double (slow start: Vector starts at 1 and
+//     adds 1 per round trip, the slow ramp its users report; from 4, 256 is
+//     6 round trips away). Below lastMax, approach it as above; at or past
+//     it probe +1, +2, +4, ... per round trip, so a capacity that grew is
+//     found in log₂ round trips.
+//   - Otherwise hold; the probe restarts from +1 (or below, after a
+//     failure). The band between 1.1·b and 1.3·b where the limit holds
+//     still is what keeps it from oscillating around a knee.
 //
-//   - Any failed send (overload: 429/503 or Retry-After; timeout; error:
-//     5xx or transport) acquired since the last decrease decreases the
-//     limit at once: ×0.75 for overload and errors, ×0.5 for timeouts (a
-//     timeout costs a whole timeout period, and Gradient2 kept growing
-//     while every request timed out, #137, because a constant RTT looked
-//     healthy: here timeouts never count as RTT samples). Failures of sends
-//     acquired before the last decrease are the same congestion seen late
-//     and change nothing, so there is at most one decrease per round trip;
-//     they do forbid growth in the epoch they arrive in.
-//   - m > b·(1+0.3) + n: the endpoint is queueing. The limit is multiplied
-//     by (b·1.1 + n)/m, clamped to [0.5, 0.9]. For a loader that queues
-//     beyond K concurrent sends, m/b ≈ limit/K, so one decrease lands near
-//     1.1·K instead of Vector's fixed ×0.9 steps (which take 13 round trips
-//     from 4·K to K).
-//   - m ≤ b·(1+0.1) + n and the limit was reached and nothing failed: grow.
-//     From the start until the first decrease or hold, double (slow start:
-//     Vector starts at 1 and adds 1 per round trip, the slow ramp its users
-//     report; from 4, 256 is 6 round trips away). After a decrease caused
-//     by a failure, close half the gap to the limit at which it failed per
-//     round trip (binary search, as BIC TCP does), at least +1. At or past
-//     that point, probe: +1, +2, +4, ... per round trip, restarting at +1
-//     after any hold or decrease, so a capacity that grew is found in
-//     log₂ round trips while the probe near a known limit is gentle.
-//   - Otherwise (between the two lines, or not reached, or a failure seen
-//     late): hold.
+// A rise must stand out of the noise (the se terms): without them ±30 %
+// jitter over a few samples reads as congestion and the limit collapses;
+// their caps (0.1·b) keep the spread that a queue itself causes from
+// excusing the queue.
 //
-// Between 1.1·b and 1.3·b the limit holds still: that band is what keeps
-// it from oscillating around a knee. A decrease by latency sets the point
-// to probe from at the new limit (the estimate of the knee), not at the old
-// one (the overshoot).
+// The limit never goes below the minimum (1) nor above the lower of the
+// maximum and the budget cap ([adaptiveLimit.setBudgetCap]). Growth needs
+// the limit reached, so a lightly loaded processor does not ratchet it up
+// to the cap (Vector checks reached_limit for the same reason), and it
+// never grows on timeouts or failures.
 //
-// The limit is never below the configured minimum (1) and never above the
-// lower of the maximum and the budget cap ([adaptiveLimit.setBudgetCap]).
-// Growth needs evidence: the limit was reached in the epoch, so a lightly
-// loaded processor does not ratchet it up to the cap (the reason Vector
-// checks reached_limit).
+// limiter_sim_test.go holds the evidence: synctest simulations of a knee,
+// 429s above a limit, a capacity step, jitter, all-timeouts and recovery.
 const (
-	growTolerance   = 0.10  // m within 10 % of the baseline: no queue of our making
-	shrinkTolerance = 0.30  // m more than 30 % above it: a queue
-	growSigmas      = 2.0   // growth is allowed this many standard errors above the grow line,
-	maxGrowNoise    = 0.10  // but no more than this share of the baseline
-	shrinkSigmas    = 3.0   // a rise must exceed the shrink line by this many standard errors,
-	maxShrinkNoise  = 0.10  // or this share of the baseline, whichever is less
-	failureProbe    = 0.25  // the first probe step past a limit where sends failed
-	baseSigmas      = 2.0   // an epoch offers m + 2·se as the baseline: the lowest of many noisy means is biased low
-	cvWeight        = 0.125 // EWMA weight of an epoch's RTT spread in the pooled one
-	minLatencyCut   = 0.25  // at most quarter the limit on one latency decision
-	maxLatencyCut   = 0.9   // and cut by at least 10 %
-	overloadCut     = 0.75  // 429, 503, Retry-After
-	errorCut        = 0.75  // 5xx, transport errors
-	timeoutCut      = 0.5   // the send's own deadline expired
-	baselineRelearn = 0.25  // at the minimum limit, b moves this far to m per epoch
-	minEpochSamples = 2     // ok sends an epoch needs before it decides
+	growTolerance   = 0.10     // m within 10 % of the baseline: no queue of our making
+	shrinkTolerance = 0.30     // m more than 30 % above it: a queue
+	growSigmas      = 2.0      // growth is allowed this many standard errors above the grow line,
+	maxGrowNoise    = 0.10     // but no more than this share of the baseline
+	shrinkSigmas    = 3.0      // a rise must exceed the shrink line by this many standard errors,
+	maxShrinkNoise  = 0.10     // or this share of the baseline, whichever is less
+	failureProbe    = 1.0 / 16 // the first probe step past a limit where sends failed
+	baseSigmas      = 2.0      // an epoch offers m + 2·se as the baseline: the lowest of many noisy means is biased low
+	cvWeight        = 0.125    // EWMA weight of an epoch's RTT spread in the pooled one
+	minLatencyCut   = 0.25     // at most quarter the limit on one latency decision
+	maxLatencyCut   = 0.9      // and cut by at least 10 %
+	overloadCut     = 0.75     // 429, 503, Retry-After
+	errorCut        = 0.75     // 5xx, transport errors
+	timeoutCut      = 0.5      // the send's own deadline expired
+	baselineRelearn = 0.25     // at the minimum limit, b moves this far to m per epoch
+	minEpochSamples = 2        // ok sends an epoch needs before it decides
 )
 
 // sendOutcome is what a send told about the endpoint.

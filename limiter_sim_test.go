@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -271,6 +272,13 @@ func statsOf(w []int) stats {
 	return s
 }
 
+// percentile returns the p-quantile of w.
+func percentile(w []int, p float64) int {
+	c := slices.Clone(w)
+	slices.Sort(c)
+	return c[int(p*float64(len(c)-1))]
+}
+
 func (s simRun) decreases() (n int) {
 	for _, c := range s.changes {
 		if c.To < c.From {
@@ -434,12 +442,15 @@ func TestLimiterSimJitter(t *testing.T) {
 			defer ld.close()
 			const rounds = 200
 			run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
-			s := statsOf(run.window(30, rounds))
+			w := run.window(30, rounds)
+			s, p95 := statsOf(w), percentile(w, 0.95)
 			eff := float64(run.ok) / (float64(k) * rounds)
-			t.Logf("K=%d, ±30%% jitter: from round trip 30 mean %.1f (%.2fK), range [%d, %d]; throughput %.1f%% of capacity; %d decreases",
-				k, s.mean, s.mean/k, s.lo, s.hi, 100*eff, run.decreases())
-			if s.lo < k*3/4 || float64(s.hi) > 1.6*k {
-				t.Errorf("limit ranged over [%d, %d], want within [0.75K, 1.6K]", s.lo, s.hi)
+			t.Logf("K=%d, ±30%% jitter: from round trip 30 mean %.1f (%.2fK), p95 %d (%.2fK), range [%d, %d]; throughput %.1f%% of capacity; %d decreases",
+				k, s.mean, s.mean/k, p95, float64(p95)/k, s.lo, s.hi, 100*eff, run.decreases())
+			// The noise allowance widens the band the limit holds in, so
+			// the margin over the knee is wider than without jitter.
+			if s.lo < k*3/4 || float64(p95) > 1.75*k || s.mean > 1.6*k {
+				t.Errorf("limit ranged over [%d, %d], p95 %d, mean %.1f: want at least 0.75K, p95 at most 1.75K, mean at most 1.6K", s.lo, s.hi, p95, s.mean)
 			}
 			if eff < 0.9 {
 				t.Errorf("throughput %.1f%% of capacity, want >= 90%%", 100*eff)
