@@ -315,6 +315,9 @@ func TestLimiterSimConstantLatencyGrowsToCap(t *testing.T) {
 					want = tc.max
 				}
 				reached := run.firstAt(want)
+				if reached < 0 {
+					t.Fatalf("limit never reached %d in 60 round trips (last %d)", want, run.limits[len(run.limits)-1])
+				}
 				s := statsOf(run.window(reached, 60))
 				t.Logf("limit reached %d after %.1f round trips; afterwards [%d, %d]; %d changes, %d decreases",
 					want, reached, s.lo, s.hi, len(run.changes), run.decreases())
