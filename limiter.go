@@ -302,11 +302,16 @@ func (l *adaptiveLimit) ceilingLocked() int {
 	return c
 }
 
+// unboundedLimit bounds a limit that neither a maximum nor a budget cap
+// does, so doubling cannot overflow.
+const unboundedLimit = 1 << 20
+
 func (l *adaptiveLimit) clampLocked(v float64) float64 {
-	if c := l.ceilingLocked(); c > 0 {
-		v = min(v, float64(c))
+	c := l.ceilingLocked()
+	if c <= 0 {
+		c = unboundedLimit
 	}
-	return max(v, float64(l.cfg.Min))
+	return max(min(v, float64(c)), float64(l.cfg.Min))
 }
 
 func (l *adaptiveLimit) curLocked() int { return int(l.lim) }
