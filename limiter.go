@@ -27,20 +27,23 @@ import (
 // back ok, whether the limit was reached (an acquirer had to wait, or in
 // flight met the limit) and whether any send failed.
 //
-// se, the noise of m, is cv·m/√n, where cv, the spread of single RTTs, is
-// pooled over epochs (EWMA, weight 1/8): the two samples of an epoch at a
-// low limit say little about it.
+// se, the noise of m, is cv·m/√n, where cv², the spread of single RTTs,
+// is pooled over epochs (an EWMA, weight 1/8, of Σ(x−m)²/m² over Σ(n−1))
+// and starts from a prior of 0.25 worth 8 samples: two samples that agree
+// by chance must not make the first epoch look precise.
 //
 // The baseline b, the RTT of an unloaded endpoint, is the lowest m + 2·se
-// seen (the lowest of many noisy means is biased low; the 2·se corrects
-// it). A minimum cannot creep upward under a standing queue, which is how
-// gradient limiters built on a long RTT average grow without bound under
-// modest overload (Netflix concurrency-limits #134) and how a minRTT
-// re-measured under load climbs (Envoy #11579). It is re-learned where the
-// limit adds no load of its own: at the minimum limit, b moves a quarter of
-// the way to each epoch's m, so a loader that became slower for good (not
-// busier) does not hold the limit at the minimum for ever, the "stuck at
-// the minimum" reports against Envoy.
+// seen: the lowest of many noisy means is biased low, and a baseline set
+// by a lucky epoch read ±30 % jitter as a queue and cut the limit to 1 in
+// the simulations; 2·se corrects that. A minimum cannot creep upward under
+// a standing queue, which is how gradient limiters built on a long RTT
+// average grow without bound under modest overload (Netflix
+// concurrency-limits #134; an EWMA baseline let the limit in the knee
+// simulation run to 2.7·K) and how a minRTT re-measured under load climbs
+// (Envoy #11579). It is re-learned where the limit adds no load of its own:
+// at the minimum limit b is each epoch's m + 2·se, so a loader that became
+// slower for good (not busier) does not hold the limit at the minimum for
+// ever, the "stuck at the minimum" reports against Envoy.
 //
 // # The decision rule
 //
@@ -58,25 +61,21 @@ import (
 //     binary search), and probes past it from +1/16, doubling: a plateau
 //     of a few round trips just under a limit that drew 429s.
 //   - m > b·1.3 + min(3·se, 0.1·b): the endpoint is queueing. The limit is
-//     multiplied by (b·1.1 + min(2·se, 0.1·b))/m, clamped to [0.25, 0.9].
-//     For a loader that queues beyond K concurrent sends, m/b ≈ limit/K, so
-//     one cut lands near 1.1·K (Vector's fixed ×0.9 steps take 13 round
-//     trips from 4·K to K). lastMax is set to the new limit: the knee is
-//     about there, not where the queue was.
-//   - m ≤ b·1.1 + min(2·se, 0.1·b), the limit was reached, nothing failed:
-//     grow. Until the first cut, double (slow start: Vector starts at 1 and
-//     adds 1 per round trip, the slow ramp its users report; from 4, 256 is
-//     6 round trips away). Below lastMax, approach it as above; at or past
-//     it probe +1, +2, +4, ... per round trip, so a capacity that grew is
+//     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
+//     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
+//     near 1.1·K (Vector's fixed ×0.9 steps took 47 round trips to follow
+//     a step from 32 to 8 in the simulation, against 4 here). lastMax is
+//     set to the new limit: the knee is about there, not where the queue
+//     was.
+//   - m ≤ b·1.1, the limit was reached, nothing failed: grow. Until the
+//     first cut, double (slow start: Vector starts at 1 and adds 1 per
+//     round trip, the slow ramp its users report; from 4, 128 is 5 round
+//     trips away). Below lastMax, approach it as above; at or past it
+//     probe +1, +2, +4, ... per round trip, so a capacity that grew is
 //     found in log₂ round trips.
 //   - Otherwise hold; the probe restarts from +1 (or below, after a
 //     failure). The band between 1.1·b and 1.3·b where the limit holds
 //     still is what keeps it from oscillating around a knee.
-//
-// A rise must stand out of the noise (the se terms): without them ±30 %
-// jitter over a few samples reads as congestion and the limit collapses;
-// their caps (0.1·b) keep the spread that a queue itself causes from
-// excusing the queue.
 //
 // The limit never goes below the minimum (1) nor above the lower of the
 // maximum and the budget cap ([adaptiveLimit.setBudgetCap]). Growth needs
@@ -89,20 +88,19 @@ import (
 const (
 	growTolerance   = 0.10     // m within 10 % of the baseline: no queue of our making
 	shrinkTolerance = 0.30     // m more than 30 % above it: a queue
-	growSigmas      = 2.0      // growth is allowed this many standard errors above the grow line,
-	maxGrowNoise    = 0.10     // but no more than this share of the baseline
 	shrinkSigmas    = 3.0      // a rise must exceed the shrink line by this many standard errors,
 	maxShrinkNoise  = 0.10     // or this share of the baseline, whichever is less
-	failureProbe    = 1.0 / 16 // the first probe step past a limit where sends failed
-	baseSigmas      = 2.0      // an epoch offers m + 2·se as the baseline: the lowest of many noisy means is biased low
-	cvWeight        = 0.125    // EWMA weight of an epoch's RTT spread in the pooled one
-	minLatencyCut   = 0.25     // at most quarter the limit on one latency decision
-	maxLatencyCut   = 0.9      // and cut by at least 10 %
+	baseSigmas      = 2.0      // an epoch offers m + 2·se as the baseline
+	cvWeight        = 0.125    // EWMA weight of an epoch in the pooled RTT spread
+	cvPrior         = 0.25     // the spread assumed before any epoch (pessimistic),
+	cvPriorWeight   = 8        // worth this many samples
+	minLatencyCut   = 0.25     // a latency cut at most quarters the limit
+	maxLatencyCut   = 0.9      // and cuts at least 10 %
 	overloadCut     = 0.75     // 429, 503, Retry-After
 	errorCut        = 0.75     // 5xx, transport errors
 	timeoutCut      = 0.5      // the send's own deadline expired
-	baselineRelearn = 0.25     // at the minimum limit, b moves this far to m per epoch
-	minEpochSamples = 2        // ok sends an epoch needs before it decides
+	failureProbe    = 1.0 / 16 // the first probe step past a limit where sends failed
+	minEpochSamples = 2        // marked sends per epoch, at least
 )
 
 // sendOutcome is what a send told about the endpoint.
@@ -272,12 +270,12 @@ type adaptiveLimit struct {
 	reached       bool    // the limit held a send back, or in flight met it
 	failed        bool    // a send failed (late or not) during the epoch
 
-	base      float64 // baseline RTT, seconds; 0 = none yet
-	grown     bool    // the limit grew since the last decrease
-	cv        float64 // pooled coefficient of variation of single RTTs; < 0 = none yet
-	slowStart bool
-	lastMax   float64 // where the last failure happened (or the knee a latency cut estimated)
-	probe     float64 // the next step past lastMax
+	base         float64 // baseline RTT, seconds; 0 = none yet
+	grown        bool    // the limit grew since the last decrease
+	cvNum, cvDen float64 // pooled squared coefficient of variation of single RTTs: EWMA of Σ(x-m)²/m² over Σ(n-1)
+	slowStart    bool
+	lastMax      float64 // where the last failure happened (or the knee a latency cut estimated)
+	probe        float64 // the next step past lastMax
 
 	changes uint64
 	last    limitChange
@@ -287,7 +285,8 @@ type adaptiveLimit struct {
 // the zero values). The caller has checked cfg.validate.
 func newAdaptiveLimit(cfg limitConfig) *adaptiveLimit {
 	cfg = cfg.withDefaults()
-	l := &adaptiveLimit{cfg: cfg, lim: float64(cfg.Initial), slowStart: true, probe: 1, cv: -1}
+	l := &adaptiveLimit{cfg: cfg, lim: float64(cfg.Initial), slowStart: true, probe: 1,
+		cvNum: cvPriorWeight * cvPrior * cvPrior, cvDen: cvPriorWeight}
 	l.newEpochLocked()
 	return l
 }
@@ -536,21 +535,19 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 	// variation, pooled over epochs, as the few samples of one epoch at a
 	// low limit say little about it) over the root of the sample count.
 	if l.n > 1 && m > 0 {
-		cv := math.Sqrt(l.m2/float64(l.n-1)) / m
-		if l.cv < 0 {
-			l.cv = cv
-		} else {
-			l.cv += (cv - l.cv) * cvWeight
-		}
+		// Each epoch weighs by its degrees of freedom, so two samples that
+		// agree by chance do not outweigh the prior.
+		l.cvNum = l.cvNum*(1-cvWeight) + l.m2/(m*m)
+		l.cvDen = l.cvDen*(1-cvWeight) + float64(l.n-1)
 	}
-	se := max(l.cv, 0) * m / math.Sqrt(float64(l.n))
+	se := math.Sqrt(l.cvNum/l.cvDen) * m / math.Sqrt(float64(l.n))
 	if l.base == 0 {
 		l.base = m + baseSigmas*se
 	}
-	// A rise must stand out of the epoch's own noise, but by no more than a
+	// A rise must stand out of the epoch's noise, but by no more than a
 	// fixed share of the baseline: the spread of RTTs within an epoch also
 	// grows with a queue, and must not excuse it.
-	growLine := l.base*(1+growTolerance) + min(growSigmas*se, maxGrowNoise*l.base)
+	growLine := l.base * (1 + growTolerance)
 	shrinkLine := l.base*(1+shrinkTolerance) + min(shrinkSigmas*se, maxShrinkNoise*l.base)
 	old := l.curLocked()
 	atMin := old <= l.cfg.Min
@@ -558,10 +555,8 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 	// The baseline follows the lowest mean, and at the minimum limit (where
 	// no queue is ours) re-learns a slower endpoint.
 	defer func() {
-		if b := m + baseSigmas*se; b < l.base {
+		if b := m + baseSigmas*se; b < l.base || atMin {
 			l.base = b
-		} else if atMin {
-			l.base += (m - l.base) * baselineRelearn
 		}
 	}()
 
