@@ -38,8 +38,8 @@ import (
 // the simulations; 2·se corrects that. A minimum cannot creep upward under
 // a standing queue, which is how gradient limiters built on a long RTT
 // average grow without bound under modest overload (Netflix
-// concurrency-limits #134; an EWMA baseline let the limit in the knee
-// simulation run to 2.7·K) and how a minRTT re-measured under load climbs
+// concurrency-limits #134; with an EWMA baseline the limit in the knee
+// simulation ran to 2.3–3.3·K) and how a minRTT re-measured under load climbs
 // (Envoy #11579). It is re-learned where the limit adds no load of its own:
 // at the minimum limit b is each epoch's m + 2·se, so a loader that became
 // slower for good (not busier) does not hold the limit at the minimum for

@@ -390,6 +390,34 @@ func TestLimiterSimKnee(t *testing.T) {
 	}
 }
 
+// The same knee as a FIFO queue in front of K workers with a fixed service
+// time: the senders fall into lockstep, each round trip's first sends find
+// an idle worker and the rest wait a whole service time. Judging an epoch
+// by the sends that return first would see no queue at all (it did, before
+// epochs waited for all their marked sends).
+func TestLimiterSimKneeQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const k = 32
+		ld := newQueueLoader(1024, k, simRTT, 0)
+		defer ld.close()
+		const rounds = 200
+		run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
+		w := run.window(30, rounds)
+		s, p95 := statsOf(w), percentile(w, 0.95)
+		eff := float64(run.ok) / (float64(k) * rounds)
+		t.Logf("K=%d as a queue: from round trip 30 mean %.1f (%.2fK), p95 %d (%.2fK), range [%d, %d]; throughput %.1f%% of capacity; %d decreases",
+			k, s.mean, s.mean/k, p95, float64(p95)/k, s.lo, s.hi, 100*eff, run.decreases())
+		// Lockstep makes each sample coarse (a whole service time or none),
+		// so the limit moves more than against the smooth knee above.
+		if s.lo < k*3/4 || s.hi > 2*k || float64(p95) > 1.75*k || s.mean > 1.4*k {
+			t.Errorf("after round trip 30 the limit ranged over [%d, %d], p95 %d, mean %.1f: want within [0.75K, 2K], p95 at most 1.75K, mean at most 1.4K", s.lo, s.hi, p95, s.mean)
+		}
+		if eff < 0.95 {
+			t.Errorf("throughput %.1f%% of the loader's capacity, want >= 95%%", 100*eff)
+		}
+	})
+}
+
 // 429s above L concurrent requests: the limit settles near L and few sends
 // are refused.
 func TestLimiterSim429AboveLimit(t *testing.T) {
