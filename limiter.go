@@ -55,11 +55,14 @@ import (
 //     because a constant RTT looked healthy. Failures of sends acquired
 //     before the last decrease are the same congestion seen late and cut
 //     nothing (at most one cut per round trip), but they forbid growth in
-//     the epoch they arrive in. Growth then approaches lastMax, the limit
-//     below the one that failed (in a cascade of cuts, an outage, the one
-//     where it began), closing half the gap per round trip (BIC TCP's
-//     binary search), and probes past it from +1/16, doubling: a plateau
-//     of a few round trips just under a limit that drew 429s.
+//     the epoch they arrive in. Growth then approaches lastMax, the whole
+//     limit below the one that failed (after a cascade of timeout or error
+//     cuts, an outage, the one where it began), closing half the gap per
+//     round trip (BIC TCP's binary search), and probes past it from +1/16,
+//     doubling: a plateau of a few round trips just under a limit that drew
+//     429s. Each failure at the same limit as the one before (a hard limit:
+//     fixed slots, a rate limit) halves that first probe, down to +1/256,
+//     so the probes that draw a 429 become rarer (one per ~13 round trips).
 //   - m > b·1.3 + min(3·se, 0.1·b): the endpoint is queueing. The limit is
 //     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
 //     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
@@ -86,21 +89,22 @@ import (
 // limiter_sim_test.go holds the evidence: synctest simulations of a knee,
 // 429s above a limit, a capacity step, jitter, all-timeouts and recovery.
 const (
-	growTolerance   = 0.10     // m within 10 % of the baseline: no queue of our making
-	shrinkTolerance = 0.30     // m more than 30 % above it: a queue
-	shrinkSigmas    = 3.0      // a rise must exceed the shrink line by this many standard errors,
-	maxShrinkNoise  = 0.10     // or this share of the baseline, whichever is less
-	baseSigmas      = 2.0      // an epoch offers m + 2·se as the baseline
-	cvWeight        = 0.125    // EWMA weight of an epoch in the pooled RTT spread
-	cvPrior         = 0.25     // the spread assumed before any epoch (pessimistic),
-	cvPriorWeight   = 8        // worth this many samples
-	minLatencyCut   = 0.25     // a latency cut at most quarters the limit
-	maxLatencyCut   = 0.9      // and cuts at least 10 %
-	overloadCut     = 0.75     // 429, 503, Retry-After
-	errorCut        = 0.75     // 5xx, transport errors
-	timeoutCut      = 0.5      // the send's own deadline expired
-	failureProbe    = 1.0 / 16 // the first probe step past a limit where sends failed
-	minEpochSamples = 2        // marked sends per epoch, at least
+	growTolerance   = 0.10      // m within 10 % of the baseline: no queue of our making
+	shrinkTolerance = 0.30      // m more than 30 % above it: a queue
+	shrinkSigmas    = 3.0       // a rise must exceed the shrink line by this many standard errors,
+	maxShrinkNoise  = 0.10      // or this share of the baseline, whichever is less
+	baseSigmas      = 2.0       // an epoch offers m + 2·se as the baseline
+	cvWeight        = 0.125     // EWMA weight of an epoch in the pooled RTT spread
+	cvPrior         = 0.25      // the spread assumed before any epoch (pessimistic),
+	cvPriorWeight   = 8         // worth this many samples
+	minLatencyCut   = 0.25      // a latency cut at most quarters the limit
+	maxLatencyCut   = 0.9       // and cuts at least 10 %
+	overloadCut     = 0.75      // 429, 503, Retry-After
+	errorCut        = 0.75      // 5xx, transport errors
+	timeoutCut      = 0.5       // the send's own deadline expired
+	failureProbe    = 1.0 / 16  // the first probe step past a limit where sends failed,
+	minFailureProbe = 1.0 / 256 // halved down to this while they fail at the same limit
+	minEpochSamples = 2         // marked sends per epoch, at least
 )
 
 // sendOutcome is what a send told about the endpoint.
@@ -276,6 +280,8 @@ type adaptiveLimit struct {
 	slowStart    bool
 	lastMax      float64 // where the last failure happened (or the knee a latency cut estimated)
 	probe        float64 // the next step past lastMax
+	failedAt     float64 // the limit at the last failure cut
+	failProbe    float64 // the first probe after it
 
 	changes uint64
 	last    limitChange
@@ -285,7 +291,7 @@ type adaptiveLimit struct {
 // the zero values). The caller has checked cfg.validate.
 func newAdaptiveLimit(cfg limitConfig) *adaptiveLimit {
 	cfg = cfg.withDefaults()
-	l := &adaptiveLimit{cfg: cfg, lim: float64(cfg.Initial), slowStart: true, probe: 1,
+	l := &adaptiveLimit{cfg: cfg, lim: float64(cfg.Initial), slowStart: true, probe: 1, failProbe: failureProbe,
 		cvNum: cvPriorWeight * cvPrior * cvPrior, cvDen: cvPriorWeight}
 	l.newEpochLocked()
 	return l
@@ -505,14 +511,25 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 		}
 		old := l.curLocked()
 		// Approach again the highest limit not known to fail; in a cascade
-		// of cuts (an outage) the one where it began.
-		if l.grown {
-			l.lastMax = max(l.lim-1, float64(l.cfg.Min))
+		// of cuts by timeouts or errors (an outage) the one where it began.
+		// A cascade of 429s says the limit is lower still.
+		below := float64(max(old-1, l.cfg.Min)) // the whole limit below the one that failed
+		if l.grown || outcome == sendOverload {
+			l.lastMax = below
 		} else {
-			l.lastMax = max(l.lastMax, l.lim-1)
+			l.lastMax = max(l.lastMax, below)
 		}
+		// A failure at the same limit as the last one is a hard limit (a
+		// fixed number of slots, a rate limit): each time, probe past it
+		// half as fast, so 429s become rarer the longer it stays.
+		if math.Abs(float64(old)-l.failedAt) <= 1 {
+			l.failProbe = max(l.failProbe/2, minFailureProbe)
+		} else {
+			l.failProbe = failureProbe
+		}
+		l.failedAt = float64(old)
 		ch := l.decreaseLocked(old, l.lim*cut, reason, now, 0)
-		l.probe = failureProbe
+		l.probe = l.failProbe
 		return ch
 	}
 	if !sample {
