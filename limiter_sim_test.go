@@ -1,0 +1,685 @@
+package batchproc
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// The simulations drive an adaptiveLimit with many sender goroutines (more
+// demand than any limit it reaches) against simulated loaders, inside a
+// synctest bubble: time.Sleep is the simulated latency and costs no real
+// time, so minutes of traffic run in milliseconds. Numbers are in round
+// trips of the loader's unloaded latency (simRTT): a round trip under a
+// queue is longer, so "within 10 round trips" measured this way is the
+// stricter reading.
+
+const (
+	simRTT     = 100 * time.Millisecond
+	simTick    = simRTT / 10 // the limit is sampled this often
+	simSenders = 256
+)
+
+// simLoader is an endpoint: serve blocks for as long as the request takes
+// and says how it ended.
+type simLoader interface {
+	serve(ctx context.Context) sendOutcome
+}
+
+// queueLoader has k workers, each taking latency per request; requests
+// beyond k queue (FIFO), so past k the RTT grows linearly with concurrency:
+// a capacity knee. jitter spreads each request's latency uniformly by
+// ±jitter. setWorkers changes k while it runs.
+type queueLoader struct {
+	slots   chan struct{} // capacity maxWorkers; a token per busy or disabled worker
+	latency time.Duration
+	jitter  float64
+
+	mu       sync.Mutex
+	disabled int
+	wg       sync.WaitGroup
+}
+
+func newQueueLoader(maxWorkers, workers int, latency time.Duration, jitter float64) *queueLoader {
+	q := &queueLoader{slots: make(chan struct{}, maxWorkers), latency: latency, jitter: jitter}
+	q.setWorkers(workers)
+	return q
+}
+
+func (q *queueLoader) serve(ctx context.Context) sendOutcome {
+	select {
+	case q.slots <- struct{}{}:
+	case <-ctx.Done():
+		return sendIgnored
+	}
+	d := q.latency
+	if q.jitter > 0 {
+		d = time.Duration(float64(d) * (1 + q.jitter*(2*rand.Float64()-1)))
+	}
+	time.Sleep(d)
+	<-q.slots
+	return sendOK
+}
+
+// setWorkers disables or re-enables workers: a disabled worker is a token
+// held in slots, taken as soon as a request leaves it.
+func (q *queueLoader) setWorkers(k int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	want := cap(q.slots) - k
+	for ; q.disabled < want; q.disabled++ {
+		q.wg.Go(func() { q.slots <- struct{}{} })
+	}
+	for ; q.disabled > want; q.disabled-- {
+		<-q.slots // a disabling goroutine has or will put one; wait for it
+	}
+}
+
+func (q *queueLoader) close() { q.setWorkers(cap(q.slots)); q.wg.Wait() }
+
+// kneeLoader takes latency per request while at most k requests are under
+// way, and past k grows linearly with their number: a request arriving as
+// the c-th takes latency·c/k, which is what a queue in front of k workers
+// converges to. k may change while it runs.
+type kneeLoader struct {
+	k       atomic.Int64
+	latency time.Duration
+	busy    atomic.Int64
+}
+
+func newKneeLoader(k int, latency time.Duration) *kneeLoader {
+	l := &kneeLoader{latency: latency}
+	l.k.Store(int64(k))
+	return l
+}
+
+func (l *kneeLoader) serve(ctx context.Context) sendOutcome {
+	c, k := l.busy.Add(1), l.k.Load()
+	defer l.busy.Add(-1)
+	time.Sleep(time.Duration(int64(l.latency) * max(c, k) / k))
+	return sendOK
+}
+
+// rejectLoader answers 429 at once (after rejectLatency) to a request that
+// arrives while limit requests are being served; the rest take latency.
+type rejectLoader struct {
+	limit         int64
+	latency       time.Duration
+	rejectLatency time.Duration
+	busy          atomic.Int64
+	rejected      atomic.Int64
+	served        atomic.Int64
+}
+
+func (r *rejectLoader) serve(ctx context.Context) sendOutcome {
+	if r.busy.Add(1) > r.limit {
+		r.busy.Add(-1)
+		r.rejected.Add(1)
+		time.Sleep(r.rejectLatency)
+		return sendOverload
+	}
+	time.Sleep(r.latency)
+	r.busy.Add(-1)
+	r.served.Add(1)
+	return sendOK
+}
+
+// retryAfterLoader is a rejectLoader whose 429s carry Retry-After.
+type retryAfterLoader struct {
+	*rejectLoader
+	after time.Duration
+}
+
+func (r retryAfterLoader) retryAfter() time.Duration { return r.after }
+
+// waitLoader has limit slots; a request that finds none waits up to wait
+// for one and is answered 429 if none frees: the loader meeting the
+// limiter halfway (issue 10 item 3).
+type waitLoader struct {
+	slots    chan struct{}
+	latency  time.Duration
+	wait     time.Duration
+	rejected atomic.Int64
+	served   atomic.Int64
+}
+
+func (w *waitLoader) serve(ctx context.Context) sendOutcome {
+	select {
+	case w.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(w.wait)
+		defer t.Stop()
+		select {
+		case w.slots <- struct{}{}:
+		case <-t.C:
+			w.rejected.Add(1)
+			return sendOverload
+		case <-ctx.Done():
+			return sendIgnored
+		}
+	}
+	time.Sleep(w.latency)
+	<-w.slots
+	w.served.Add(1)
+	return sendOK
+}
+
+// rejectCounts snapshots a loader's served and rejected counts.
+type rejectCounts struct{ served, rejected int64 }
+
+// rates returns the 429 share of all answers and of those after snap, and
+// the throughput after snap as a share of limit sends per round trip.
+func rates(served, rejected *atomic.Int64, snap rejectCounts, limit int64, rounds float64) (all, steady, eff float64) {
+	sv, rj := served.Load(), rejected.Load()
+	all = float64(rj) / float64(sv+rj)
+	steady = float64(rj-snap.rejected) / float64(sv-snap.served+rj-snap.rejected)
+	eff = float64(sv-snap.served) / (float64(limit) * rounds)
+	return all, steady, eff
+}
+
+// switchLoader serves with whichever loader is current.
+type switchLoader struct{ cur atomic.Pointer[simLoader] }
+
+func (s *switchLoader) set(l simLoader)                       { s.cur.Store(&l) }
+func (s *switchLoader) serve(ctx context.Context) sendOutcome { return (*s.cur.Load()).serve(ctx) }
+
+// hangLoader never answers: every request ends in the client's timeout.
+type hangLoader struct{ timeout time.Duration }
+
+func (h hangLoader) serve(ctx context.Context) sendOutcome {
+	select {
+	case <-time.After(h.timeout):
+		return sendTimeout
+	case <-ctx.Done():
+		return sendIgnored
+	}
+}
+
+// simRun is what one simulation recorded.
+type simRun struct {
+	limits  []int           // the limit every simTick, from t = 0
+	rtts    []time.Duration // the mean RTT of the sends that ended in each tick (0: none)
+	ok      int64           // sends delivered
+	failed  int64           // sends that failed (any reason)
+	changes []limitChange
+}
+
+// at returns the index of the sample at round trip r.
+func at(r float64) int { return int(r * float64(simRTT/simTick)) }
+
+// window returns the samples between round trips from and to.
+func (s simRun) window(from, to float64) []int { return s.limits[at(from):min(at(to), len(s.limits))] }
+
+// simulate runs senders against ld for the given number of round trips;
+// events run at their round trip (in order). It must be called inside a
+// synctest bubble.
+func simulate(t *testing.T, cfg limitConfig, budget int, ld simLoader, rounds float64, events map[float64]func()) simRun {
+	t.Helper()
+	var run simRun
+	var mu sync.Mutex
+	cfg.OnChange = func(c limitChange) {
+		mu.Lock()
+		run.changes = append(run.changes, c)
+		mu.Unlock()
+	}
+	l := newAdaptiveLimit(cfg)
+	l.setBudgetCap(budget)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var ok, failed, rttSum, rttN atomic.Int64
+	for range simSenders {
+		wg.Go(func() {
+			for {
+				tok, err := l.acquire(ctx)
+				if err != nil {
+					return
+				}
+				t0 := time.Now()
+				out := ld.serve(ctx)
+				rttSum.Add(int64(time.Since(t0)))
+				rttN.Add(1)
+				if ctx.Err() != nil {
+					l.release(tok, sendIgnored)
+					return
+				}
+				if ra, ok := ld.(interface{ retryAfter() time.Duration }); ok && out == sendOverload {
+					l.pauseUntil(time.Now().Add(ra.retryAfter())) // as dispatch does (issue 10 item 2)
+				}
+				l.release(tok, out)
+				if out == sendOK {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	start := time.Now()
+	wg.Go(func() {
+		for _, r := range sortedKeys(events) {
+			time.Sleep(time.Until(start.Add(time.Duration(r * float64(simRTT)))))
+			events[r]()
+		}
+	})
+	n := at(rounds)
+	run.limits = make([]int, 0, n)
+	tick := time.NewTicker(simTick)
+	for range n {
+		run.limits = append(run.limits, l.limit())
+		<-tick.C
+		var mean time.Duration
+		if c := rttN.Swap(0); c > 0 {
+			mean = time.Duration(rttSum.Swap(0) / c)
+		}
+		run.rtts = append(run.rtts, mean)
+	}
+	tick.Stop()
+	cancel()
+	wg.Wait()
+	run.ok, run.failed = ok.Load(), failed.Load()
+	return run
+}
+
+func sortedKeys(m map[float64]func()) []float64 {
+	var ks []float64
+	for k := range m {
+		ks = append(ks, k)
+	}
+	for i := range ks { // few keys
+		for j := i + 1; j < len(ks); j++ {
+			if ks[j] < ks[i] {
+				ks[i], ks[j] = ks[j], ks[i]
+			}
+		}
+	}
+	return ks
+}
+
+// roundTrips returns how many round trips, as the senders experienced
+// them, fit between round trip (of simRTT) from and from+d: the sum of tick
+// over the RTT measured in each tick.
+func (s simRun) roundTrips(from, d float64) float64 {
+	var n float64
+	last := simRTT
+	for i := at(from); i < at(from+d) && i < len(s.rtts); i++ {
+		if s.rtts[i] > 0 {
+			last = s.rtts[i]
+		}
+		n += float64(simTick) / float64(last)
+	}
+	return n
+}
+
+// converge returns the round trips after from until the limit entered
+// [lo, hi] for good (until to), or -1 if it did not.
+func (s simRun) converge(from, to float64, lo, hi int) float64 {
+	w := s.window(from, to)
+	last := -1
+	for i, v := range w {
+		if v < lo || v > hi {
+			last = i
+		}
+	}
+	if last == len(w)-1 {
+		return -1
+	}
+	return float64(last+1) * float64(simTick) / float64(simRTT)
+}
+
+type stats struct {
+	mean, sd float64
+	lo, hi   int
+}
+
+func statsOf(w []int) stats {
+	s := stats{lo: math.MaxInt}
+	for _, v := range w {
+		s.mean += float64(v)
+		s.lo, s.hi = min(s.lo, v), max(s.hi, v)
+	}
+	s.mean /= float64(len(w))
+	for _, v := range w {
+		s.sd += (float64(v) - s.mean) * (float64(v) - s.mean)
+	}
+	s.sd = math.Sqrt(s.sd / float64(len(w)))
+	return s
+}
+
+// percentile returns the p-quantile of w.
+func percentile(w []int, p float64) int {
+	c := slices.Clone(w)
+	slices.Sort(c)
+	return c[int(p*float64(len(c)-1))]
+}
+
+func (s simRun) decreases() (n int) {
+	for _, c := range s.changes {
+		if c.To < c.From {
+			n++
+		}
+	}
+	return n
+}
+
+// firstAt returns the first round trip at which the limit was at least v.
+func (s simRun) firstAt(v int) float64 {
+	for i, x := range s.limits {
+		if x >= v {
+			return float64(i) * float64(simTick) / float64(simRTT)
+		}
+	}
+	return -1
+}
+
+// Constant latency, no knee: the limit grows to the budget cap by slow
+// start and never shrinks.
+func TestLimiterSimConstantLatencyGrowsToCap(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		max, cap int
+	}{{"budget 128", 0, 128}, {"max 50 under budget 128", 50, 128}} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ld := newQueueLoader(1024, 1024, simRTT, 0)
+				defer ld.close()
+				run := simulate(t, limitConfig{Max: tc.max}, tc.cap, ld, 60, nil)
+				want := tc.cap
+				if tc.max > 0 {
+					want = tc.max
+				}
+				reached := run.firstAt(want)
+				if reached < 0 {
+					t.Fatalf("limit never reached %d in 60 round trips (last %d)", want, run.limits[len(run.limits)-1])
+				}
+				s := statsOf(run.window(reached, 60))
+				t.Logf("limit reached %d after %.1f round trips; afterwards [%d, %d]; %d changes, %d decreases",
+					want, reached, s.lo, s.hi, len(run.changes), run.decreases())
+				if reached < 0 || reached > 10 {
+					t.Errorf("limit reached %d after %.1f round trips, want within 10", want, reached)
+				}
+				if run.decreases() > 0 || s.lo != want || s.hi != want {
+					t.Errorf("limit moved within [%d, %d] after reaching %d, %d decreases; want no shrink", s.lo, s.hi, want, run.decreases())
+				}
+			})
+		})
+	}
+}
+
+// A capacity knee: past K concurrent sends the RTT grows linearly. The
+// limit settles within [K, 1.5·K + 1] (the +1 is the granularity of a
+// whole send, which matters at K = 4), keeps the loader busy, and does not
+// oscillate.
+func TestLimiterSimKnee(t *testing.T) {
+	for _, k := range []int{4, 32, 100} {
+		t.Run("K="+strconv.Itoa(k), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ld := newKneeLoader(k, simRTT)
+				const rounds = 200
+				run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
+				hi := k + k/2 + 1
+				settle := run.converge(0, rounds, k, hi)
+				s := statsOf(run.window(30, rounds))
+				eff := float64(run.ok) / (float64(k) * rounds)
+				t.Logf("K=%d: settled in [K, 1.5K+1] after %.1f round trips; from round trip 30: mean %.1f (%.2fK), sd %.2f, range [%d, %d] (%.2fK max); throughput %.1f%% of capacity; %d decreases",
+					k, settle, s.mean, s.mean/float64(k), s.sd, s.lo, s.hi, float64(s.hi)/float64(k), 100*eff, run.decreases())
+				if settle < 0 || settle > 30 {
+					t.Errorf("limit did not settle in [%d, %d] within 30 round trips (%.1f)", k, hi, settle)
+				}
+				if s.lo < k || s.hi > hi {
+					t.Errorf("after round trip 30 the limit ranged over [%d, %d], want within [K, 1.5K+1] = [%d, %d]", s.lo, s.hi, k, hi)
+				}
+				if s.sd > 0.1*float64(k)+0.5 {
+					t.Errorf("the limit oscillates: sd %.2f > 0.1K", s.sd)
+				}
+				if eff < 0.95 {
+					t.Errorf("throughput %.1f%% of the loader's capacity, want >= 95%%", 100*eff)
+				}
+			})
+		})
+	}
+}
+
+// The same knee as a FIFO queue in front of K workers with a fixed service
+// time: the senders fall into lockstep, each round trip's first sends find
+// an idle worker and the rest wait a whole service time. Judging an epoch
+// by the sends that return first would see no queue at all (it did, before
+// epochs waited for all their marked sends).
+func TestLimiterSimKneeQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const k = 32
+		ld := newQueueLoader(1024, k, simRTT, 0)
+		defer ld.close()
+		const rounds = 200
+		run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
+		w := run.window(30, rounds)
+		s, p95 := statsOf(w), percentile(w, 0.95)
+		eff := float64(run.ok) / (float64(k) * rounds)
+		t.Logf("K=%d as a queue: from round trip 30 mean %.1f (%.2fK), p95 %d (%.2fK), range [%d, %d]; throughput %.1f%% of capacity; %d decreases",
+			k, s.mean, s.mean/k, p95, float64(p95)/k, s.lo, s.hi, 100*eff, run.decreases())
+		// Lockstep makes each sample coarse (a whole service time or none),
+		// so the limit moves more than against the smooth knee above.
+		if s.lo < k*3/4 || s.hi > 2*k || float64(p95) > 1.75*k || s.mean > 1.4*k {
+			t.Errorf("after round trip 30 the limit ranged over [%d, %d], p95 %d, mean %.1f: want within [0.75K, 2K], p95 at most 1.75K, mean at most 1.4K", s.lo, s.hi, p95, s.mean)
+		}
+		if eff < 0.95 {
+			t.Errorf("throughput %.1f%% of the loader's capacity, want >= 95%%", 100*eff)
+		}
+	})
+}
+
+// 429s above L concurrent requests: the limit settles near L and few sends
+// are refused once it has (slow start's one overshoot past L is counted
+// apart).
+func TestLimiterSim429AboveLimit(t *testing.T) {
+	for _, L := range []int64{8, 32} {
+		t.Run("L="+strconv.Itoa(int(L)), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ld := &rejectLoader{limit: L, latency: simRTT, rejectLatency: time.Millisecond}
+				const rounds, from = 300, 30
+				var snap rejectCounts
+				run := simulate(t, limitConfig{}, 512, ld, rounds, map[float64]func(){
+					from: func() { snap = rejectCounts{ld.served.Load(), ld.rejected.Load()} },
+				})
+				s := statsOf(run.window(from, rounds))
+				all, steady, eff := rates(&ld.served, &ld.rejected, snap, L, rounds-from)
+				t.Logf("L=%d: from round trip %d the limit averaged %.1f (%.2fL), range [%d, %d]; 429 rate %.2f%% from round trip %d (%.2f%% with the slow-start overshoot); throughput %.1f%% of L per round trip",
+					L, from, s.mean, s.mean/float64(L), s.lo, s.hi, 100*steady, from, 100*all, 100*eff)
+				if s.mean < 0.75*float64(L) || s.mean > 1.1*float64(L) {
+					t.Errorf("mean limit %.1f, want within [0.75L, 1.1L]", s.mean)
+				}
+				// One 429 per probe past L, about every 13 round trips: the
+				// fewer sends a round trip carries, the larger their share.
+				maxRate := map[int64]float64{8: 0.013, 32: 0.005}[L]
+				if steady > maxRate {
+					t.Errorf("429 rate %.2f%% from round trip %d, want under %.1f%%", 100*steady, from, 100*maxRate)
+				}
+				if eff < 0.85 {
+					t.Errorf("throughput %.1f%% of the loader's limit, want >= 85%%", 100*eff)
+				}
+			})
+		})
+	}
+}
+
+// 429s above L again, with a Retry-After of half a round trip that pauses
+// every sender (item 2), and with the loader waiting up to half a round
+// trip for a slot before it answers 429 (item 3).
+func TestLimiterSim429Variants(t *testing.T) {
+	const L, rounds, from = 32, 300, 30
+	check := func(t *testing.T, name string, run simRun, served, rejected *atomic.Int64, snap rejectCounts) {
+		s := statsOf(run.window(from, rounds))
+		all, steady, eff := rates(served, rejected, snap, L, rounds-from)
+		t.Logf("L=%d, %s: limit mean %.1f (%.2fL), range [%d, %d]; 429 rate %.2f%% from round trip %d (%.2f%% overall); throughput %.1f%% of L per round trip",
+			L, name, s.mean, s.mean/L, s.lo, s.hi, 100*steady, from, 100*all, 100*eff)
+		if steady > 0.005 || eff < 0.85 {
+			t.Errorf("429 rate %.2f%%, throughput %.1f%%: want under 0.5%% and at least 85%%", 100*steady, 100*eff)
+		}
+	}
+	t.Run("Retry-After", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			r := &rejectLoader{limit: L, latency: simRTT, rejectLatency: time.Millisecond}
+			var snap rejectCounts
+			run := simulate(t, limitConfig{}, 512, retryAfterLoader{r, simRTT / 2}, rounds, map[float64]func(){
+				from: func() { snap = rejectCounts{r.served.Load(), r.rejected.Load()} },
+			})
+			check(t, "Retry-After "+(simRTT/2).String(), run, &r.served, &r.rejected, snap)
+		})
+	})
+	t.Run("loader waits for a slot", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w := &waitLoader{slots: make(chan struct{}, L), latency: simRTT, wait: simRTT / 2}
+			var snap rejectCounts
+			run := simulate(t, limitConfig{}, 512, w, rounds, map[float64]func(){
+				from: func() { snap = rejectCounts{w.served.Load(), w.rejected.Load()} },
+			})
+			check(t, "the loader waits up to "+(simRTT/2).String(), run, &w.served, &w.rejected, snap)
+		})
+	})
+}
+
+// The loader's capacity steps down from 32 to 8 and back up: the limit
+// converges within 10 round trips after each step. A round trip is counted
+// as the senders experienced it: after the step down, a queue makes it up
+// to 4.5 times the unloaded latency (both figures are logged).
+func TestLimiterSimCapacityStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const hiK, loK = 32, 8
+		ld := newKneeLoader(hiK, simRTT)
+		run := simulate(t, limitConfig{}, 512, ld, 300, map[float64]func(){
+			100: func() { ld.k.Store(loK) },
+			200: func() { ld.k.Store(hiK) },
+		})
+		before := run.converge(0, 100, hiK, hiK+hiK/2)
+		down := run.converge(100, 200, loK, loK+loK/2)
+		up := run.converge(200, 300, hiK, hiK+hiK/2)
+		downRT, upRT := run.roundTrips(100, down), run.roundTrips(200, up)
+		sDown, sUp := statsOf(run.window(100+down, 200)), statsOf(run.window(200+up, 300))
+		t.Logf("K=%d: in [K, 1.5K] after %.1f round trips; step to K=%d: after %.1f round trips as experienced (%.1f of the unloaded %v), then [%d, %d]; step back to K=%d: after %.1f (%.1f of %v), then [%d, %d]",
+			hiK, before, loK, downRT, down, simRTT, sDown.lo, sDown.hi, hiK, upRT, up, simRTT, sUp.lo, sUp.hi)
+		for _, c := range []struct {
+			name     string
+			rt, base float64
+		}{{"step down", downRT, down}, {"step up", upRT, up}} {
+			if c.base < 0 || c.rt > 10 {
+				t.Errorf("%s: converged after %.1f round trips (%.1f of %v), want within 10", c.name, c.rt, c.base, simRTT)
+			}
+		}
+	})
+}
+
+// ±30 % latency noise on every request: the noise is not read as
+// congestion, so the limit does not collapse; it still finds the cap (no
+// knee) or the knee.
+func TestLimiterSimJitter(t *testing.T) {
+	t.Run("no knee", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ld := newQueueLoader(1024, 1024, simRTT, 0.3)
+			defer ld.close()
+			run := simulate(t, limitConfig{}, 64, ld, 200, nil)
+			s := statsOf(run.window(20, 200))
+			t.Logf("cap 64, ±30%% jitter: from round trip 20 mean %.1f, range [%d, %d]; %d decreases", s.mean, s.lo, s.hi, run.decreases())
+			if s.mean < 0.9*64 || s.lo < 32 {
+				t.Errorf("limit mean %.1f, min %d: want mean >= 0.9·64 and never below 32", s.mean, s.lo)
+			}
+		})
+	})
+	t.Run("knee 32", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			const k = 32
+			ld := newQueueLoader(1024, k, simRTT, 0.3)
+			defer ld.close()
+			const rounds = 200
+			run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
+			w := run.window(30, rounds)
+			s, p95 := statsOf(w), percentile(w, 0.95)
+			eff := float64(run.ok) / (float64(k) * rounds)
+			t.Logf("K=%d, ±30%% jitter: from round trip 30 mean %.1f (%.2fK), p95 %d (%.2fK), range [%d, %d]; throughput %.1f%% of capacity; %d decreases",
+				k, s.mean, s.mean/k, p95, float64(p95)/k, s.lo, s.hi, 100*eff, run.decreases())
+			// The noise allowance widens the band the limit holds in, so
+			// the margin over the knee is wider than without jitter.
+			if s.lo < k*3/4 || float64(p95) > 1.65*k || s.mean > 1.6*k {
+				t.Errorf("limit ranged over [%d, %d], p95 %d, mean %.1f: want at least 0.75K, p95 at most 1.65K, mean at most 1.6K", s.lo, s.hi, p95, s.mean)
+			}
+			if eff < 0.9 {
+				t.Errorf("throughput %.1f%% of capacity, want >= 90%%", 100*eff)
+			}
+		})
+	})
+}
+
+// Every request times out (the loader hangs): the limit falls to the
+// minimum and stays there, however long it lasts; when the loader
+// recovers, the limit climbs back to its capacity.
+func TestLimiterSimAllTimeoutsThenRecovery(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const k = 32
+		const timeout = 10 * simRTT
+		q := newKneeLoader(k, simRTT)
+		ld := &switchLoader{}
+		ld.set(q)
+		const hangAt, recoverAt, end = 50, 350, 400
+		run := simulate(t, limitConfig{}, 512, ld, end, map[float64]func(){
+			hangAt:    func() { ld.set(hangLoader{timeout: timeout}) },
+			recoverAt: func() { ld.set(q) },
+		})
+		timeouts := float64(timeout / simRTT)
+		pre := statsOf(run.window(30, hangAt))
+		fell := run.converge(hangAt, recoverAt, 1, 1)
+		during := statsOf(run.window(hangAt+fell, recoverAt))
+		back := -1.0
+		if i := (simRun{limits: run.limits[at(recoverAt):]}).firstAt(k); i >= 0 {
+			back = i
+		}
+		settle := run.converge(recoverAt, end, k, k+k/2)
+		t.Logf("before: limit %d..%d; all timeouts (%v each): at the minimum after %.1f round trips (%.1f timeouts) and in [%d, %d] for the remaining %.0f round trips; recovered: limit >= K=%d after %.1f round trips, in [K, 1.5K] for good after %.1f",
+			pre.lo, pre.hi, timeout, fell, fell/timeouts, during.lo, during.hi, recoverAt-hangAt-fell, k, back, settle)
+		if fell < 0 || fell > 8*timeouts {
+			t.Errorf("limit reached the minimum after %.1f round trips, want within 8 timeouts (%.0f)", fell, 8*timeouts)
+		}
+		if during.hi != 1 {
+			t.Errorf("under all-timeouts the limit rose to %d, want it to stay at 1", during.hi)
+		}
+		if back < 0 || back > 15 {
+			t.Errorf("after recovery the limit reached K=%d after %.1f round trips, want within 15", k, back)
+		}
+		if settle < 0 || settle > 20 {
+			t.Errorf("after recovery the limit settled in [K, 1.5K] after %.1f round trips, want within 20", settle)
+		}
+	})
+}
+
+// The loader becomes three times slower for good without getting busier
+// (a slower disk, a longer network path): the limit falls, since that
+// looks like a queue, but the baseline is re-learned at the minimum and the
+// limit climbs back to the knee instead of staying at the minimum.
+func TestLimiterSimSlowerLoaderIsRelearned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const k = 32
+		ld := newKneeLoader(k, simRTT)
+		sw := &switchLoader{}
+		sw.set(ld)
+		slower := newKneeLoader(k, 3*simRTT)
+		const stepAt, end = 50, 350
+		run := simulate(t, limitConfig{}, 512, sw, end, map[float64]func(){
+			stepAt: func() { sw.set(slower) },
+		})
+		low := statsOf(run.window(stepAt, end))
+		after := run.limits[at(stepAt):]
+		lowAt := slices.Index(after, low.lo)
+		back := (simRun{limits: after[lowAt:]}).firstAt(k) + float64(lowAt)*float64(simTick)/float64(simRTT)
+		settle := run.converge(stepAt, end, k, k+k/2)
+		tail := statsOf(run.window(end-50, end))
+		t.Logf("latency 100ms -> 300ms at K=%d: the limit fell to %d, was >= K again after %.1f round trips of 100ms (%.1f of 300ms), in [K, 1.5K] for good after %.1f; last 50: [%d, %d]",
+			k, low.lo, back, back/3, settle, tail.lo, tail.hi)
+		if back < 0 || settle < 0 || settle > 150 {
+			t.Errorf("after the loader slowed down the limit settled in [K, 1.5K] after %.1f round trips (of 100ms), want within 150 (50 of the new latency)", settle)
+		}
+	})
+}
