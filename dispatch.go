@@ -10,11 +10,12 @@ import (
 	"time"
 )
 
-// lane is a FIFO of cut batches and the senders that drain it. Async
-// dispatch has one lane with WithMaxInFlight senders; the worker pool has a
-// lane per worker with one sender each (the worker's synchronous sends);
-// ordered dispatch has one lane with one sender, so batches leave in the
-// order they were cut and a retry holds back the rest.
+// lane is a FIFO of cut batches and the goroutines that drain it. Async
+// dispatch has one lane and one dispatcher, which starts a goroutine per
+// send under the concurrency limit; the worker pool has a lane per worker
+// with one sender each (the worker's synchronous sends); ordered dispatch
+// has one lane with one sender, so batches leave in the order they were cut
+// and a retry holds back the rest.
 type lane struct {
 	mu      sync.Mutex
 	q       []*Batch
@@ -58,40 +59,102 @@ func (l *lane) pop() *Batch {
 }
 
 // sender takes batches from l and sends them, until Shutdown's drain has
-// emptied the lane. Its goroutine is registered as a callback goroutine:
-// whatever user code runs on it (Send, the failure callback) is inside a
-// callback.
+// emptied the lane: the worker pool's and ordered dispatch's goroutines. Its
+// goroutine is registered as a callback goroutine: whatever user code runs
+// on it (Send, the failure callback) is inside a callback.
 func (p *Processor) sender(l *lane) {
 	id := p.callbacks.enter()
-	defer func() {
-		p.callbacks.exit(id)
-		if p.running.Add(-1) == 0 {
-			close(p.done)
+	defer p.exited(id)
+	for {
+		b := p.next(l)
+		if b == nil {
+			return
 		}
-	}()
+		p.deliver(l, b, nil)
+	}
+}
+
+// next returns l's next batch, waiting for one, or nil once Shutdown's drain
+// has emptied the lane.
+func (p *Processor) next(l *lane) *Batch {
 	for {
 		if b := l.pop(); b != nil {
-			p.deliver(l, b)
-			continue
+			return b
 		}
 		select {
 		case <-l.ready:
 		case <-p.closing:
 			// Every shard was cut before closing was closed, so once the lane
 			// is empty nothing more can arrive.
-			if b := l.pop(); b != nil {
-				p.deliver(l, b)
-				continue
-			}
-			return
+			return l.pop()
 		}
 	}
 }
 
-// deliver sends b with retries, accounts for it and recycles it.
-func (p *Processor) deliver(l *lane, b *Batch) {
+// exited is the last thing a processor goroutine that runs callbacks does.
+func (p *Processor) exited(id uint64) {
+	p.callbacks.exit(id)
+	if p.running.Add(-1) == 0 {
+		close(p.done)
+	}
+}
+
+// dispatcher is async dispatch: it takes batches in cut order, waits for
+// the concurrency limit to admit each, and sends it on a goroutine of its
+// own, which keeps the batch through its retries (acquiring the limit
+// again for each). So sends start in cut order, at most the limit are under
+// way, and a slow receiver holds goroutines only as far as the memory
+// budget holds batches. The limit is bounded by what the budget holds:
+// budget / the average batch's cost.
+func (p *Processor) dispatcher(l *lane) {
+	id := p.callbacks.enter() // it fails batches itself when Shutdown aborts
+	defer p.exited(id)
+	var avg float64
+	for {
+		b := p.next(l)
+		if b == nil {
+			return
+		}
+		if avg == 0 {
+			avg = float64(b.reserved)
+		}
+		avg += (float64(b.reserved) - avg) / 16
+		p.limit.setBudgetCap(max(1, int(float64(p.cfg.memLimit)/max(avg, 1))))
+		tok, err := p.limit.acquire(p.sendCtx)
+		if err != nil { // Shutdown's ctx ended: the batch is not sent
+			p.finish(l, b, 0, 0, &ShutdownError{Cause: context.Cause(p.sendCtx)})
+			continue
+		}
+		p.running.Add(1)
+		go func() {
+			id := p.callbacks.enter()
+			defer p.exited(id)
+			p.deliver(l, b, &tok)
+		}()
+	}
+}
+
+// limitChanged logs a lowered send limit, once per change, with the reason
+// (with WithLogger; Stats.InFlightLimit shows the limit in any case).
+func (p *Processor) limitChanged(c limitChange) {
+	if c.To >= c.From {
+		return
+	}
+	p.info.LogAttrs(context.Background(), slog.LevelInfo, "send limit lowered",
+		slog.Int("from", c.From), slog.Int("to", c.To), slog.String("reason", string(c.Reason)),
+		slog.Duration("rtt", c.RTT), slog.Duration("baseline", c.Baseline))
+}
+
+// deliver sends b with retries, accounts for it and recycles it. tok, if
+// not nil, is the limit's admission for the first attempt.
+func (p *Processor) deliver(l *lane, b *Batch, tok *token) {
+	attempts, stored, err := p.send(b, tok)
+	p.finish(l, b, attempts, stored, err)
+}
+
+// finish accounts for b, sent or failed, and recycles it.
+func (p *Processor) finish(l *lane, b *Batch, attempts, stored int, err error) {
 	n := b.Len()
-	attempts, stored, err := p.send(b)
 	failed := 0
 	if err == nil {
 		p.delivered.Add(uint64(n))
@@ -144,7 +207,7 @@ func (p *Processor) fail(b *Batch, stored, attempts int, err error) int {
 // [Partial]: the parts of a split batch stored by an earlier attempt stay
 // stored whatever a later attempt does (the receiver de-duplicates them by
 // key), so the largest prefix over all attempts counts.
-func (p *Processor) send(b *Batch) (attempts, stored int, err error) {
+func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error) {
 	pol := p.cfg.retry
 	var start time.Time
 	var lastErr error
@@ -157,9 +220,20 @@ func (p *Processor) send(b *Batch) (attempts, stored int, err error) {
 		} else {
 			p.retries.Add(1) // counted when made: a retry Shutdown cut short is not one
 		}
+		if p.limit != nil && tok == nil {
+			t, err := p.limit.acquire(p.sendCtx)
+			if err != nil {
+				return attempt - 1, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: lastErr}
+			}
+			tok = &t
+		}
 		p.inFlight.Add(1)
 		err := p.sink.Send(p.sendCtx, b)
 		p.inFlight.Add(-1)
+		if p.limit != nil {
+			p.limit.release(*tok, outcomeOf(p.sendCtx, err))
+			tok = nil
+		}
 		if err == nil {
 			return attempt, 0, nil
 		}
@@ -177,8 +251,13 @@ func (p *Processor) send(b *Batch) (attempts, stored int, err error) {
 			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: %w", attempt, err)
 		}
 		wait := backoff(pol, attempt)
-		if ra, ok := errors.AsType[*RetryAfterError](err); ok && ra.After > wait {
-			wait = ra.After
+		if ra, ok := errors.AsType[*RetryAfterError](err); ok {
+			wait = max(wait, ra.After)
+			if p.limit != nil {
+				// The receiver said when to come back: to every sender, not
+				// only to this batch's.
+				p.limit.pauseUntil(time.Now().Add(ra.After))
+			}
 		}
 		if pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
 			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"go/ast"
 	"go/parser"
-	"go/token"
+	gotoken "go/token"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,7 +44,7 @@ func TestLingerClearsBusy(t *testing.T) {
 // The processor's own clock is Processor.now, time.Since of its start.
 func TestNoWallClockDeadlines(t *testing.T) {
 	files, _ := filepath.Glob("*.go")
-	fset := token.NewFileSet()
+	fset := gotoken.NewFileSet()
 	for _, f := range files {
 		if strings.HasSuffix(f, "_test.go") {
 			continue

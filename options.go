@@ -16,7 +16,7 @@ const (
 	DefaultMaxBatchBytes  = 1 << 20
 	DefaultFlushInterval  = time.Second
 	DefaultMemoryLimit    = 64 << 20
-	DefaultMaxInFlight    = 4
+	DefaultMaxInFlight    = 4 // where the adaptive send limit starts
 )
 
 // Upper bounds of the options that take a count or a size.
@@ -90,6 +90,8 @@ type config struct {
 	interval    time.Duration
 	memLimit    int
 	maxInFlight int
+	adaptiveMax int // WithAdaptiveInFlight's ceiling; 0: the budget alone bounds it
+	adaptiveSet bool
 	workers     int // > 0: worker-pool dispatch (the seed's design 1)
 	workersSet  bool
 	ordered     bool
@@ -134,6 +136,12 @@ func (c *config) validate() error {
 	}
 	if c.ordered && c.workersSet {
 		errs = append(errs, errors.New("WithOrdered and WithWorkerPool exclude each other: a pool sends from many buffers at once"))
+	}
+	if c.adaptiveSet && (c.adaptiveMax < 0 || c.adaptiveMax > 0 && c.adaptiveMax < DefaultMaxInFlight) {
+		errs = append(errs, fmt.Errorf("WithAdaptiveInFlight(%d): must be 0 (no ceiling but the budget) or at least %d", c.adaptiveMax, DefaultMaxInFlight))
+	}
+	if c.adaptiveSet && (c.inFlightSet || c.workersSet || c.ordered) {
+		errs = append(errs, errors.New("WithAdaptiveInFlight is async dispatch's adaptive limit: it excludes WithMaxInFlight, WithWorkerPool and WithOrdered"))
 	}
 	if c.ordered && c.inFlightSet && c.maxInFlight != 1 {
 		errs = append(errs, fmt.Errorf("WithOrdered sends one batch at a time; WithMaxInFlight(%d) contradicts it", c.maxInFlight))
@@ -208,12 +216,26 @@ func WithMemoryLimit(bytes int) Option {
 	return optionFunc(func(c *config) { c.memLimit = bytes })
 }
 
-// WithMaxInFlight bounds how many [Sink.Send] calls the default async
-// dispatch runs at once, 1 <= n <= [MaxSendersLimit]. It overrides the
-// default of 4. It cannot be combined with [WithWorkerPool], and only n = 1
-// with [WithOrdered].
+// WithMaxInFlight fixes how many [Sink.Send] calls async dispatch runs at
+// once, 1 <= n <= [MaxSendersLimit], instead of the adaptive limit (see
+// [WithAdaptiveInFlight]). A Retry-After answer still pauses every send. It
+// cannot be combined with [WithWorkerPool], and only n = 1 with
+// [WithOrdered].
 func WithMaxInFlight(n int) Option {
 	return optionFunc(func(c *config) { c.maxInFlight = n; c.inFlightSet = true })
+}
+
+// WithAdaptiveInFlight sets the ceiling of async dispatch's adaptive
+// concurrency limit, the default: the number of sends under way at once
+// starts at 4 ([DefaultMaxInFlight]), grows while it is reached and round
+// trips stay near their baseline, and shrinks multiplicatively when they
+// rise, and on timeouts, 429/503 and other failures, at most once per round
+// trip (limiter.go documents the rule). The memory budget always bounds it:
+// at most as many sends as the budget holds batches of the average size.
+// max = 0 (the default) means no other ceiling; otherwise max >= 4. A
+// [RetryAfter] answer pauses every send until it has passed.
+func WithAdaptiveInFlight(max int) Option {
+	return optionFunc(func(c *config) { c.adaptiveMax = max; c.adaptiveSet = true })
 }
 
 // WithWorkerPool selects the seed's design 1: n workers, each filling its own

@@ -44,6 +44,9 @@ type Processor struct {
 	mem *budget
 
 	lanes []*lane
+	// limit bounds async dispatch's sends: adaptive by default, fixed with
+	// WithMaxInFlight. nil for the worker pool and ordered dispatch.
+	limit *adaptiveLimit
 
 	completion
 
@@ -61,7 +64,7 @@ type Processor struct {
 	lingerDone   chan struct{}
 	sendCtx      context.Context
 	abort        context.CancelCauseFunc
-	running      atomic.Int32  // sender goroutines alive
+	running      atomic.Int32  // sender, dispatcher and send goroutines alive
 	done         chan struct{} // closed when the last sender exited
 	shutdownOnce sync.Once
 	drain        *watcher // what the drain covers: set by the first Shutdown
@@ -141,7 +144,12 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 	default:
 		nshards = maxShards()
 		p.adaptive = true
-		p.lanes = []*lane{newLane(cfg.maxInFlight)}
+		p.lanes = []*lane{newLane(1)} // one dispatcher; a goroutine per send under the limit
+		lc := limitConfig{Max: cfg.adaptiveMax, OnChange: p.limitChanged}
+		if cfg.inFlightSet {
+			lc = limitConfig{Initial: cfg.maxInFlight, Min: cfg.maxInFlight, Max: cfg.maxInFlight}
+		}
+		p.limit = newAdaptiveLimit(lc)
 	}
 	p.shards = make([]shard, nshards)
 	for i := range p.shards {
@@ -155,7 +163,11 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 	for _, l := range p.lanes {
 		for range l.senders {
 			p.running.Add(1)
-			go p.sender(l)
+			if p.limit != nil {
+				go p.dispatcher(l)
+			} else {
+				go p.sender(l)
+			}
 		}
 	}
 	go p.lingerLoop()
@@ -183,6 +195,10 @@ func (p *Processor) Stats() Stats {
 		added += s.added
 		s.mu.Unlock()
 	}
+	var limit int
+	if p.limit != nil {
+		limit = p.limit.limit()
+	}
 	return Stats{
 		Added:         added,
 		Delivered:     delivered,
@@ -192,6 +208,7 @@ func (p *Processor) Stats() Stats {
 		Batches:       p.batches.Load(),
 		Retries:       p.retries.Load(),
 		InFlight:      int(p.inFlight.Load()),
+		InFlightLimit: limit,
 		BufferedBytes: p.mem.used.Load(),
 	}
 }
@@ -210,5 +227,6 @@ type Stats struct {
 	Retries uint64 // sends retried (a retry cut short by Shutdown is not counted)
 
 	InFlight      int   // Send calls under way
+	InFlightLimit int   // async dispatch: sends allowed at once now (adaptive unless WithMaxInFlight); 0 otherwise
 	BufferedBytes int64 // bytes held against the memory limit (see WithMemoryLimit for what counts)
 }

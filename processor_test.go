@@ -757,7 +757,7 @@ func TestConcurrentSafeAccounting(t *testing.T) {
 
 func TestWriterSink(t *testing.T) {
 	var buf bytes.Buffer
-	p := mustNew(t, batchproc.NewWriterSink(&buf), batchproc.WithMaxBatchEvents(2))
+	p := mustNew(t, batchproc.NewWriterSink(&buf), batchproc.WithMaxBatchEvents(2), batchproc.WithMaxInFlight(1)) // one at a time: in order
 	for i := range 3 {
 		_ = p.Add(t.Context(), ev(i))
 	}

@@ -11,8 +11,10 @@ import (
 //
 // # Concurrency
 //
-// The processor calls Send from several goroutines at once: at most
-// [WithMaxInFlight] calls (default 4) with async dispatch, at most n with
+// The processor calls Send from several goroutines at once. With async
+// dispatch (the default) as many as its concurrency limit allows: it starts
+// at 4 and adapts to the receiver (see [WithAdaptiveInFlight]), bounded by
+// the memory budget; [WithMaxInFlight](n) fixes it at n. At most n with
 // [WithWorkerPool](n) (one per worker), and one at a time with
 // [WithOrdered]. Implementations must be safe for that.
 //

@@ -1,0 +1,110 @@
+package batchproc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/batchproctest"
+)
+
+// With no option set, async dispatch finds a slow receiver's capacity: a
+// constant 400 ms round trip that does not queue lets the limit grow past
+// the initial 4, as far as the memory budget holds batches.
+func TestAdaptiveInFlightGrowsToBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &batchproctest.Recorder{Hook: func(ctx context.Context, _ *batchproc.Batch, _ int) error {
+			time.Sleep(400 * time.Millisecond) // fake time: the loader's latency
+			return nil
+		}}
+		const budget = 1 << 20
+		p := mustNew(t, rec, batchproc.WithMemoryLimit(budget), batchproc.WithMaxBatchBytes(64<<10), batchproc.WithMaxBatchEvents(100))
+		payload := bytes.Repeat([]byte("x"), 199)
+		start := time.Now()
+		const n = 200_000
+		for range n {
+			if err := p.Add(t.Context(), batchproc.Event{Payload: payload}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		shutdown(t, p)
+		el := time.Since(start)
+		// A batch of 100 events costs about 22 KiB: the budget holds ~46.
+		batchCost := 100*(200+20) + 256
+		maxByBudget := budget / batchCost
+		got := rec.MaxInFlight()
+		rate := float64(n) / el.Seconds()
+		t.Logf("%d events in %v of fake time (%.0f events/s); max sends in flight %d, budget holds %d", n, el, rate, got, maxByBudget)
+		if got <= batchproc.DefaultMaxInFlight*2 || got > maxByBudget+1 {
+			t.Fatalf("max in flight %d: want well past %d and at most what the budget holds (%d)", got, batchproc.DefaultMaxInFlight, maxByBudget)
+		}
+		// A fixed 4 would carry 4 x 100 events / 0.4 s = 1,000 events/s.
+		if rate < 5*1000 {
+			t.Fatalf("%.0f events/s: the limit did not find the capacity", rate)
+		}
+	})
+}
+
+// WithMaxInFlight keeps meaning a fixed limit.
+func TestFixedInFlightStaysFixed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &batchproctest.Recorder{Hook: func(ctx context.Context, _ *batchproc.Batch, _ int) error {
+			time.Sleep(400 * time.Millisecond)
+			return nil
+		}}
+		p := mustNew(t, rec, batchproc.WithMaxInFlight(3), batchproc.WithMaxBatchEvents(10))
+		for i := range 2000 {
+			_ = p.Add(t.Context(), ev(i))
+		}
+		if l := p.Stats().InFlightLimit; l != 3 {
+			t.Fatalf("InFlightLimit %d, want 3", l)
+		}
+		shutdown(t, p)
+		if got := rec.MaxInFlight(); got != 3 {
+			t.Fatalf("max in flight %d, want 3", got)
+		}
+	})
+}
+
+// A Retry-After answer pauses every sender, not only the batch that got it.
+func TestRetryAfterPausesEverySender(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		var starts []time.Duration
+		start := time.Now()
+		var first sync.Once
+		rec := &batchproctest.Recorder{Hook: func(ctx context.Context, _ *batchproc.Batch, attempt int) error {
+			mu.Lock()
+			starts = append(starts, time.Since(start))
+			mu.Unlock()
+			var err error
+			first.Do(func() { err = batchproc.RetryAfter(errors.New("429"), 5*time.Second) })
+			time.Sleep(10 * time.Millisecond)
+			return err
+		}}
+		p := mustNew(t, rec, batchproc.WithMaxBatchEvents(1))
+		_ = p.Add(t.Context(), ev(0))
+		synctest.Wait() // the first send is under way
+		for i := 1; i < 20; i++ {
+			_ = p.Add(t.Context(), ev(i))
+		}
+		shutdown(t, p)
+		mu.Lock()
+		defer mu.Unlock()
+		// The first send began at 0 and got its answer at 10 ms; sends
+		// begun before the answer may run, none may begin in the pause.
+		for _, s := range starts[1:] {
+			if s > 10*time.Millisecond && s < 5*time.Second+10*time.Millisecond {
+				t.Fatalf("a send began at %v, inside the 5 s Retry-After pause (starts %v)", s, starts)
+			}
+		}
+		if len(rec.Events()) != 20 {
+			t.Fatalf("delivered %d events, want 20", len(rec.Events()))
+		}
+	})
+}
