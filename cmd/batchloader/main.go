@@ -6,6 +6,7 @@
 //	            [-max-line N] [-max-concurrent N] [-latency D] [-shutdown-timeout D]
 //	            [-pprof] [-log-format text|json]
 //	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]]
+//	batchloader -version
 //
 // With -kafka-brokers and -kafka-topic it also consumes batches from that
 // Kafka topic (as package kafkasink produces them), as a member of the
@@ -31,6 +32,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/batchproc/batchproc/internal/buildinfo"
 	"github.com/batchproc/batchproc/loader"
 	"github.com/batchproc/batchproc/loader/store"
 	"github.com/batchproc/batchproc/loader/store/postgres"
@@ -103,11 +105,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&kafkaBrokers, "kafka-brokers", "", "comma-separated Kafka seed `brokers` (host:port); with -kafka-topic, also consume batches from Kafka")
 	fs.StringVar(&kafka.Topic, "kafka-topic", "", "Kafka `topic` to consume batches from (as kafkasink produces them)")
 	fs.StringVar(&kafka.Group, "kafka-group", loader.DefaultKafkaGroup, "Kafka consumer `group`; loaders of one group share the topic's partitions")
+	version := fs.Bool("version", false, "print the version (module, VCS revision, Go) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err: err, printed: true} // with the usage
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.String("batchloader"))
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return usageError{err: fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
