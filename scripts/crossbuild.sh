@@ -3,8 +3,8 @@
 # for each platform it builds every package and links both binaries
 # (go build -o DIR/ ./...), and type-checks every package with its tests
 # (go vet ./..., which also catches test files that do not compile there).
-# Then it runs the library's tests as a 32-bit program (linux/386) when this
-# machine can execute one: that catches misaligned 64-bit atomics.
+# Then it runs the library's tests as a 32-bit program (linux/386), which a
+# linux/amd64 machine executes: that catches misaligned 64-bit atomics.
 #
 #   scripts/crossbuild.sh                      # every platform below, then linux/386 tests
 #   PLATFORMS="windows/amd64" scripts/crossbuild.sh
@@ -20,6 +20,13 @@ TEST386=${TEST386:-1}
 GO=${GO:-go}
 
 host=$("$GO" env GOHOSTOS)/$("$GO" env GOHOSTARCH)
+case "$TEST386:$host" in
+1:linux/amd64 | 1:linux/386) ;;
+1:*)
+	echo "crossbuild: $host cannot run linux/386 tests: set TEST386=0" >&2
+	exit 1
+	;;
+esac
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 failed=()
