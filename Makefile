@@ -3,7 +3,7 @@ GO ?= go
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME ?= 15s
 
-.PHONY: all test race test-concurrent bench fuzz lint tools tidy
+.PHONY: all test race test-concurrent bench fuzz lint tools tidy cross
 
 all: lint test
 
@@ -29,6 +29,11 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+# Every package and both binaries for linux, darwin, windows x amd64, arm64
+# (build + vet), then the library's tests on linux/386.
+cross:
+	GO=$(GO) scripts/crossbuild.sh
 
 tools:
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -8,6 +8,7 @@
 //	go run ./cmd/batchbench -mode saturate -loader null -duration 10s
 //	go run ./cmd/batchbench -mode sweep -duration 10s
 //	go run ./cmd/batchbench -sink kafka -duration 10s          # through an in-process Kafka topic
+//	batchbench -version                                   # module version, VCS revision, Go version
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/batchproc/batchproc/bench"
+	"github.com/batchproc/batchproc/internal/buildinfo"
 )
 
 func main() {
@@ -49,8 +51,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Target, "target", "", "base URL of an external Batch Loader (instead of an in-process one)")
 	fs.StringVar(&cfg.Sink, "sink", bench.SinkHTTP, "http (POST to the loader) or kafka (produce to an in-process Kafka topic the loader consumes; -loader sqlite or discard)")
 	fs.StringVar(&cfg.Out, "out", "", "output directory (default results/<timestamp>)")
+	version := fs.Bool("version", false, "print the version (module, VCS revision, Go) and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.String("batchbench"))
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "batchbench: unexpected arguments %q\n", fs.Args())

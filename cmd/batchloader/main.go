@@ -8,6 +8,7 @@
 //	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]
 //	             [-kafka-session-timeout 10s] [-kafka-heartbeat-interval 1s]
 //	             [-kafka-instance-id ID] [-kafka-balancer cooperative-sticky]]
+//	batchloader -version
 //
 // With -kafka-brokers and -kafka-topic it also consumes batches from that
 // Kafka topic (as package kafkasink produces them), as a member of the
@@ -35,6 +36,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/batchproc/batchproc/internal/buildinfo"
 	"github.com/batchproc/batchproc/loader"
 	"github.com/batchproc/batchproc/loader/store"
 	"github.com/batchproc/batchproc/loader/store/postgres"
@@ -112,11 +114,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&kafka.InstanceID, "kafka-instance-id", "", "static Kafka group membership `id`, unique per loader and kept across its restarts (e.g. a StatefulSet pod name): a restart or a replacement takes the partitions back at once, without a rebalance; a static member does not leave the group on shutdown")
 	fs.StringVar(&kafka.Balancer, "kafka-balancer", loader.DefaultKafkaBalancer, "Kafka partition `balancer`: cooperative-sticky (partitions that stay are consumed through a rebalance), sticky, range or roundrobin (eager: every partition stops for the rebalance); all loaders of a group must agree")
 	healthcheckMode := fs.Bool("healthcheck", false, "probe mode for images without a shell: GET /healthz of the loader at -addr (unspecified host: loopback), exit 0 on 200, else 1")
+	version := fs.Bool("version", false, "print the version (module, VCS revision, Go) and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
 		return usageError{err: err, printed: true} // with the usage
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.String("batchloader"))
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return usageError{err: fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))}
