@@ -124,6 +124,7 @@ func (p *Processor) add(ctx context.Context, payload []byte, id string, wait boo
 	}
 	p.cutIfIdle() // only unsent batches may hold the budget
 	p.rejected.Add(1)
+	p.onReject(ErrFull)
 	return ErrFull
 }
 
@@ -133,6 +134,7 @@ func (p *Processor) addWait(ctx context.Context, e Event, need int) error {
 	grant, err := p.mem.wait(ctx, p.closing, need, p.cutIfIdle)
 	if err != nil {
 		p.rejected.Add(1)
+		p.onReject(err)
 		return err
 	}
 	s, pooled := p.pickShard()
@@ -191,10 +193,12 @@ func (p *Processor) poolShard() *shard {
 // refuse counts and explains an event add refused before taking a lock.
 func (p *Processor) refuse(size, cost int) error {
 	p.rejected.Add(1)
+	err := ErrInvalidEvent
 	if size > p.cfg.maxBytes || cost+batchOverhead > p.cfg.memLimit {
-		return ErrEventTooLarge
+		err = ErrEventTooLarge
 	}
-	return ErrInvalidEvent
+	p.onReject(err)
+	return err
 }
 
 // addSlow is add when s has no batch, the event does not fit in it, its
@@ -208,6 +212,7 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 			p.cutIfIdle()
 		}
 		p.rejected.Add(1)
+		p.onReject(ErrClosed)
 		return ErrClosed
 	}
 	b := s.b

@@ -137,6 +137,9 @@ func (p *Processor) dispatcher(l *lane) {
 // limitChanged logs a lowered send limit, once per change, with the reason
 // (with WithLogger; Stats.InFlightLimit shows the limit in any case).
 func (p *Processor) limitChanged(c limitChange) {
+	for _, h := range p.hooks.limit {
+		h.OnLimitChange(c.From, c.To, string(c.Reason))
+	}
 	if c.To >= c.From {
 		return
 	}
@@ -195,6 +198,9 @@ func (p *Processor) fail(b *Batch, stored, attempts int, err error) int {
 	p.failed.Add(uint64(b.Len()))
 	attrs = append(attrs, slog.Int("events", b.Len()))
 	p.log.LogAttrs(context.Background(), slog.LevelError, msg, attrs...)
+	for _, h := range p.hooks.fail {
+		h.OnBatchFailed(FailureInfo{Key: b.key, Events: b.Len(), Err: err})
+	}
 	if p.cfg.onFailure != nil {
 		p.cfg.onFailure(b, err)
 	}
@@ -228,13 +234,21 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 			tok = &t
 		}
 		p.inFlight.Add(1)
+		began := time.Now()
 		err := p.sink.Send(p.sendCtx, b)
+		took := time.Since(began)
 		p.inFlight.Add(-1)
 		if p.limit != nil {
 			p.limit.release(*tok, outcomeOf(p.sendCtx, err))
 			tok = nil
 		}
+		report := func(out SendOutcome) {
+			if len(p.hooks.send) > 0 {
+				p.sendHooks(SendInfo{Key: b.key, Events: b.Len(), Bytes: b.Size(), Attempt: attempt, Duration: took, Outcome: out, Err: err})
+			}
+		}
 		if err == nil {
+			report(SendDelivered)
 			return attempt, 0, nil
 		}
 		if pe, ok := errors.AsType[*PartialError](err); ok && pe.Delivered < b.Len() {
@@ -242,12 +256,15 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 		}
 		lastErr = err
 		if p.sendCtx.Err() != nil {
+			report(SendAborted)
 			return attempt, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
 		}
 		if IsPermanent(err) {
+			report(SendFailed)
 			return attempt, stored, err
 		}
 		if pol.MaxAttempts > 0 && attempt >= pol.MaxAttempts {
+			report(SendFailed)
 			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: %w", attempt, err)
 		}
 		wait := backoff(pol, attempt)
@@ -260,14 +277,23 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 			}
 		}
 		if pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
+			report(SendFailed)
 			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)
 		}
+		report(SendRetrying)
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "send failed, retrying",
 			slog.Int("events", b.Len()), slog.String("key", b.key), slog.Int("attempt", attempt),
 			slog.Duration("wait", wait), slog.Any("error", err))
 		if !p.sleep(wait) {
 			return attempt, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
 		}
+	}
+}
+
+// sendHooks tells the SendHooks about an attempt.
+func (p *Processor) sendHooks(info SendInfo) {
+	for _, h := range p.hooks.send {
+		h.OnSend(info)
 	}
 }
 

@@ -99,6 +99,7 @@ type config struct {
 	logger      *slog.Logger // nil: failures to slog.Default(), deliveries unlogged
 	loggerSet   bool
 	onFailure   func(*Batch, error)
+	hooks       []Hook
 
 	inFlightSet bool // WithMaxInFlight was given (it conflicts with the other modes)
 }
@@ -151,6 +152,11 @@ func (c *config) validate() error {
 	}
 	if c.loggerSet && c.logger == nil {
 		errs = append(errs, errors.New("WithLogger(nil): pass a logger; slog.New(slog.DiscardHandler) silences the processor"))
+	}
+	for i, h := range c.hooks {
+		if h == nil || !new(hookSet).add(h) {
+			errs = append(errs, fmt.Errorf("WithHooks: hook %d (%T) implements no hook interface", i, h))
+		}
 	}
 	if err := c.retry.validate(); err != nil {
 		errs = append(errs, fmt.Errorf("WithRetry: %w", err))

@@ -41,7 +41,8 @@ type Processor struct {
 	rr        atomic.Uint32 // round-robin for shardPool.New
 	contended atomic.Uint64 // Adds that found their shard locked
 
-	mem *budget
+	mem   *budget
+	hooks hookSet
 
 	lanes []*lane
 	// limit bounds async dispatch's sends: adaptive by default, fixed with
@@ -124,6 +125,9 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		// are opt-in.
 		p.log = slog.Default()
 		p.info = slog.New(slog.DiscardHandler)
+	}
+	for _, h := range cfg.hooks {
+		p.hooks.add(h)
 	}
 	p.completion.init()
 	p.sendCtx, p.abort = context.WithCancelCause(context.Background())
