@@ -2,6 +2,11 @@
 GO ?= go
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
 FUZZTIME ?= 15s
+# Every package of every module of the workspace (go.work): ./... would
+# stop at the nested modules' go.mod files.
+PKGS ?= github.com/batchproc/batchproc/...
+
+SHELL := /bin/bash
 
 .PHONY: all test race test-concurrent bench fuzz lint tools tidy cross
 
@@ -15,15 +20,15 @@ race: test
 
 # Concurrency tests re-run many times under the race detector.
 test-concurrent:
-	$(GO) test -race -run 'ConcurrentSafe|Model|InOrder' -count 50 .
+	$(GO) test -race -run 'ConcurrentSafe|Model|InOrder' -count 50 . ./internal/coretest
 
 # Benchmarks with their peers in the same run; compare with benchstat.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 . ./httpsink ./loader ./loader/store/... ./internal/e2e | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 . ./internal/coretest ./httpsink ./loader ./loader/store/... ./internal/e2e | tee bench.txt
 
 # Every fuzz target, briefly (go test -fuzz takes one target per run).
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
 		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
 			echo "fuzz $$pkg $$t"; \
 			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
@@ -40,6 +45,10 @@ tools:
 
 lint: tools
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	$(STATICCHECK) ./...
-	$(GO) mod tidy -diff
+	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+	@# Each module tidy on its own (go mod tidy ignores go.work), and go.work
+	@# naming every module in the tree.
+	@set -e; for d in $$($(GO) list -m -f '{{.Dir}}'); do (cd $$d && GOWORK=off $(GO) mod tidy -diff); done
+	@want=$$(git ls-files '*go.mod' | sort); have=$$($(GO) list -m -f '{{.Dir}}/go.mod' | sed "s|^$$(pwd)/||" | sort); \
+		if [ "$$want" != "$$have" ]; then echo "go.work does not use every module:"; diff <(echo "$$want") <(echo "$$have"); exit 1; fi

@@ -42,8 +42,8 @@ for p in $PLATFORMS; do
 	# its build shares the cache with the tests.
 	cgo=0
 	[ "$p" = "$host" ] && cgo=$("$GO" env CGO_ENABLED)
-	CGO_ENABLED=$cgo GOOS=$os GOARCH=$arch "$GO" build -o "$out/bin/$os-$arch/" ./... >"$log" 2>&1 || ok=0
-	CGO_ENABLED=$cgo GOOS=$os GOARCH=$arch "$GO" vet ./... >>"$log" 2>&1 || ok=0
+	CGO_ENABLED=$cgo GOOS=$os GOARCH=$arch "$GO" build -o "$out/bin/$os-$arch/" github.com/batchproc/batchproc/... >"$log" 2>&1 || ok=0
+	CGO_ENABLED=$cgo GOOS=$os GOARCH=$arch "$GO" vet github.com/batchproc/batchproc/... >>"$log" 2>&1 || ok=0
 	if [ "$ok" = 0 ]; then
 		# go build and vet head each failing package's errors with "# pkg"
 		# (vet also with "# [pkg]"). Packages importing a failed one are not

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh runs the whole test suite with the race detector, against real
 # servers: it starts a throwaway PostgreSQL cluster on a loopback port (unless
-# BATCHPROC_TEST_POSTGRES already names one), runs `go test -race ./...`, and
+# BATCHPROC_TEST_POSTGRES already names one), runs `go test -race` over every module's packages, and
 # stops the cluster. Kafka needs nothing: the tests run franz-go's kfake.
 #
 #   scripts/test.sh                 # everything
@@ -24,6 +24,7 @@ if [ -z "${BATCHPROC_TEST_POSTGRES:-}" ]; then
 fi
 
 if [ $# -eq 0 ]; then
-	set -- ./...
+	# Every module of the workspace (go.work): ./... stops at nested go.mod files.
+	set -- github.com/batchproc/batchproc/...
 fi
 go test -race -count=1 -timeout 30m "$@"

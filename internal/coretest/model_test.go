@@ -1,4 +1,4 @@
-package batchproc_test
+package coretest_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package batchproc_test
+package coretest_test
 
 // Benchmarks of the enqueue path, with the peers in the same run:
 //
