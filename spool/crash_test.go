@@ -1,0 +1,5 @@
+package spool
+
+const crashChildEnv = "SPOOL_CRASH_CHILD"
+
+func crashChild() {}
