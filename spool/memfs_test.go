@@ -29,9 +29,9 @@ type memFS struct {
 	locks   map[string]bool
 	epoch   int // handles of an earlier epoch are dead (their process crashed)
 
-	limit     int64 // total file bytes allowed; 0: no limit
-	failSyncs bool  // every Sync (and SyncDir) fails from now on
-	syncs     int   // successful file Syncs
+	limit      int64  // total file bytes allowed; 0: no limit
+	failSyncs  bool   // every Sync (and SyncDir) fails from now on
+	syncs      int    // successful file Syncs
 	beforeSync func() // called, without mu, at the start of every file Sync
 }
 

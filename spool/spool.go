@@ -34,12 +34,12 @@ type Spool struct {
 	usage    int64
 	replayed []*entry // the batches found at Open, in order
 
-	writeGen  uint64 // counts records written
-	syncedGen uint64 // every record up to this one is fsynced
-	syncing     bool // an fsync of syncingFile runs (mu released)
+	writeGen    uint64 // counts records written
+	syncedGen   uint64 // every record up to this one is fsynced
+	syncing     bool   // an fsync of syncingFile runs (mu released)
 	syncingFile file
 
-	st  Stats // counters; Bytes, Batches, Segments and Err are filled in by Stats
+	st     Stats  // counters; Bytes, Batches, Segments and Err are filled in by Stats
 	buf    []byte // batch record being written
 	ackBuf []byte // ack record being written
 
