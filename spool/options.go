@@ -84,8 +84,8 @@ func (c *config) validate() error {
 	if c.sync != SyncBatch && c.sync != SyncNever && c.sync <= 0 {
 		errs = append(errs, fmt.Errorf("spool: sync mode %v: SyncInterval needs an interval > 0", c.sync))
 	}
-	if c.segmentSize < 4<<10 {
-		errs = append(errs, fmt.Errorf("spool: segment size %d bytes: must be at least 4 KiB", c.segmentSize))
+	if c.segmentSize < 1<<10 {
+		errs = append(errs, fmt.Errorf("spool: segment size %d bytes: must be at least 1 KiB", c.segmentSize))
 	}
 	if c.maxBytes < 2*c.segmentSize {
 		errs = append(errs, fmt.Errorf("spool: disk budget %d bytes: must be at least two segments (2 x %d bytes)", c.maxBytes, c.segmentSize))
@@ -105,7 +105,7 @@ func WithMaxBytes(n int64) Option { return optionFunc(func(c *config) { c.maxByt
 
 // WithSegmentSize sets the size in bytes at which the spool starts a new
 // segment file. Space is reclaimed a whole segment at a time. It overrides
-// the default of 64 MiB ([DefaultSegmentSize]); the minimum is 4 KiB. A
+// the default of 64 MiB ([DefaultSegmentSize]); the minimum is 1 KiB. A
 // batch larger than a segment gets a segment of its own.
 func WithSegmentSize(n int64) Option { return optionFunc(func(c *config) { c.segmentSize = n }) }
 

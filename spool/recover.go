@@ -119,6 +119,8 @@ func (s *Spool) recover() error {
 			if err := s.syncFile(seg.f); err != nil {
 				return err
 			}
+		} else {
+			seg.unsynced = true
 		}
 	}
 	s.nextSeq = maxSeq + 1

@@ -53,6 +53,8 @@ type segment struct {
 	f    file
 	size int64
 	live int // batches in this segment not acked
+
+	unsynced bool // recovered without an fsync (SyncNever): Close fsyncs it
 }
 
 type entry struct {
@@ -112,9 +114,13 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 // Close. Append does not keep b.
 func (s *Spool) Append(b *batchproc.Batch) error {
 	s.mu.Lock()
-	dropped, gen, err := s.appendLocked(b)
+	dropped, e, gen, err := s.appendLocked(b)
 	if err == nil && s.cfg.sync == SyncBatch {
-		err = s.waitSynced(gen)
+		if err = s.waitSynced(gen); err != nil {
+			// The fsync failed: the batch is the caller's again. Its record
+			// is in the file, so a later Open may still replay it.
+			s.forget(e)
+		}
 	}
 	if err == nil {
 		s.st.Appended++
@@ -128,19 +134,19 @@ func (s *Spool) Append(b *batchproc.Batch) error {
 	return err
 }
 
-func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, gen uint64, err error) {
+func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e *entry, gen uint64, err error) {
 	if s.closed {
-		return nil, 0, ErrClosed
+		return nil, nil, 0, ErrClosed
 	}
 	if s.err != nil {
-		return nil, 0, s.err
+		return nil, nil, 0, s.err
 	}
 	key := b.Key()
 	if key == "" {
-		return nil, 0, errors.New("spool: a batch needs a key")
+		return nil, nil, 0, errors.New("spool: a batch needs a key")
 	}
 	if s.live[key] != nil {
-		return nil, 0, fmt.Errorf("%w: %q", ErrDuplicateKey, key)
+		return nil, nil, 0, fmt.Errorf("%w: %q", ErrDuplicateKey, key)
 	}
 	seq := s.nextSeq
 	rec := appendBatchRecord(s.buf[:0], seq, b)
@@ -148,33 +154,40 @@ func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, ge
 	defer s.trimBuf()
 	need := int64(len(rec))
 	if need > s.cfg.maxBytes-s.cfg.segmentSize {
-		return nil, 0, fmt.Errorf("%w: record of %d bytes, budget %d bytes", ErrTooLarge, need, s.cfg.maxBytes)
+		return nil, nil, 0, fmt.Errorf("%w: record of %d bytes, budget %d bytes", ErrTooLarge, need, s.cfg.maxBytes)
 	}
 	for s.usage+need > s.cfg.maxBytes {
 		if s.cfg.dropOldest == nil {
-			return nil, 0, ErrFull
+			return nil, nil, 0, ErrFull
 		}
 		d, err := s.dropOldestLocked()
 		if d != nil {
 			dropped = append(dropped, d)
 		}
 		if err != nil {
-			return dropped, 0, err
+			return dropped, nil, 0, err
 		}
 		if d == nil {
-			return dropped, 0, ErrFull
+			return dropped, nil, 0, ErrFull
 		}
 	}
 	seg, off, gen, err := s.writeRecord(rec)
 	if err != nil {
-		return dropped, 0, err
+		return dropped, nil, 0, err
 	}
 	s.nextSeq++
-	e := &entry{seq: seq, key: key, seg: seg, off: off, n: len(rec)}
+	e = &entry{seq: seq, key: key, seg: seg, off: off, n: len(rec)}
 	seg.live++
 	s.live[key] = e
 	s.order = append(s.order, e)
-	return dropped, gen, nil
+	return dropped, e, gen, nil
+}
+
+// forget drops e from the spool's state without writing an ack. mu is held.
+func (s *Spool) forget(e *entry) {
+	delete(s.live, e.key)
+	e.acked = true
+	e.seg.live--
 }
 
 // trimBuf drops the record buffer if one huge batch grew it.
@@ -328,6 +341,7 @@ func (s *Spool) rotate() error {
 	if err := s.syncFile(old.f); err != nil {
 		return err
 	}
+	old.unsynced = false
 	s.syncedGen = s.writeGen
 	seg, err := s.createSegment()
 	if err != nil {
@@ -562,9 +576,20 @@ func (s *Spool) Close() error {
 	for s.syncing {
 		s.cond.Wait()
 	}
-	if s.err == nil && s.syncedGen < s.writeGen {
-		if s.syncFile(s.segs[len(s.segs)-1].f) == nil {
+	for _, seg := range s.segs[:len(s.segs)-1] {
+		if seg.unsynced && s.err == nil && s.syncFile(seg.f) == nil {
+			seg.unsynced = false
+		}
+	}
+	if active := s.segs[len(s.segs)-1]; s.err == nil && (s.syncedGen < s.writeGen || active.unsynced) {
+		if s.syncFile(active.f) == nil {
 			s.syncedGen = s.writeGen
+		}
+	}
+	if s.err == nil {
+		// Segments created or removed without a directory fsync (SyncNever).
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			s.fail("fsync", err)
 		}
 	}
 	s.cond.Broadcast() // Appends waiting for an fsync: Close's was it

@@ -19,7 +19,7 @@ import (
 
 // testBatch returns a batch whose content follows from key and n, so a
 // replayed batch can be checked against what was appended.
-func testBatch(t testing.TB, key string, n int) *batchproc.Batch {
+func testBatch(t tb, key string, n int) *batchproc.Batch {
 	t.Helper()
 	b, err := batchproc.NewBatch(key, testEvents(key, n)...)
 	if err != nil {
@@ -61,7 +61,7 @@ func diffBatch(b *batchproc.Batch, key string, n int) string {
 
 // replayKeys replays s and returns the keys in order, checking each batch's
 // content against testBatch(key, n(key)).
-func replayKeys(t testing.TB, s *Spool, n func(key string) int) []string {
+func replayKeys(t tb, s *Spool, n func(key string) int) []string {
 	t.Helper()
 	var keys []string
 	err := s.Replay(func(b *batchproc.Batch) error {
@@ -77,6 +77,14 @@ func replayKeys(t testing.TB, s *Spool, n func(key string) int) []string {
 		t.Fatalf("Replay: %v", err)
 	}
 	return keys
+}
+
+// tb is what the helpers need of a *testing.T or a *rapid.T.
+type tb interface {
+	Helper()
+	Fatal(...any)
+	Fatalf(string, ...any)
+	Errorf(string, ...any)
 }
 
 func mustOpen(t testing.TB, dir string, opts ...Option) *Spool {
