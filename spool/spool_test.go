@@ -87,7 +87,7 @@ type tb interface {
 	Errorf(string, ...any)
 }
 
-func mustOpen(t testing.TB, dir string, opts ...Option) *Spool {
+func mustOpen(t tb, dir string, opts ...Option) *Spool {
 	t.Helper()
 	s, err := Open(dir, opts...)
 	if err != nil {
