@@ -11,5 +11,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashChildEnv) != "" {
 		crashChild() // the child process of TestCrashKill: never returns
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		for _, f := range cleanups {
+			f()
+		}
+	}))
 }

@@ -54,7 +54,8 @@ type segment struct {
 	size int64
 	live int // batches in this segment not acked
 
-	unsynced bool // recovered without an fsync (SyncNever): Close fsyncs it
+	unsynced bool // written or recovered without an fsync: the next tick or Close fsyncs it
+	busy     bool // syncTick fsyncs it, mu released
 }
 
 type entry struct {
@@ -279,7 +280,7 @@ func (s *Spool) reclaim() error {
 	removed := false
 	for len(s.segs) > 1 && s.segs[0].live == 0 {
 		seg := s.segs[0]
-		if s.syncing && seg.f == s.syncingFile {
+		if seg.busy || (s.syncing && seg.f == s.syncingFile) {
 			break // the next reclaim removes it
 		}
 		seg.f.Close()
@@ -332,17 +333,23 @@ func (s *Spool) writeRecord(rec []byte) (*segment, int64, uint64, error) {
 	return seg, off, s.writeGen, nil
 }
 
-// rotate fsyncs the active segment (in every mode, so that only the last
-// segment can ever have a torn tail) and starts a new one. mu is held. A
+// rotate ends the active segment and starts a new one. mu is held. A
 // group-commit fsync of the old segment may be in flight; it ends on its
 // own (the file stays open until reclaim, which spares it).
 func (s *Spool) rotate() error {
 	old := s.segs[len(s.segs)-1]
-	if err := s.syncFile(old.f); err != nil {
-		return err
+	if s.cfg.sync == SyncBatch {
+		// Its batches are synced already, but not the acks since the last
+		// Append: an fsync of little data.
+		if err := s.syncFile(old.f); err != nil {
+			return err
+		}
+		s.syncedGen = s.writeGen
+	} else {
+		// The next interval's fsync (or Close) takes it: an fsync of a
+		// whole segment must not stall the Append that rotates.
+		old.unsynced = true
 	}
-	old.unsynced = false
-	s.syncedGen = s.writeGen
 	seg, err := s.createSegment()
 	if err != nil {
 		return err
@@ -447,6 +454,33 @@ func (s *Spool) syncLoop(d time.Duration) {
 func (s *Spool) syncTick() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Segments rotated since the last tick first, with mu released.
+	for !s.closed && s.err == nil {
+		var seg *segment
+		for _, sg := range s.segs[:len(s.segs)-1] {
+			if sg.unsynced && !sg.busy {
+				seg = sg
+				break
+			}
+		}
+		if seg == nil {
+			break
+		}
+		seg.busy = true
+		s.mu.Unlock()
+		start := time.Now()
+		err := seg.f.Sync()
+		d := time.Since(start)
+		s.mu.Lock()
+		seg.busy = false
+		s.st.FsyncLatency.observe(d)
+		s.st.Fsyncs++
+		if err != nil {
+			s.fail("fsync", err)
+			break
+		}
+		seg.unsynced = false
+	}
 	for !s.closed && s.err == nil && s.syncedGen < s.writeGen {
 		if s.syncing {
 			s.cond.Wait()
