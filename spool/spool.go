@@ -515,6 +515,7 @@ func (s *Spool) Replay(f func(b *batchproc.Batch) error) error {
 	list := s.replayed
 	s.mu.Unlock()
 	events := []batchproc.Event{} // not nil: decodeBatch fills it
+	var buf []byte
 	for _, e := range list {
 		s.mu.Lock()
 		if s.closed {
@@ -525,7 +526,9 @@ func (s *Spool) Replay(f func(b *batchproc.Batch) error) error {
 			s.mu.Unlock()
 			continue
 		}
-		body, err := s.readBody(e)
+		var body []byte
+		var err error
+		buf, body, err = s.readBody(e, buf)
 		s.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("spool: replay %s: %w", e.key, err)
@@ -549,23 +552,26 @@ func (s *Spool) Replay(f func(b *batchproc.Batch) error) error {
 	return nil
 }
 
-// readBody reads and checks e's record and returns its body (a fresh
-// slice). mu is held.
-func (s *Spool) readBody(e *entry) ([]byte, error) {
-	rec := make([]byte, e.n)
+// readBody reads and checks e's record into buf (grown as needed) and
+// returns buf and the record's body within it. mu is held.
+func (s *Spool) readBody(e *entry, buf []byte) ([]byte, []byte, error) {
+	if cap(buf) < e.n {
+		buf = make([]byte, e.n)
+	}
+	rec := buf[:e.n]
 	if _, err := e.seg.f.ReadAt(rec, e.off); err != nil {
-		return nil, err
+		return buf, nil, err
 	}
 	typ, body, n, ok := parseRecord(rec)
 	if !ok || typ != recBatch || n != e.n {
-		return nil, errors.New("record changed on disk since Open")
+		return buf, nil, errors.New("record changed on disk since Open")
 	}
-	return body, nil
+	return buf, body, nil
 }
 
 // readBatch returns a copy of e's batch. mu is held.
 func (s *Spool) readBatch(e *entry) (*batchproc.Batch, error) {
-	body, err := s.readBody(e)
+	_, body, err := s.readBody(e, nil)
 	if err != nil {
 		return nil, err
 	}
