@@ -194,6 +194,5 @@ func BenchmarkRecover1GiB(b *testing.B) {
 	b.ReportMetric((openTime / runs).Seconds(), "open-s")
 	// CPU time (user+sys) per recovery: on a loaded machine the wall time
 	// above includes waiting for a core; this does not.
-	b.ReportMetric((cpuTime() - cpu0).Seconds()/float64(runs), "cpu-s")
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(runs), "cpu-s")
 }
-
