@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -42,6 +43,10 @@ func crashChild() {
 	s, err := Open(dir, crashOpts(mode)...)
 	if err != nil {
 		die(err)
+	}
+	if mode == "hold" { // TestLockHeldByAnotherProcess
+		say("ready")
+		select {}
 	}
 	var found []string
 	if err := s.Replay(func(b *batchproc.Batch) error { found = append(found, b.Key()); return nil }); err != nil {
@@ -209,4 +214,37 @@ func runAndKill(t *testing.T, dir, mode string, start, killAfter int, rng *rand.
 	}
 	// A line cut short by the kill is not a report.
 	return slices.DeleteFunc(lines, func(l string) bool { return len(l) < 3 })
+}
+
+// Two processes never share a spool: while a child holds the directory,
+// Open fails with ErrLocked; once the child is killed (SIGKILL: no cleanup
+// ran), the lock is gone and Open succeeds.
+func TestLockHeldByAnotherProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, "SPOOL_CRASH_MODE=hold")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() || sc.Text() != "ready" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child did not open the spool: %q", sc.Text())
+	}
+	_, err = Open(dir)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if !errors.Is(err, ErrLocked) {
+		t.Fatalf("Open while another process holds the spool: %v, want ErrLocked", err)
+	}
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatalf("Open after the holder was killed: %v", err)
+	}
+	s.Close()
 }

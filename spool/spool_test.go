@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/batchproc/batchproc"
@@ -468,4 +469,33 @@ func TestHistogramQuantile(t *testing.T) {
 	if h.Count != 100 || h.Max != 20*time.Millisecond {
 		t.Errorf("Count %d Max %v", h.Count, h.Max)
 	}
+}
+
+// SyncInterval's background goroutine fsyncs every interval: after one
+// interval, what was appended before it survives a power loss; what was
+// appended after it does not have to.
+func TestSyncIntervalFsyncsInTheBackground(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newMemFS()
+		s := mustOpen(t, "/d", withFS(m), WithSync(SyncInterval(time.Second)))
+		if err := s.Append(testBatch(t, "a", 5)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // fake time: one tick
+		synctest.Wait()
+		if st := s.Stats(); st.Fsyncs != 1 {
+			t.Fatalf("%d fsyncs after one interval, want 1", st.Fsyncs)
+		}
+		if err := s.Append(testBatch(t, "b", 5)); err != nil {
+			t.Fatal(err)
+		}
+		m.crash()
+		s.Close()
+		m.powerLoss(nil)
+		s = mustOpen(t, "/d", withFS(m), WithSync(SyncInterval(time.Second)))
+		defer s.Close()
+		if got := replayKeys(t, s, five); !slices.Equal(got, []string{"a"}) {
+			t.Fatalf("after a power loss: replayed %v, want [a] (b came after the last fsync)", got)
+		}
+	})
 }
