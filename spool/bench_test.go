@@ -3,6 +3,7 @@ package spool
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,16 +88,19 @@ func BenchmarkAppendParallel(b *testing.B) {
 	defer s.Close()
 	var gid atomic.Int64
 	var ops atomic.Int64
-	b.SetBytes(200_000)
-	b.SetParallelism(4)
-	before := s.Stats()
-	b.RunParallel(func(pb *testing.PB) {
-		g := gid.Add(1)
-		const window = 4
-		ring := make([]*batchproc.Batch, window)
-		for i := range ring {
-			ring[i] = benchBatch(b, fmt.Sprintf("g%d-%d", g, i))
+	const parallelism, window = 4, 4
+	rings := make([][]*batchproc.Batch, parallelism*runtime.GOMAXPROCS(0))
+	for g := range rings {
+		for i := range window {
+			rings[g] = append(rings[g], benchBatch(b, fmt.Sprintf("g%d-%d", g, i)))
 		}
+	}
+	b.SetBytes(200_000)
+	b.SetParallelism(parallelism)
+	before := s.Stats()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ring := rings[gid.Add(1)-1]
 		n := 0
 		for pb.Next() {
 			bt := ring[n%window]
