@@ -81,10 +81,13 @@ func parseRecord(data []byte) (typ byte, body []byte, n int, ok bool) {
 	}
 	n = headerSize + int(bodyLen)
 	body = data[headerSize:n]
+	typ = data[8]
+	if typ != recBatch && typ != recAck { // before the CRC: cheap
+		return 0, nil, 0, false
+	}
 	if binary.LittleEndian.Uint32(data[4:8]) != recordCRC(data, body) {
 		return 0, nil, 0, false
 	}
-	typ = data[8]
 	switch typ {
 	case recBatch:
 		if _, _, err := decodeBatchHead(body); err != nil {
@@ -94,8 +97,6 @@ func parseRecord(data []byte) (typ byte, body []byte, n int, ok bool) {
 		if _, err := decodeAck(body); err != nil {
 			return 0, nil, 0, false
 		}
-	default:
-		return 0, nil, 0, false
 	}
 	return typ, body, n, true
 }

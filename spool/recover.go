@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -177,7 +178,23 @@ func (s *Spool) recover() error {
 func (s *Spool) repair(seg *segment, data []byte, off int) error {
 	rest := data[off:]
 	var found, batches int
+	// The scan tries a record at every offset; each try CRCs the length
+	// the bytes there claim. Crafted bytes could make that quadratic, so
+	// the bytes CRCed are bounded; past the bound the file counts as
+	// corrupt (kept aside), with the batches found so far.
+	budget := 16*int64(len(rest)) + 16<<20
 	for i := 1; i+headerSize <= len(rest); i++ {
+		if t := rest[i+8]; t != recBatch && t != recAck {
+			continue
+		}
+		claimed := int64(binary.LittleEndian.Uint32(rest[i:]))
+		if claimed > int64(len(rest)-i-headerSize) {
+			continue
+		}
+		if budget -= claimed + headerSize; budget < 0 {
+			found++ // unknown: assume the worse
+			break
+		}
 		if typ, _, n, ok := parseRecord(rest[i:]); ok {
 			found++
 			if typ == recBatch {
