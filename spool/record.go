@@ -144,10 +144,7 @@ func decodeBatch(body []byte, events []batchproc.Event) (seq uint64, n int, key 
 		return
 	}
 	n = int(cnt)
-	var ids []string
-	if events != nil {
-		ids = make([]string, 0, n)
-	}
+	idRegion := p
 	for range n {
 		var il uint64
 		if il, p, err = uvarint(p); err != nil {
@@ -157,10 +154,19 @@ func decodeBatch(body []byte, events []batchproc.Event) (seq uint64, n int, key 
 			err = errBadBody
 			return
 		}
-		if events != nil {
-			ids = append(ids, string(p[:il]))
-		}
 		p = p[il:]
+	}
+	var ids []string
+	if events != nil {
+		// One string for all the ids, sliced: one allocation per batch,
+		// not one per event.
+		all := string(idRegion[:len(idRegion)-len(p)])
+		ids = make([]string, 0, n)
+		for range n {
+			il, k := binary.Uvarint([]byte(all[:min(len(all), binary.MaxVarintLen64)]))
+			ids = append(ids, all[k:k+int(il)])
+			all = all[k+int(il):]
+		}
 	}
 	// The rest is the NDJSON: exactly n non-empty lines, each ending in '\n'.
 	if n == 0 {
