@@ -186,6 +186,9 @@ func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e 
 
 // forget drops e from the spool's state without writing an ack. mu is held.
 func (s *Spool) forget(e *entry) {
+	if e.acked { // dropped by another Append while this one waited
+		return
+	}
 	delete(s.live, e.key)
 	e.acked = true
 	e.seg.live--
