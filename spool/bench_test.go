@@ -167,7 +167,7 @@ func writeBigSpool(b *testing.B) (string, int) {
 
 var cleanups []func()
 
-// Recovery of a 1 GiB spool (5,370 batches of 200 kB in 17 segments): Open
+// Recovery of a 1 GiB spool (about 5,160 batches of 200 kB, 17 segments): Open
 // (read and check every record, fsync each segment) plus Replay of every
 // batch. The files are in the page cache (written in setup): this is the
 // CPU cost of recovery; a cold read adds the disk's sequential read time.
