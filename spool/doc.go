@@ -1,0 +1,133 @@
+// Package spool keeps sealed batches on disk from before their first send
+// until they are acked, so that a batch the processor accepted survives a
+// crash of the process (and, with [SyncBatch], of the machine). It is the
+// [Journal] the processor writes through:
+//
+//	s, err := spool.Open(dir, spool.WithSync(spool.SyncBatch))
+//	// at start: resend what the last process left
+//	s.Replay(func(b *batchproc.Batch) error { ...; return nil })
+//	// for each sealed batch, before its first send:
+//	if err := s.Append(b); err != nil { ... } // ErrFull: back-pressure
+//	// once it is delivered, or failed permanently:
+//	s.Ack(b.Key())
+//
+// Batches keep their keys across restarts, so a receiver that
+// de-duplicates by key (the loader does) stores a replayed batch once.
+//
+// # Sync modes
+//
+// The sync mode, named in the API, says what an Append that returned nil
+// survives:
+//
+//	mode             process crash      power loss / kernel crash         cost
+//	                 (kill -9, panic,
+//	                 OOM kill)
+//	SyncBatch        yes                yes                               one fsync per Append; concurrent
+//	(default)                                                             Appends share it (group commit)
+//	SyncInterval(d)  yes                once the next fsync ran: loses    one background fsync per d
+//	                                    at most the last d of Appends
+//	SyncNever        yes                no: whatever the kernel had not   none (an fsync at Close)
+//	                                    written back is lost
+//
+// A process crash loses nothing in any mode because Append's write has
+// reached the kernel's page cache before it returns, and the page cache
+// belongs to the kernel, not to the process.
+//
+// SyncBatch is the default because it is the only mode whose promise holds
+// whatever fails, and because a spool's Appends are per batch, not per
+// event: at the seed's load that is about 2 fsyncs a second, which any disk
+// sustains, and group commit keeps a burst of seals to one fsync for all of
+// them. Choose SyncInterval or SyncNever when the disk's fsync latency (see
+// [Stats].FsyncLatency) is more than the sealing path can wait for.
+//
+// Acks are never fsynced on their own: they ride on the next fsync. After
+// a power loss, a batch acked since the last fsync may therefore be
+// replayed once more (never after a process crash); the receiver's
+// de-duplication absorbs it.
+//
+// A failed fsync is never retried: Linux reports a write-back error once
+// and may drop the dirty pages, so a retry that succeeds would claim
+// durability for data that is gone (PostgreSQL's "fsyncgate"). The spool
+// instead fails: it logs the error (see [WithLogger]), reports it in
+// [Stats].Err, and every later Append returns the sticky [*FailedError].
+// The host process keeps running; the batches already on disk stay there
+// for the next [Open].
+//
+// # Disk budget
+//
+// The segment files never grow past the budget ([WithMaxBytes], default
+// 1 GiB): an Append that does not fit returns [ErrFull], which wraps
+// [batchproc.ErrFull] (the processor turns it into back-pressure). So does
+// ENOSPC or EDQUOT from the filesystem: "full", not a failure, and the part
+// of the record that was written is cut off again. With [WithDropOldest] a
+// full spool drops its oldest batches instead, handing each to a callback.
+// Space is reclaimed a whole segment at a time, from the oldest segment:
+// an old batch that is never acked holds its segment, and those after it.
+//
+// # On-disk format
+//
+// FORMAT. A spool is a directory holding:
+//
+//	LOCK                      flock(2)-ed while a Spool has the directory open
+//	NNNNNNNNNNNNNNNNNNNN.seg  segment files, NNN the segment id in 20 decimal digits
+//	NNNNNNNNNNNNNNNNNNNN.seg.corrupt  a segment found corrupt, kept for inspection (never read)
+//
+// Segments are written in id order; a new one starts when the next record
+// would take the current one past the segment size (default 64 MiB; a
+// record larger than that gets a segment of its own). A segment is a
+// sequence of self-framing records, with no file header:
+//
+//	offset  size  field
+//	0       4     body length n, uint32 little-endian (at most 1 GiB)
+//	4       4     CRC32C (Castagnoli) of bytes 0-3, byte 8 and the body
+//	8       1     record type: 1 batch, 2 ack
+//	9       n     body
+//
+// A batch record's body is:
+//
+//	uvarint  seq: the batch's sequence number, increasing in Append order
+//	uvarint  len(key), then the key's bytes (not empty)
+//	uvarint  event count c
+//	c times  uvarint len(id), then the id's bytes (may be empty)
+//	rest     the batch's NDJSON: exactly c non-empty lines, each ending in '\n'
+//
+// An ack record's body is one uvarint: the seq of the batch it acks (acks
+// always follow their batch). Unknown record types are invalid, so a
+// future format uses new type numbers and an old reader stops at them.
+//
+// There is no index, manifest or ledger besides the records: the state is
+// what the records say, so it cannot disagree with the data after a crash.
+// Directory changes are fsynced: a new segment's entry before anything
+// written to it is reported durable, a removal or a corrupt file's copy at
+// once (with SyncNever, the creations and removals at Close).
+//
+// # Recovery
+//
+// [Open] reads every segment in order and checks every record. The batches
+// without an ack are the spool's content, in Append order (for [Spool.Replay]),
+// and the disk usage is the files' sizes. At the first record that does not
+// check (short, bad length, bad CRC, malformed body), Open looks for any
+// valid record after it in the same file:
+//
+//   - none: a torn tail, the write a crash cut short. The file is
+//     truncated to its last valid record ([Stats].TornBytes).
+//   - some: the file is corrupt in the middle, and nothing after the bad
+//     record can be trusted (a damaged length hides where the next record
+//     starts). The whole file is copied aside as NAME.corrupt, then
+//     truncated to its valid prefix; the bytes and the batch records after
+//     the damage are counted lost ([Stats].LostBytes, LostBatches,
+//     CorruptFiles) and logged.
+//
+// Either way Open succeeds: what the files hold never makes it fail, so a
+// damaged spool cannot put its service in a crash loop. Open fails only
+// for invalid options, real I/O errors (permissions, a failing disk), and
+// [ErrLocked]. Then, except with SyncNever, Open fsyncs what it recovered,
+// which a crash may have left in the page cache only.
+//
+// # Concurrency and cost
+//
+// All methods are safe for concurrent use. An Append encodes its record
+// (header, ids and the batch's NDJSON) into a reused buffer and writes it
+// with one write call, under the spool's lock; the fsync runs with the lock
+// released, so other Appends write meanwhile and share the next fsync.
+package spool

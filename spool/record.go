@@ -1,0 +1,203 @@
+package spool
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+
+	"github.com/batchproc/batchproc"
+)
+
+// Record framing: see the package documentation, "On-disk format".
+const (
+	headerSize = 9 // length (4) + CRC32C (4) + type (1)
+
+	recBatch byte = 1
+	recAck   byte = 2
+
+	// maxBody bounds a record's length field, so a corrupt length is
+	// recognised as such before anything is read or allocated for it.
+	maxBody = 1 << 30
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// recordCRC is the CRC32C of the length field, the type and the body.
+func recordCRC(hdr []byte, body []byte) uint32 {
+	c := crc32.Update(0, castagnoli, hdr[0:4])
+	c = crc32.Update(c, castagnoli, hdr[8:9])
+	return crc32.Update(c, castagnoli, body)
+}
+
+// appendBatchRecord appends the batch record of b, with sequence number seq,
+// to dst: the header, then the body (seq, key, event count, ids, NDJSON).
+func appendBatchRecord(dst []byte, seq uint64, b *batchproc.Batch) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, headerSize)...)
+	dst = binary.AppendUvarint(dst, seq)
+	key := b.Key()
+	dst = binary.AppendUvarint(dst, uint64(len(key)))
+	dst = append(dst, key...)
+	n := b.Len()
+	dst = binary.AppendUvarint(dst, uint64(n))
+	for i := range n {
+		id := b.Event(i).ID
+		dst = binary.AppendUvarint(dst, uint64(len(id)))
+		dst = append(dst, id...)
+	}
+	dst = append(dst, b.NDJSON()...)
+	return sealRecord(dst[start:], recBatch)
+}
+
+// appendAckRecord appends the ack record of the batch with sequence number
+// seq to dst.
+func appendAckRecord(dst []byte, seq uint64) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, headerSize)...)
+	dst = binary.AppendUvarint(dst, seq)
+	sealRecord(dst[start:], recAck)
+	return dst
+}
+
+// sealRecord fills in the header of rec, whose body follows the header.
+func sealRecord(rec []byte, typ byte) []byte {
+	binary.LittleEndian.PutUint32(rec[0:4], uint32(len(rec)-headerSize))
+	rec[8] = typ
+	binary.LittleEndian.PutUint32(rec[4:8], recordCRC(rec, rec[headerSize:]))
+	return rec
+}
+
+// parseRecord reads the record at the start of data. It returns its type,
+// body and total length, or ok=false if data does not start with a whole
+// record whose CRC matches and whose body decodes.
+func parseRecord(data []byte) (typ byte, body []byte, n int, ok bool) {
+	if len(data) < headerSize {
+		return 0, nil, 0, false
+	}
+	bodyLen := binary.LittleEndian.Uint32(data[0:4])
+	if bodyLen > maxBody || int64(bodyLen) > int64(len(data)-headerSize) {
+		return 0, nil, 0, false
+	}
+	n = headerSize + int(bodyLen)
+	body = data[headerSize:n]
+	typ = data[8]
+	if typ != recBatch && typ != recAck { // before the CRC: cheap
+		return 0, nil, 0, false
+	}
+	if binary.LittleEndian.Uint32(data[4:8]) != recordCRC(data, body) {
+		return 0, nil, 0, false
+	}
+	switch typ {
+	case recBatch:
+		if _, _, err := decodeBatchHead(body); err != nil {
+			return 0, nil, 0, false
+		}
+	case recAck:
+		if _, err := decodeAck(body); err != nil {
+			return 0, nil, 0, false
+		}
+	}
+	return typ, body, n, true
+}
+
+var errBadBody = errors.New("spool: malformed record body")
+
+func uvarint(p []byte) (uint64, []byte, error) {
+	v, k := binary.Uvarint(p)
+	if k <= 0 {
+		return 0, nil, errBadBody
+	}
+	return v, p[k:], nil
+}
+
+// decodeBatchHead returns the sequence number and key of a batch record's
+// body, checking the whole body's structure on the way.
+func decodeBatchHead(body []byte) (seq uint64, key string, err error) {
+	seq, _, key, _, err = decodeBatch(body, nil)
+	return seq, key, err
+}
+
+// decodeBatch decodes a batch record's body. If events is not nil, it
+// appends the events to it (their payloads and ids alias body's memory
+// only through the returned slice's payloads; ids are strings).
+func decodeBatch(body []byte, events []batchproc.Event) (seq uint64, n int, key string, out []batchproc.Event, err error) {
+	p := body
+	if seq, p, err = uvarint(p); err != nil {
+		return
+	}
+	var kl uint64
+	if kl, p, err = uvarint(p); err != nil {
+		return
+	}
+	if kl == 0 || kl > uint64(len(p)) {
+		err = errBadBody
+		return
+	}
+	key, p = string(p[:kl]), p[kl:]
+	var cnt uint64
+	if cnt, p, err = uvarint(p); err != nil {
+		return
+	}
+	if cnt > uint64(len(p)) { // every event takes at least one byte (its id length)
+		err = errBadBody
+		return
+	}
+	n = int(cnt)
+	idRegion := p
+	for range n {
+		var il uint64
+		if il, p, err = uvarint(p); err != nil {
+			return
+		}
+		if il > uint64(len(p)) {
+			err = errBadBody
+			return
+		}
+		p = p[il:]
+	}
+	var ids []string
+	if events != nil {
+		// One string for all the ids, sliced: one allocation per batch,
+		// not one per event.
+		all := string(idRegion[:len(idRegion)-len(p)])
+		ids = make([]string, 0, n)
+		for range n {
+			il, k := binary.Uvarint([]byte(all[:min(len(all), binary.MaxVarintLen64)]))
+			ids = append(ids, all[k:k+int(il)])
+			all = all[k+int(il):]
+		}
+	}
+	// The rest is the NDJSON: exactly n non-empty lines, each ending in '\n'.
+	if n == 0 {
+		if len(p) != 0 {
+			err = errBadBody
+		}
+		return
+	}
+	if len(p) == 0 || p[len(p)-1] != '\n' {
+		err = errBadBody
+		return
+	}
+	out = events
+	for i := range n {
+		j := bytes.IndexByte(p, '\n')
+		if j <= 0 || (i == n-1) != (j == len(p)-1) {
+			err = errBadBody
+			return
+		}
+		if events != nil {
+			out = append(out, batchproc.Event{ID: ids[i], Payload: p[:j]})
+		}
+		p = p[j+1:]
+	}
+	return
+}
+
+func decodeAck(body []byte) (uint64, error) {
+	seq, rest, err := uvarint(body)
+	if err == nil && len(rest) != 0 {
+		err = errBadBody
+	}
+	return seq, err
+}
