@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -23,12 +24,20 @@ const paramsPerRow = 5
 // time order, and readable by SQLite's date functions.
 const tsLayout = "2006-01-02T15:04:05.000000000Z"
 
+// schemaVersion is the PRAGMA user_version of the current schema. Version
+// 0 with the tables present is the first schema (batches.key UNIQUE, no
+// namespace or digest), which Open migrates.
+const schemaVersion = 2
+
 const schema = `
-CREATE TABLE IF NOT EXISTS batches (
+CREATE TABLE batches (
 	id        INTEGER PRIMARY KEY,
-	key       TEXT UNIQUE,
+	namespace TEXT,
+	key       TEXT,
+	digest    BLOB,
 	count     INTEGER NOT NULL,
-	stored_at TEXT NOT NULL
+	stored_at TEXT NOT NULL,
+	UNIQUE (namespace, key)
 );
 CREATE TABLE IF NOT EXISTS events (
 	id       INTEGER PRIMARY KEY,
@@ -37,7 +46,28 @@ CREATE TABLE IF NOT EXISTS events (
 	type     TEXT NOT NULL,
 	ts       TEXT,
 	payload  BLOB NOT NULL
-);`
+);
+PRAGMA user_version = 2;`
+
+// migrateV1 turns the first schema's batches table into the current one in
+// place (SQLite cannot drop a UNIQUE constraint, so the small batches
+// table is copied; events are untouched). Keys stored before namespaces
+// existed get a NULL namespace: every namespace sees them as taken.
+const migrateV1 = `
+CREATE TABLE batches_v2 (
+	id        INTEGER PRIMARY KEY,
+	namespace TEXT,
+	key       TEXT,
+	digest    BLOB,
+	count     INTEGER NOT NULL,
+	stored_at TEXT NOT NULL,
+	UNIQUE (namespace, key)
+);
+INSERT INTO batches_v2 (id, namespace, key, digest, count, stored_at)
+	SELECT id, NULL, key, NULL, count, stored_at FROM batches;
+DROP TABLE batches;
+ALTER TABLE batches_v2 RENAME TO batches;
+PRAGMA user_version = 2;`
 
 // Store is a [store.Store] on one SQLite database file. It is safe for
 // concurrent use; see the package documentation for how writes are
@@ -47,7 +77,13 @@ type Store struct {
 	r   *sql.DB // readers
 	cfg config
 
-	insBatch *sql.Stmt
+	insBatch  *sql.Stmt
+	getDigest *sql.Stmt // the digest of a stored (namespace, key)
+	getLegacy *sql.Stmt // whether a key stored before namespaces exists
+	// legacy is set when the database holds keys from before namespaces
+	// (migrated from the first schema): each keyed batch then also checks
+	// them.
+	legacy bool
 	// insEvents[i] inserts sizes[i] rows; sizes are rowsPerInsert, then the
 	// powers of two below it, largest first, so any count is a sum of them.
 	insEvents []*sql.Stmt
@@ -105,15 +141,15 @@ func (s *Store) init(path string) error {
 	ctx := context.Background()
 	// The first connection switches the file to WAL (a persistent setting)
 	// before any reader opens it.
-	if _, err := s.w.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("sqlite: create schema: %w", err)
-	}
 	var mode string
 	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	if !strings.EqualFold(mode, "wal") {
 		return fmt.Errorf("sqlite: journal_mode is %q, want wal (a file system without shared memory?)", mode)
+	}
+	if err := s.createOrMigrate(ctx); err != nil {
+		return err
 	}
 
 	rq := url.Values{}
@@ -126,19 +162,84 @@ func (s *Store) init(path string) error {
 	r.SetMaxOpenConns(4)
 	s.r = r
 
-	s.insBatch, err = s.w.PrepareContext(ctx,
-		`INSERT INTO batches(key, count, stored_at) VALUES (?, ?, ?) ON CONFLICT(key) DO NOTHING RETURNING id`)
-	if err != nil {
-		return fmt.Errorf("sqlite: prepare: %w", err)
+	var events, batches int64
+	if err := s.w.QueryRowContext(ctx,
+		`SELECT count(*), coalesce(sum(count), 0) FROM batches`).Scan(&batches, &events); err != nil {
+		return fmt.Errorf("sqlite: count stored batches: %w", err)
+	}
+	s.tally.Start(events, batches)
+	if err := s.w.QueryRowContext(ctx,
+		`SELECT EXISTS (SELECT 1 FROM batches WHERE namespace IS NULL AND key IS NOT NULL)`).Scan(&s.legacy); err != nil {
+		return fmt.Errorf("sqlite: look for keys from before namespaces: %w", err)
+	}
+
+	prep := func(q string) (*sql.Stmt, error) {
+		st, err := s.w.PrepareContext(ctx, q)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		return st, nil
+	}
+	if s.insBatch, err = prep(`INSERT INTO batches(namespace, key, digest, count, stored_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(namespace, key) DO NOTHING RETURNING id`); err != nil {
+		return err
+	}
+	if s.getDigest, err = prep(`SELECT digest FROM batches WHERE namespace = ? AND key = ?`); err != nil {
+		return err
+	}
+	if s.getLegacy, err = prep(`SELECT 1 FROM batches WHERE namespace IS NULL AND key = ?`); err != nil {
+		return err
 	}
 	for n := s.cfg.rowsPerInsert; n > 0; {
-		st, err := s.w.PrepareContext(ctx, insertEventsSQL(n))
+		st, err := prep(insertEventsSQL(n))
 		if err != nil {
-			return fmt.Errorf("sqlite: prepare: %w", err)
+			return err
 		}
 		s.insEvents = append(s.insEvents, st)
 		s.sizes = append(s.sizes, n)
 		n = prevPow2(n)
+	}
+	return nil
+}
+
+// createOrMigrate creates the schema in a new database, or migrates the
+// first schema, in one write transaction, so two processes opening the
+// same file at once cannot both do it.
+func (s *Store) createOrMigrate(ctx context.Context) (err error) {
+	tx, err := s.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: the write lock
+	if err != nil {
+		return fmt.Errorf("sqlite: create schema: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that matters is err
+		}
+	}()
+	var version int
+	var tables int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("sqlite: read schema version: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx,
+		`SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'batches'`).Scan(&tables); err != nil {
+		return fmt.Errorf("sqlite: read schema: %w", err)
+	}
+	switch {
+	case version == schemaVersion:
+		return tx.Rollback() // nothing to do
+	case version == 0 && tables == 0:
+		if _, err := tx.ExecContext(ctx, schema); err != nil {
+			return fmt.Errorf("sqlite: create schema: %w", err)
+		}
+	case version == 0:
+		if _, err := tx.ExecContext(ctx, migrateV1); err != nil {
+			return fmt.Errorf("sqlite: migrate schema 1 to %d: %w", schemaVersion, err)
+		}
+	default:
+		return fmt.Errorf("sqlite: schema version %d is not one this loader knows (%d); a newer loader made it?", version, schemaVersion)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: create schema: %w", err)
 	}
 	return nil
 }
@@ -180,13 +281,21 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	}
 	dup, err := s.store(ctx, b)
 	if err != nil {
-		return false, fmt.Errorf("sqlite: store batch: %w", err)
+		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
 	}
 	s.tally.Record(b, dup)
 	return dup, nil
 }
 
 func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error) {
+	var key, digest any // NULL for no key: NULLs never conflict
+	if b.Key != "" {
+		key = store.CleanText(b.Key)
+		sum := b.Digest()
+		digest = sum[:]
+	}
+	ns := store.CleanText(b.Namespace)
+
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return false, err
@@ -197,13 +306,26 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 		}
 	}()
 
-	var key any // NULL for no key: NULLs never conflict
-	if b.Key != "" {
-		key = b.Key
+	if key != nil && s.legacy {
+		var one int
+		err := tx.StmtContext(ctx, s.getLegacy).QueryRowContext(ctx, key).Scan(&one)
+		if err == nil {
+			return true, nil // stored before namespaces and digests: a retry
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return false, err
+		}
 	}
 	var batchID int64
-	err = tx.StmtContext(ctx, s.insBatch).QueryRowContext(ctx, key, len(b.Events), formatTS(time.Now())).Scan(&batchID)
+	err = tx.StmtContext(ctx, s.insBatch).QueryRowContext(ctx, ns, key, digest, len(b.Events), formatTS(time.Now())).Scan(&batchID)
 	if errors.Is(err, sql.ErrNoRows) {
+		var old []byte
+		if err := tx.StmtContext(ctx, s.getDigest).QueryRowContext(ctx, ns, key).Scan(&old); err != nil {
+			return false, err
+		}
+		if !bytes.Equal(old, digest.([]byte)) {
+			return false, store.ErrKeyReused
+		}
 		return true, nil
 	}
 	if err != nil {
@@ -227,14 +349,14 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 			for j := range ev[:n] {
 				e := &ev[j]
 				var ts any
-				if !e.TS.IsZero() {
-					ts = formatTS(e.TS)
+				if t, null := store.CleanTS(e.TS); !null {
+					ts = formatTS(t)
 				}
 				p := e.Payload
 				if p == nil {
 					p = []byte{} // an empty payload, not NULL
 				}
-				args = append(args, bid, e.ID, e.Type, ts, p)
+				args = append(args, bid, store.CleanText(e.ID), store.CleanText(e.Type), ts, p)
 			}
 			if _, err := st.ExecContext(ctx, args...); err != nil {
 				return false, err
@@ -261,8 +383,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Counts implements [store.Store]. The totals count this Store's calls since
-// Open, not the rows already in the file.
+// Counts implements [store.Store]: the events and batches in the file (at
+// Open, plus those stored since through this Store) and the duplicates
+// since Open.
 func (s *Store) Counts() store.Counts {
 	return s.tally.Counts()
 }
@@ -286,7 +409,7 @@ func (s *Store) closeDBs() error {
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
-	for _, st := range append(s.insEvents, s.insBatch) {
+	for _, st := range append(s.insEvents, s.insBatch, s.getDigest, s.getLegacy) {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -316,19 +439,19 @@ func (s *Store) Batches(ctx context.Context) ([]store.Batch, error) {
 
 	var out []store.Batch
 	index := make(map[int64]int)
-	rows, err := tx.QueryContext(ctx, "SELECT id, key FROM batches ORDER BY id")
+	rows, err := tx.QueryContext(ctx, "SELECT id, namespace, key FROM batches ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: read batches: %w", err)
 	}
 	for rows.Next() {
 		var id int64
-		var key sql.NullString
-		if err := rows.Scan(&id, &key); err != nil {
+		var ns, key sql.NullString
+		if err := rows.Scan(&id, &ns, &key); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("sqlite: read batches: %w", err)
 		}
 		index[id] = len(out)
-		out = append(out, store.Batch{Key: key.String})
+		out = append(out, store.Batch{Namespace: ns.String, Key: key.String})
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("sqlite: read batches: %w", err)
