@@ -101,13 +101,15 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	writeRaw(w, http.StatusOK, `{"status":"ready"}`)
 }
 
-// Stats are the totals served at /v1/stats: the store's counts since it was
-// opened and the batch requests this Server refused.
+// Stats are the totals served at /v1/stats (docs/protocol.md, Stats): the
+// events and batches in the store (as store.Counts has them: found at Open
+// plus stored since), and the duplicates and refused batch requests of this
+// Server since it started.
 type Stats struct {
-	Events     int64 `json:"events"`     // events stored
-	Batches    int64 `json:"batches"`    // batches stored
-	Duplicates int64 `json:"duplicates"` // repeats of an already stored Idempotency-Key
-	Rejected   int64 `json:"rejected"`   // POST /v1/batches answered with an error status
+	Events     int64 `json:"events"`     // events in the store
+	Batches    int64 `json:"batches"`    // batches in the store
+	Duplicates int64 `json:"duplicates"` // repeats of an already stored Idempotency-Key, since start
+	Rejected   int64 `json:"rejected"`   // POST /v1/batches answered with an error status, since start
 }
 
 // Stats returns the totals served at /v1/stats.

@@ -3,13 +3,24 @@
 //
 // # Schema
 //
-//	batches(id INTEGER PRIMARY KEY, key TEXT UNIQUE, count INTEGER, stored_at TEXT)
+//	batches(id INTEGER PRIMARY KEY, namespace TEXT, key TEXT, digest BLOB, count INTEGER, stored_at TEXT, UNIQUE (namespace, key))
 //	events (id INTEGER PRIMARY KEY, batch_id INTEGER, event_id TEXT, type TEXT, ts TEXT, payload BLOB)
 //
+// PRAGMA user_version is 2. A file of the first schema (user_version 0,
+// batches.key UNIQUE, no namespace or digest) is migrated in place by
+// [Open], in one transaction: the batches table (one row per batch) is
+// copied, events are untouched, and the old keys keep a NULL namespace,
+// which every namespace sees as taken (a retry of such a batch is a
+// duplicate whatever its content, as its digest is unknown).
+//
 // A batch without an Idempotency-Key has a NULL key (SQLite's UNIQUE lets
-// NULLs repeat). Event ids and types are stored verbatim; ts and stored_at
-// are UTC in the fixed-width form 2006-01-02T15:04:05.000000000Z, so they
-// sort as text and SQLite's date functions read them; an absent ts is NULL.
+// NULLs repeat). digest is [store.Batch.Digest] of a keyed batch. Event
+// ids, types, keys and namespaces are stored as [store.CleanText] makes
+// them (NUL and invalid UTF-8 replaced by U+FFFD, as PostgreSQL must), ts
+// as [store.CleanTS] makes it (UTC, to the microsecond; the zero time as
+// NULL, like an absent ts); ts and stored_at are in the fixed-width form
+// 2006-01-02T15:04:05.000000000Z, so they sort as text and SQLite's date
+// functions read them.
 // events.batch_id has no index, to keep ingest fast; add one for lookups by
 // batch (CREATE INDEX IF NOT EXISTS is safe on a live database).
 //
