@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -89,6 +90,16 @@ type Store struct {
 	insEvents []*sql.Stmt
 	sizes     []int
 
+	// Group commit: Store calls queue requests; the one holding writer
+	// (a token, capacity 1) writes a group of them.
+	qmu    sync.Mutex
+	queue  []*request
+	writer chan struct{}
+	// Test hooks: onQueued gets the queue's length after each request
+	// joins it; onCommit, the size of each group committed.
+	onQueued func(n int)
+	onCommit func(n int)
+
 	// mu is held shared by each Store call and exclusively by Close, so
 	// Close waits for calls under way and later calls see closed.
 	mu     sync.RWMutex
@@ -115,7 +126,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.busyTimeout.Milliseconds(), 10)+")")
 	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "synchronous("+string(cfg.sync)+")")
 	q.Add("_pragma", "foreign_keys(OFF)")
 	// Begin write transactions with the write lock taken, so a transaction
 	// never fails to upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT).
@@ -129,7 +140,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	s := &Store{w: w, cfg: cfg}
+	s := &Store{w: w, cfg: cfg, writer: make(chan struct{}, 1)}
 	if err := s.init(path); err != nil {
 		s.closeDBs()
 		return nil, err
@@ -268,8 +279,13 @@ func insertEventsSQL(rows int) string {
 	return b.String()
 }
 
-// Store implements [store.Store]: the key row and all events are written in
-// one transaction on the single writer connection.
+// Store implements [store.Store]. Concurrent calls are committed together:
+// the first caller to reach the writer connection takes every batch queued
+// by then (up to [WithGroupCommit] events) and writes them in one
+// transaction, each batch under a savepoint of its own, so a batch that
+// fails (its ctx done, a reused key) is rolled back alone; every caller
+// returns once the transaction holding its batch committed. With
+// synchronous=FULL one fsync then covers the whole group.
 func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -279,7 +295,8 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	dup, err := s.store(ctx, b)
+	r := newRequest(ctx, b)
+	dup, err := s.submit(r)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
 	}
@@ -287,28 +304,179 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	return dup, nil
 }
 
-func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error) {
-	var key, digest any // NULL for no key: NULLs never conflict
-	if b.Key != "" {
-		key = store.CleanText(b.Key)
-		sum := b.Digest()
-		digest = sum[:]
-	}
-	ns := store.CleanText(b.Namespace)
+// request is one Store call waiting for, or taken into, a group commit.
+type request struct {
+	ctx         context.Context
+	b           *store.Batch
+	ns          string
+	key, digest any // NULL for no key: NULLs never conflict
 
+	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
+	dup   bool
+	err   error
+	done  chan struct{} // closed by the leader when dup and err are final
+}
+
+const (
+	queued int32 = iota
+	taken
+	withdrawn
+)
+
+func newRequest(ctx context.Context, b *store.Batch) *request {
+	r := &request{ctx: ctx, b: b, ns: store.CleanText(b.Namespace), done: make(chan struct{})}
+	if b.Key != "" {
+		r.key = store.CleanText(b.Key)
+		sum := b.Digest()
+		r.digest = sum[:]
+	}
+	return r
+}
+
+// submit queues r and waits for its outcome, leading a group commit
+// whenever the writer is free.
+func (s *Store) submit(r *request) (bool, error) {
+	s.qmu.Lock()
+	s.queue = append(s.queue, r)
+	if s.onQueued != nil {
+		s.onQueued(len(s.queue))
+	}
+	s.qmu.Unlock()
+	for {
+		select {
+		case <-r.done:
+			return r.dup, r.err
+		default:
+		}
+		select {
+		case <-r.done:
+			return r.dup, r.err
+		case s.writer <- struct{}{}:
+			s.lead()
+			<-s.writer
+		case <-r.ctx.Done():
+			if r.state.CompareAndSwap(queued, withdrawn) {
+				return false, r.ctx.Err() // no leader took it: nothing stored
+			}
+			<-r.done // a leader has it: its outcome is the truth
+			return r.dup, r.err
+		}
+	}
+}
+
+// lead takes the queued requests, up to the group's event budget, writes
+// them in one transaction and releases their callers.
+func (s *Store) lead() {
+	s.qmu.Lock()
+	var group []*request
+	events, i := 0, 0
+	for ; i < len(s.queue); i++ {
+		r := s.queue[i]
+		if len(group) > 0 && events+len(r.b.Events) > s.cfg.groupEvents {
+			break
+		}
+		if r.state.CompareAndSwap(queued, taken) {
+			group = append(group, r)
+			events += len(r.b.Events)
+		}
+	}
+	n := copy(s.queue, s.queue[i:])
+	clear(s.queue[n:])
+	s.queue = s.queue[:n]
+	s.qmu.Unlock()
+	if len(group) == 0 {
+		return
+	}
+	s.commitGroup(group)
+	for _, r := range group {
+		close(r.done)
+	}
+}
+
+// commitGroup writes the group in one transaction and sets each request's
+// outcome. The transaction runs on a context of its own, as it serves
+// several callers; each request's ctx is checked between its statements.
+func (s *Store) commitGroup(group []*request) {
+	ctx := context.Background()
+	fail := func(err error) {
+		for _, r := range group {
+			if r.err == nil {
+				r.dup, r.err = false, err
+			}
+		}
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return false, err
+		fail(err)
+		return
 	}
-	defer func() {
-		if err != nil || dup {
-			_ = tx.Rollback() // the error that matters is err
+	single := len(group) == 1
+	writes := 0
+	for _, r := range group {
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+			continue
 		}
-	}()
+		if !single {
+			if _, err := tx.ExecContext(ctx, "SAVEPOINT batch"); err != nil {
+				_ = tx.Rollback()
+				fail(err)
+				return
+			}
+		}
+		dup, err := s.write(ctx, tx, r)
+		if err != nil {
+			r.err = err
+			if single {
+				break
+			}
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO batch; RELEASE batch"); err != nil {
+				_ = tx.Rollback()
+				fail(err)
+				return
+			}
+			continue
+		}
+		r.dup = dup
+		if !dup {
+			writes++
+		}
+		if !single {
+			if _, err := tx.ExecContext(ctx, "RELEASE batch"); err != nil {
+				_ = tx.Rollback()
+				fail(err)
+				return
+			}
+		}
+	}
+	if writes == 0 {
+		// Nothing to commit: duplicates and failures only. (A duplicate of
+		// a batch earlier in this group is not possible here: that batch
+		// wrote, so writes > 0.)
+		_ = tx.Rollback() // the outcomes are set; a rollback error changes none
+		return
+	}
+	if s.onCommit != nil {
+		s.onCommit(len(group))
+	}
+	if err := tx.Commit(); err != nil {
+		// Duplicates may have been judged against a batch of this group:
+		// nothing of the group is stored, so every caller retries.
+		for _, r := range group {
+			if r.err == nil {
+				r.dup, r.err = false, err
+			}
+		}
+	}
+}
 
-	if key != nil && s.legacy {
+// write stores r's key row and events in tx. A duplicate or a reused key
+// writes nothing.
+func (s *Store) write(ctx context.Context, tx *sql.Tx, r *request) (dup bool, err error) {
+	b := r.b
+	if r.key != nil && s.legacy {
 		var one int
-		err := tx.StmtContext(ctx, s.getLegacy).QueryRowContext(ctx, key).Scan(&one)
+		err := tx.StmtContext(ctx, s.getLegacy).QueryRowContext(ctx, r.key).Scan(&one)
 		if err == nil {
 			return true, nil // stored before namespaces and digests: a retry
 		}
@@ -317,13 +485,13 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 		}
 	}
 	var batchID int64
-	err = tx.StmtContext(ctx, s.insBatch).QueryRowContext(ctx, ns, key, digest, len(b.Events), formatTS(time.Now())).Scan(&batchID)
+	err = tx.StmtContext(ctx, s.insBatch).QueryRowContext(ctx, r.ns, r.key, r.digest, len(b.Events), formatTS(time.Now())).Scan(&batchID)
 	if errors.Is(err, sql.ErrNoRows) {
 		var old []byte
-		if err := tx.StmtContext(ctx, s.getDigest).QueryRowContext(ctx, ns, key).Scan(&old); err != nil {
+		if err := tx.StmtContext(ctx, s.getDigest).QueryRowContext(ctx, r.ns, r.key).Scan(&old); err != nil {
 			return false, err
 		}
-		if !bytes.Equal(old, digest.([]byte)) {
+		if !bytes.Equal(old, r.digest.([]byte)) {
 			return false, store.ErrKeyReused
 		}
 		return true, nil
@@ -341,8 +509,8 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 		}
 		st := tx.StmtContext(ctx, s.insEvents[i])
 		for len(ev) >= n {
-			// Abandon a cancelled batch between statements, not only at commit.
-			if err := ctx.Err(); err != nil {
+			// Abandon a cancelled batch between statements.
+			if err := r.ctx.Err(); err != nil {
 				return false, err
 			}
 			args = args[:0]
@@ -364,7 +532,12 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 			ev = ev[n:]
 		}
 	}
-	return false, tx.Commit()
+	// Checked once more after the last statement: a batch whose ctx ended
+	// while it was written is not committed.
+	if err := r.ctx.Err(); err != nil {
+		return false, err
+	}
+	return false, nil
 }
 
 func formatTS(t time.Time) string { return t.UTC().Format(tsLayout) }
