@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -40,23 +41,48 @@ func benchEvents(n int) []byte {
 // ceiling.
 func BenchmarkIngestDiscard(b *testing.B) { benchIngest(b, store.NewDiscard()) }
 
-// BenchmarkIngestSQLite is BenchmarkIngestDiscard into a SQLite file.
+// BenchmarkIngestSQLite is BenchmarkIngestDiscard into a SQLite file, with
+// the store's default synchronous=FULL (each commit fsynced) and with
+// synchronous=NORMAL; FULL also without group commit (nogroup), to show
+// what grouping concurrent batches into one commit buys. Each runs with
+// GOMAXPROCS clients and with 8 per GOMAXPROCS (clients=16 on 2 cores).
 func BenchmarkIngestSQLite(b *testing.B) {
-	st, err := sqlite.Open(filepath.Join(b.TempDir(), "ingest.db"))
-	if err != nil {
-		b.Fatal(err)
+	for _, c := range []struct {
+		name string
+		opts []sqlite.Option
+	}{
+		{"sync=FULL", nil},
+		{"sync=FULL-nogroup", []sqlite.Option{sqlite.WithGroupCommit(0)}},
+		{"sync=NORMAL", []sqlite.Option{sqlite.WithSynchronous(sqlite.SyncNormal)}},
+	} {
+		for _, par := range []int{1, 8} {
+			b.Run(c.name+"/clients="+strconv.Itoa(par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
+				st, err := sqlite.Open(filepath.Join(b.TempDir(), "ingest.db"), c.opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.SetParallelism(par)
+				benchIngest(b, st)
+			})
+		}
 	}
-	benchIngest(b, st)
 }
 
 // BenchmarkIngestPostgres is BenchmarkIngestDiscard into PostgreSQL (the
-// server of BATCHPROC_TEST_POSTGRES, as scripts/test.sh starts it).
+// server of BATCHPROC_TEST_POSTGRES, as scripts/test.sh starts it: fsync
+// off; start one with scripts/pg-start.sh --durable for the server's
+// durable defaults), with GOMAXPROCS clients and 8 per GOMAXPROCS.
 func BenchmarkIngestPostgres(b *testing.B) {
-	st, err := postgres.Open(context.Background(), pgtest.DSN(b))
-	if err != nil {
-		b.Fatal(err)
+	for _, par := range []int{1, 8} {
+		b.Run("clients="+strconv.Itoa(par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
+			st, err := postgres.Open(context.Background(), pgtest.DSN(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(par)
+			benchIngest(b, st)
+		})
 	}
-	benchIngest(b, st)
 }
 
 // benchIngest serves st (closed by the server's Shutdown) and posts to it.

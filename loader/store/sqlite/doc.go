@@ -26,24 +26,29 @@
 //
 // # Durability
 //
-// The database runs in WAL mode with synchronous=NORMAL. A batch is
-// committed when [Store.Store] returns nil: it survives a crash of the
-// process, since the commit is in the WAL file the moment the write
-// returns. It is not synced to disk at each commit, though: after a power
-// loss or kernel crash the last commits (those since the last WAL sync,
-// which happens at each checkpoint) can be lost, the database itself staying
-// consistent (a lost batch loses its key with it, never half of it). The
-// sink got a 200 for such a batch and will not resend it, so WAL+NORMAL
-// trades the last moments of data on power loss for ingest speed; it is the
-// usual choice for SQLite in WAL mode. synchronous=FULL, which would fsync
-// every commit, is not offered.
+// The database runs in WAL mode with synchronous=FULL by default
+// ([WithSynchronous]): the WAL is synced to disk at every commit, so a
+// batch whose [Store.Store] returned nil survives a crash of the process,
+// of the kernel or of the power, which is what the loader's 200 promises.
+// With [SyncNormal] the WAL is synced only at checkpoints: a commit
+// survives a crash of the process, but the last commits before a power
+// loss or kernel crash can be lost, the database itself staying consistent
+// (a lost batch loses its key with it, never half of it); the sink got a
+// 200 for such a batch and will not resend it. NORMAL is faster when each
+// commit must wait for its own fsync; group commit (below) makes FULL cost
+// one fsync per group instead of one per batch.
 //
 // # Concurrency
 //
 // SQLite admits one writer at a time, so the store writes through a single
-// connection: concurrent Store calls queue for it (each waiting at most
-// until its ctx is done), and each batch is one transaction: its key row,
-// then its events in multi-row INSERTs of [WithRowsPerInsert] rows. Reads
+// connection. Concurrent Store calls queue; the first to find the writer
+// free takes every batch queued by then (up to [WithGroupCommit] events)
+// and writes them in one transaction, each batch under a savepoint of its
+// own: its key row, then its events in multi-row INSERTs of
+// [WithRowsPerInsert] rows. A batch that fails (its ctx ended, a reused
+// key) is rolled back to its savepoint alone; the others commit, and every
+// caller returns once the commit holding its batch is done. A call whose
+// ctx ends while it is still queued withdraws and stores nothing. Reads
 // ([Store.Batches], [Store.Ping]) use separate connections and never wait
 // for writers. A second process writing the same file waits up to
 // [WithBusyTimeout] for the lock.
