@@ -111,7 +111,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		{ctx, batch("a", "a", 50), false, nil},
 		{ctx, batch("taken", "other", 3), false, store.ErrKeyReused},
 		{cctx, batch("cancelled", "c", 600), false, context.Canceled}, // cancelled while queued
-		{ctx, batch("a", "a", 50), true, nil},                       // a's retry, same group
+		{ctx, batch("a", "a", 50), true, nil},                         // a's retry, same group
 		{ctx, batch("", "nokey", 5), false, nil},
 	}
 	type result struct {
