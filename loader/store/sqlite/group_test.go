@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/batchproc/batchproc/loader/store"
 )
@@ -207,4 +208,35 @@ func TestSynchronous(t *testing.T) {
 	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), WithSynchronous("OFF")); err == nil {
 		t.Error("WithSynchronous(OFF) accepted")
 	}
+}
+
+// TestFormatTS: the fast formatter writes what time.Format does.
+func TestFormatTS(t *testing.T) {
+	for _, ts := range []time.Time{
+		{},
+		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(1500, 2, 3, 4, 5, 6, 7, time.UTC),
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.FixedZone("", -7*3600)),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Now(),
+	} {
+		if got, want := formatTS(ts), ts.UTC().Format(tsLayout); got != want {
+			t.Errorf("formatTS(%v) = %q, want %q", ts, got, want)
+		}
+	}
+}
+
+// FuzzFormatTS checks the stored timestamp form against time.Format for
+// any instant.
+func FuzzFormatTS(f *testing.F) {
+	f.Add(int64(0), int64(0))
+	f.Add(int64(253402300799), int64(999999999))
+	f.Fuzz(func(t *testing.T, sec, nsec int64) {
+		ts := time.Unix(sec, nsec)
+		if got, want := formatTS(ts), ts.UTC().Format(tsLayout); got != want {
+			t.Errorf("formatTS(%v) = %q, want %q", ts, got, want)
+		}
+	})
 }

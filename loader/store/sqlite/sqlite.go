@@ -540,7 +540,39 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, r *request) (dup bool, er
 	return false, nil
 }
 
-func formatTS(t time.Time) string { return t.UTC().Format(tsLayout) }
+// formatTS returns t in UTC as tsLayout formats it, for years 0 to 9999
+// (all RFC 3339 allows), several times faster than time.Format, which was
+// a tenth of the writer's CPU.
+func formatTS(t time.Time) string {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.Format(tsLayout)
+	}
+	h, mi, sec := t.Clock()
+	var b [len(tsLayout)]byte
+	put := func(i, v, n int) {
+		for j := i + n - 1; j >= i; j-- {
+			b[j] = byte('0' + v%10)
+			v /= 10
+		}
+	}
+	put(0, y, 4)
+	b[4] = '-'
+	put(5, int(mo), 2)
+	b[7] = '-'
+	put(8, d, 2)
+	b[10] = 'T'
+	put(11, h, 2)
+	b[13] = ':'
+	put(14, mi, 2)
+	b[16] = ':'
+	put(17, sec, 2)
+	b[19] = '.'
+	put(20, t.Nanosecond(), 9)
+	b[29] = 'Z'
+	return string(b[:])
+}
 
 // Ping implements [store.Store]: it runs a query on a reader connection.
 func (s *Store) Ping(ctx context.Context) error {
