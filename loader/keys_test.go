@@ -175,3 +175,23 @@ func TestStatsSurviveRestart(t *testing.T) {
 		t.Errorf("/v1/stats after restart = %s, want 7 events and 2 batches in the store, 0 duplicates and 0 rejected since start", resp.body)
 	}
 }
+
+// TestEscapedNULInID: "\u0000" in an id decodes to NUL, which the store
+// keeps as U+FFFD (the rule both stores share); the payload keeps the
+// escape as sent.
+func TestEscapedNULInID(t *testing.T) {
+	st := openSQLite(t, filepath.Join(t.TempDir(), "nul.db"))
+	ts := startServer(t, Config{Store: st})
+	line := `{"id":"a\u0000b","type":"\u0000","ts":"0001-01-01T00:00:00Z"}`
+	if r := ts.post([]byte(line + "\n")); r.code != 200 {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	got, err := st.Batches(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := got[0].Events[0]
+	if e.ID != "a\uFFFDb" || e.Type != "\uFFFD" || !e.TS.IsZero() || string(e.Payload) != line {
+		t.Errorf("stored %+q %+q %v %s; want \"a\\uFFFDb\", \"\\uFFFD\", no ts, the line verbatim", e.ID, e.Type, e.TS, e.Payload)
+	}
+}
