@@ -71,15 +71,25 @@ func BenchmarkIngestSQLite(b *testing.B) {
 // BenchmarkIngestPostgres is BenchmarkIngestDiscard into PostgreSQL (the
 // server of BATCHPROC_TEST_POSTGRES, as scripts/test.sh starts it: fsync
 // off; start one with scripts/pg-start.sh --durable for the server's
-// durable defaults), with GOMAXPROCS clients and 8 per GOMAXPROCS.
+// durable defaults), with GOMAXPROCS clients and 8 per GOMAXPROCS, through
+// pgxpool's default pool (4 connections here) and, with 16 clients, through
+// 16 connections, so that more transactions wait for one WAL flush.
 func BenchmarkIngestPostgres(b *testing.B) {
-	for _, par := range []int{1, 8} {
-		b.Run("clients="+strconv.Itoa(par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
-			st, err := postgres.Open(context.Background(), pgtest.DSN(b))
+	for _, c := range []struct{ par, conns int }{{1, 0}, {8, 0}, {8, 16}} {
+		name := "clients=" + strconv.Itoa(c.par*runtime.GOMAXPROCS(0))
+		if c.conns > 0 {
+			name += "/conns=" + strconv.Itoa(c.conns)
+		}
+		b.Run(name, func(b *testing.B) {
+			dsn := pgtest.DSN(b)
+			if c.conns > 0 {
+				dsn += "&pool_max_conns=" + strconv.Itoa(c.conns) // pgtest's DSN is a URL with a query
+			}
+			st, err := postgres.Open(context.Background(), dsn)
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.SetParallelism(par)
+			b.SetParallelism(c.par)
 			benchIngest(b, st)
 		})
 	}
