@@ -3,6 +3,7 @@ package loader
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -193,5 +194,38 @@ func TestEscapedNULInID(t *testing.T) {
 	e := got[0].Events[0]
 	if e.ID != "a\uFFFDb" || e.Type != "\uFFFD" || !e.TS.IsZero() || string(e.Payload) != line {
 		t.Errorf("stored %+q %+q %v %s; want \"a\\uFFFDb\", \"\\uFFFD\", no ts, the line verbatim", e.ID, e.Type, e.TS, e.Payload)
+	}
+}
+
+// TestKafkaKeyReused: a record whose batch key was stored before with other
+// content is logged, counted as rejected and skipped; the consumer goes on
+// with the next record instead of retrying it forever.
+func TestKafkaKeyReused(t *testing.T) {
+	c := newKafka(t, 1)
+	ns := newNotifyStore(openSQLite(t, filepath.Join(t.TempDir(), "kafka.db")))
+	ks := startKafkaServer(t, c, "g", ns)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	hdr := func(k string) []kgo.RecordHeader { return []kgo.RecordHeader{{Key: headerBatchKey, Value: []byte(k)}} }
+	recs := []*kgo.Record{
+		{Value: []byte(`{"a":1}` + "\n"), Headers: hdr("k")}, // offset 0: stored
+		{Value: []byte(`{"a":2}` + "\n"), Headers: hdr("k")}, // 1: same key, other batch
+		{Value: []byte(`{"a":1}` + "\n"), Headers: hdr("k")}, // 2: a true redelivery
+		{Value: []byte(`{"b":1}` + "\n"), Headers: hdr("next")},
+	}
+	if err := cl.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	got := ns.waitOutcomes(t, 4)
+	ks.stop(t)
+	if got[0] != (outcome{"k", 1, false, nil}) || !errors.Is(got[1].err, store.ErrKeyReused) ||
+		got[2] != (outcome{"k", 1, true, nil}) || got[3] != (outcome{"next", 1, false, nil}) {
+		t.Errorf("store saw %v, want k stored, k refused as reused, k a duplicate, next stored", got)
+	}
+	if logs := ks.logs.String(); !strings.Contains(logs, "kafka record rejected") || !strings.Contains(logs, "offset=1") {
+		t.Errorf("no rejection logged for offset 1:\n%s", logs)
 	}
 }
