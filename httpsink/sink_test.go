@@ -234,6 +234,7 @@ func TestStatus(t *testing.T) {
 		{"400 with line", reply{400, `{"error":"line 3 is not a JSON object","line":3}`, nil}, want{true, -1, 0, 400, 3, "line 3 is not a JSON object"}},
 		{"401", reply{401, `{"error":"missing token"}`, nil}, want{true, -1, 0, 401, 0, "missing token"}},
 		{"415", reply{415, `{"error":"unsupported Content-Encoding"}`, nil}, want{true, -1, 0, 415, 0, "unsupported Content-Encoding"}},
+		{"422 key reused", reply{422, `{"error":"Idempotency-Key \"k\" was already used for a batch with other content"}`, nil}, want{true, -1, 0, 422, 0, "already used for a batch with other content"}},
 		{"404", reply{404, `{"error":"no such path"}`, nil}, want{true, -1, 0, 404, 0, "no such path"}},
 		{"405 text body", reply{405, "method not allowed\n", nil}, want{true, -1, 0, 405, 0, "method not allowed"}},
 		{"302 not followed", reply{302, "", map[string]string{"Location": "/elsewhere"}}, want{true, -1, 0, 302, 0, "(empty body)"}},

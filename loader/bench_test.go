@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -40,23 +41,58 @@ func benchEvents(n int) []byte {
 // ceiling.
 func BenchmarkIngestDiscard(b *testing.B) { benchIngest(b, store.NewDiscard()) }
 
-// BenchmarkIngestSQLite is BenchmarkIngestDiscard into a SQLite file.
+// BenchmarkIngestSQLite is BenchmarkIngestDiscard into a SQLite file, with
+// the store's default synchronous=FULL (each commit fsynced) and with
+// synchronous=NORMAL; FULL also without group commit (nogroup), to show
+// what grouping concurrent batches into one commit buys. Each runs with
+// GOMAXPROCS clients and with 8 per GOMAXPROCS (clients=16 on 2 cores).
 func BenchmarkIngestSQLite(b *testing.B) {
-	st, err := sqlite.Open(filepath.Join(b.TempDir(), "ingest.db"))
-	if err != nil {
-		b.Fatal(err)
+	for _, c := range []struct {
+		name string
+		opts []sqlite.Option
+	}{
+		{"sync=FULL", nil},
+		{"sync=FULL-nogroup", []sqlite.Option{sqlite.WithGroupCommit(0)}},
+		{"sync=NORMAL", []sqlite.Option{sqlite.WithSynchronous(sqlite.SyncNormal)}},
+	} {
+		for _, par := range []int{1, 8} {
+			b.Run(c.name+"/clients="+strconv.Itoa(par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
+				st, err := sqlite.Open(filepath.Join(b.TempDir(), "ingest.db"), c.opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.SetParallelism(par)
+				benchIngest(b, st)
+			})
+		}
 	}
-	benchIngest(b, st)
 }
 
 // BenchmarkIngestPostgres is BenchmarkIngestDiscard into PostgreSQL (the
-// server of BATCHPROC_TEST_POSTGRES, as scripts/test.sh starts it).
+// server of BATCHPROC_TEST_POSTGRES, as scripts/test.sh starts it: fsync
+// off; start one with scripts/pg-start.sh --durable for the server's
+// durable defaults), with GOMAXPROCS clients and 8 per GOMAXPROCS, through
+// pgxpool's default pool (4 connections here) and, with 16 clients, through
+// 16 connections, so that more transactions wait for one WAL flush.
 func BenchmarkIngestPostgres(b *testing.B) {
-	st, err := postgres.Open(context.Background(), pgtest.DSN(b))
-	if err != nil {
-		b.Fatal(err)
+	for _, c := range []struct{ par, conns int }{{1, 0}, {8, 0}, {8, 16}} {
+		name := "clients=" + strconv.Itoa(c.par*runtime.GOMAXPROCS(0))
+		if c.conns > 0 {
+			name += "/conns=" + strconv.Itoa(c.conns)
+		}
+		b.Run(name, func(b *testing.B) {
+			dsn := pgtest.DSN(b)
+			if c.conns > 0 {
+				dsn += "&pool_max_conns=" + strconv.Itoa(c.conns) // pgtest's DSN is a URL with a query
+			}
+			st, err := postgres.Open(context.Background(), dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(c.par)
+			benchIngest(b, st)
+		})
 	}
-	benchIngest(b, st)
 }
 
 // benchIngest serves st (closed by the server's Shutdown) and posts to it.

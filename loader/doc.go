@@ -12,7 +12,10 @@
 // as its payload; its top-level "id" and "type" members (strings) and "ts"
 // (an RFC 3339 time string) are read when present. An Idempotency-Key
 // header (1..128 of [A-Za-z0-9._:-]) makes retries safe: a key already
-// stored is answered 200 with "duplicate": true and stored once.
+// stored with the same events is answered 200 with "duplicate": true and
+// stored once; with other events, 422. Keys are kept per bearer token (its
+// tenant), and the Kafka consumer's keys apart from all HTTP keys
+// (protocol.md, Idempotency keys).
 //
 // A batch is all-or-nothing, and a 200 {"accepted":N,"duplicate":false}
 // is sent only after the store committed it. The other answers, each with a
@@ -24,6 +27,7 @@
 //   - 405: another method on /v1/batches (404 for an unknown path);
 //   - 413: over a size or count limit;
 //   - 415: unsupported Content-Type or Content-Encoding;
+//   - 422: the Idempotency-Key was stored before with other events;
 //   - 429 + Retry-After: all ingest slots busy ([Config.MaxConcurrent]);
 //     nothing queues;
 //   - 503 + Retry-After: shutting down, or the store failed.

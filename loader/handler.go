@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/batchproc/batchproc/loader/store"
 )
 
 // statusWriter records the status code for the request metrics.
@@ -99,13 +101,15 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	writeRaw(w, http.StatusOK, `{"status":"ready"}`)
 }
 
-// Stats are the totals served at /v1/stats: the store's counts since it was
-// opened and the batch requests this Server refused.
+// Stats are the totals served at /v1/stats (docs/protocol.md, Stats): the
+// events and batches in the store (as store.Counts has them: found at Open
+// plus stored since), and the duplicates and refused batch requests of this
+// Server since it started.
 type Stats struct {
-	Events     int64 `json:"events"`     // events stored
-	Batches    int64 `json:"batches"`    // batches stored
-	Duplicates int64 `json:"duplicates"` // repeats of an already stored Idempotency-Key
-	Rejected   int64 `json:"rejected"`   // POST /v1/batches answered with an error status
+	Events     int64 `json:"events"`     // events in the store
+	Batches    int64 `json:"batches"`    // batches in the store
+	Duplicates int64 `json:"duplicates"` // repeats of an already stored Idempotency-Key, since start
+	Rejected   int64 `json:"rejected"`   // POST /v1/batches answered with an error status, since start
 }
 
 // Stats returns the totals served at /v1/stats.
@@ -140,22 +144,27 @@ func writeError(w http.ResponseWriter, code int, msg string, line int) {
 
 // authorized checks the bearer token in constant time: each configured
 // token's SHA-256 is compared with the presented one's, all of them, so
-// neither a token's content nor its length leaks through timing.
-func (s *Server) authorized(r *http.Request) bool {
+// neither a token's content nor its length leaks through timing. It also
+// returns the request's key namespace: "" without auth, else the token's
+// tenant (store.TokenNamespace).
+func (s *Server) authorized(r *http.Request) (namespace string, ok bool) {
 	if len(s.tokens) == 0 {
-		return true
+		return "", true
 	}
 	h := r.Header.Get("Authorization")
 	const scheme = "bearer "
 	if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
-		return false
+		return "", false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(h[len(scheme):])))
-	ok := 0
+	match := 0
 	for i := range s.tokens {
-		ok |= subtle.ConstantTimeCompare(sum[:], s.tokens[i][:])
+		match |= subtle.ConstantTimeCompare(sum[:], s.tokens[i][:])
 	}
-	return ok == 1
+	if match != 1 {
+		return "", false
+	}
+	return store.TokenNamespace(sum), true
 }
 
 // framing is a request's Content-Type.

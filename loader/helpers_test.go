@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 // stores, and can block, fail or refuse pings on demand.
 type memStore struct {
 	mu      sync.Mutex
-	keys    map[string]bool
+	keys    map[string][32]byte // digest by namespace + "\x00" + key
 	batches []store.Batch
 	counts  store.Counts
 	closed  bool
@@ -39,7 +39,7 @@ type memStore struct {
 	release chan struct{} // when set, Store waits for it (or ctx) before storing
 }
 
-func newMemStore() *memStore { return &memStore{keys: map[string]bool{}} }
+func newMemStore() *memStore { return &memStore{keys: map[string][32]byte{}} }
 
 func (m *memStore) Store(ctx context.Context, b *store.Batch) (bool, error) {
 	if m.entered != nil {
@@ -60,14 +60,18 @@ func (m *memStore) Store(ctx context.Context, b *store.Batch) (bool, error) {
 	if m.err != nil {
 		return false, m.err
 	}
-	if b.Key != "" && m.keys[b.Key] {
+	k := b.Namespace + "\x00" + b.Key
+	if sum, ok := m.keys[k]; ok && b.Key != "" {
+		if sum != b.Digest() {
+			return false, store.ErrKeyReused
+		}
 		m.counts.Duplicates++
 		return true, nil
 	}
 	if b.Key != "" {
-		m.keys[b.Key] = true
+		m.keys[k] = b.Digest()
 	}
-	c := store.Batch{Key: b.Key}
+	c := store.Batch{Namespace: b.Namespace, Key: b.Key}
 	for _, e := range b.Events {
 		e.Payload = bytes.Clone(e.Payload)
 		c.Events = append(c.Events, e)

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -38,7 +39,8 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 			slog.Int("status", code), slog.String("err", msg), slog.Int("line", line))
 		return code
 	}
-	if !s.authorized(r) {
+	namespace, ok := s.authorized(r)
+	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="batchloader"`)
 		return fail(http.StatusUnauthorized, "missing or wrong bearer token", 0)
 	}
@@ -74,7 +76,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 		return fail(http.StatusTooManyRequests, "overloaded: all "+strconv.Itoa(cap(s.slots))+" ingest slots are busy", 0)
 	}
 	s.m.inFlight.Inc()
-	code, accepted, dup, msg, line := s.decodeAndStore(w, r, fr, enc, key)
+	code, accepted, dup, msg, line := s.decodeAndStore(w, r, fr, enc, namespace, key)
 	if code != http.StatusOK {
 		return fail(code, msg, line)
 	}
@@ -110,7 +112,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 // decodeAndStore reads, decodes and stores the batch, holding the ingest
 // slot the caller took; it releases the slot after putting its buffers back
 // in the pool, also if the store panics.
-func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr framing, enc encoding, key string) (code, accepted int, dup bool, msg string, line int) {
+func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr framing, enc encoding, namespace, key string) (code, accepted int, dup bool, msg string, line int) {
 	defer func() {
 		s.m.inFlight.Dec()
 		<-s.slots
@@ -140,6 +142,7 @@ func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr frami
 		return derr.status, 0, false, derr.msg, derr.line
 	}
 
+	wk.batch.Namespace = namespace
 	wk.batch.Key = key
 	wk.batch.Events = d.events
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
@@ -149,6 +152,12 @@ func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr frami
 	cancel()
 	s.m.storeSeconds.Observe(elapsed.Seconds())
 	n := len(d.events)
+	if errors.Is(err, store.ErrKeyReused) {
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "idempotency key reused",
+			slog.String("key", key), slog.Int("events", n))
+		return http.StatusUnprocessableEntity, 0, false,
+			"Idempotency-Key " + strconv.Quote(key) + " was already used for a batch with other content; a retry must send the same events, a new batch needs a new key", 0
+	}
 	if err != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "store failed",
 			slog.String("key", key), slog.Int("events", n), slog.String("err", err.Error()))

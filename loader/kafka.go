@@ -509,6 +509,7 @@ func (s *Server) storeRecord(soft, hard context.Context, r *kgo.Record, wk *work
 	if perEvent && len(d.events) != 1 {
 		return fail(fmt.Sprintf("a %s record holds %d events, want 1", headerIndex, len(d.events)), slog.String("key", key))
 	}
+	wk.batch.Namespace = store.NamespaceKafka // no HTTP request reaches these keys
 	wk.batch.Key = key
 	wk.batch.Events = d.events
 	n := len(d.events)
@@ -522,6 +523,8 @@ func (s *Server) storeRecord(soft, hard context.Context, r *kgo.Record, wk *work
 		cancel()
 		s.m.storeSeconds.Observe(elapsed.Seconds())
 		switch {
+		case errors.Is(err, store.ErrKeyReused):
+			return fail("idempotency key already used for a batch with other content", slog.String("key", key))
 		case err == nil && dup:
 			s.m.duplicates.Inc()
 			s.log.LogAttrs(hard, slog.LevelInfo, "duplicate batch",

@@ -9,9 +9,22 @@
 # The cluster lives in a fresh temp dir, listens on 127.0.0.1 on a free port
 # (and a Unix socket inside the dir), trusts every local connection and runs
 # with fsync=off: it is for tests only and loses data on a machine crash.
+#
+#   scripts/pg-start.sh --durable
+#
+# keeps PostgreSQL's durable defaults instead (fsync=on, full_page_writes=on,
+# synchronous_commit=on: each commit waits for its WAL flush to disk), with
+# the same buffer sizing, to benchmark the loader as production runs it.
 # Run as root (initdb and pg_ctl are run as the postgres OS user) or as an
 # unprivileged user who can run them directly.
 set -euo pipefail
+
+durable=
+case "${1:-}" in
+--durable) durable=1 ;;
+"") ;;
+*) echo "usage: pg-start.sh [--durable]" >&2; exit 2 ;;
+esac
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 [ -x "$PGBIN/initdb" ] || { echo "pg-start: no initdb in $PGBIN (set PGBIN)" >&2; exit 1; }
@@ -41,7 +54,12 @@ free_port() {
 # is throwaway); buffers and WAL sized for ingest benchmarks, so backends do
 # not write out dirty pages themselves and checkpoints stay rare (PostgreSQL's
 # defaults, 128MB and 1GB, are sized for small machines).
-conf="-c fsync=off -c full_page_writes=off -c max_connections=200"
+if [ -n "$durable" ]; then
+	# The server's defaults, stated so a config file cannot change them.
+	conf="-c fsync=on -c full_page_writes=on -c synchronous_commit=on -c max_connections=200"
+else
+	conf="-c fsync=off -c full_page_writes=off -c max_connections=200"
+fi
 conf="$conf -c shared_buffers=512MB -c wal_buffers=16MB -c max_wal_size=4GB"
 
 # A port found free can be taken before postgres binds it: retry a few times.

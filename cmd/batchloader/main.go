@@ -89,10 +89,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logFormat    string
 		kafkaBrokers string
 		kafka        loader.KafkaConfig
+		sqliteSync   string
 	)
 	fs.StringVar(&cfg.Addr, "addr", loader.DefaultAddr, "TCP `address` to listen on")
 	fs.StringVar(&storeKind, "store", "sqlite", "store: sqlite, postgres or discard (validate, count, store nothing)")
 	fs.StringVar(&dsn, "dsn", "batchloader.db", "SQLite file `path`, or PostgreSQL URL")
+	fs.StringVar(&sqliteSync, "sqlite-synchronous", string(sqlite.SyncFull), "SQLite WAL sync `mode`: FULL (a 200 survives power loss; commits of concurrent batches share one fsync) or NORMAL (faster; the last commits before a power loss can be lost)")
 	fs.Func("token", "accepted bearer `token` (repeatable); when given, batch requests need one", func(s string) error {
 		cfg.Tokens = append(cfg.Tokens, s)
 		return nil
@@ -148,6 +150,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case kafkaBrokers != "" || kafka.Topic != "":
 		return usageError{err: errors.New("-kafka-brokers and -kafka-topic go together")}
 	}
+	if sqliteSync = strings.ToUpper(sqliteSync); sqliteSync != string(sqlite.SyncFull) && sqliteSync != string(sqlite.SyncNormal) {
+		return usageError{err: fmt.Errorf("-sqlite-synchronous %q: want FULL or NORMAL", sqliteSync)}
+	}
 	switch storeKind {
 	case "sqlite", "postgres", "discard":
 	default:
@@ -161,7 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError{err: err}
 	}
 
-	st, err := openStore(ctx, storeKind, dsn)
+	st, err := openStore(ctx, storeKind, dsn, sqlite.WithSynchronous(sqlite.Sync(sqliteSync)))
 	if err != nil {
 		return err
 	}
@@ -174,12 +179,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return loader.Run(ctx, cfg) // closes st
 }
 
-func openStore(ctx context.Context, kind, dsn string) (store.Store, error) {
+func openStore(ctx context.Context, kind, dsn string, sqliteOpts ...sqlite.Option) (store.Store, error) {
 	switch kind {
 	case "discard":
 		return store.NewDiscard(), nil
 	case "sqlite":
-		st, err := sqlite.Open(dsn)
+		st, err := sqlite.Open(dsn, sqliteOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("opening SQLite store %s: %w", dsn, err)
 		}

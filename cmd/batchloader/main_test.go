@@ -178,6 +178,7 @@ func TestBadFlags(t *testing.T) {
 		{"-kafka-brokers", "127.0.0.1:9092"},
 		{"-kafka-brokers", "127.0.0.1:9092", "-kafka-topic", "a/b"},
 		{"-kafka-brokers", "127.0.0.1:9092,", "-kafka-topic", "events"},
+		{"-sqlite-synchronous", "OFF"},
 	} {
 		var stderr bytes.Buffer
 		err := run(context.Background(), args, io.Discard, &stderr)

@@ -108,11 +108,11 @@ func appendRow(b []byte, batchID int64, seq int32, e *store.Event) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(seq))
 	b = appendText(b, e.ID)
 	b = appendText(b, e.Type)
-	if e.TS.IsZero() {
+	if ts, null := store.CleanTS(e.TS); null {
 		b = binary.BigEndian.AppendUint32(b, 0xffffffff) // NULL
 	} else {
 		b = binary.BigEndian.AppendUint32(b, 8)
-		b = binary.BigEndian.AppendUint64(b, uint64(pgMicros(e.TS)))
+		b = binary.BigEndian.AppendUint64(b, uint64(pgMicros(ts)))
 	}
 	// A nil payload is stored as an empty bytea, not NULL.
 	b = binary.BigEndian.AppendUint32(b, uint32(len(e.Payload)))
@@ -120,7 +120,7 @@ func appendRow(b []byte, batchID int64, seq int32, e *store.Event) []byte {
 }
 
 func appendText(b []byte, s string) []byte {
-	s = sanitize(s)
+	s = store.CleanText(s)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
 	return append(b, s...)
 }

@@ -1,13 +1,12 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -23,9 +22,12 @@ const schemaLockID = 0x62617463 // "batc"
 const schema = `
 CREATE TABLE IF NOT EXISTS batches (
 	id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-	key       text UNIQUE,
+	namespace text,
+	key       text,
+	digest    bytea,
 	count     integer NOT NULL,
-	stored_at timestamptz NOT NULL DEFAULT now()
+	stored_at timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT batches_namespace_key_key UNIQUE (namespace, key)
 );
 CREATE TABLE IF NOT EXISTS events (
 	batch_id bigint NOT NULL,
@@ -36,6 +38,14 @@ CREATE TABLE IF NOT EXISTS events (
 	payload  bytea NOT NULL
 );`
 
+// migrateV1 turns the first schema's batches table (key text UNIQUE, no
+// namespace or digest) into the current one, once its UNIQUE (key) is
+// dropped. Keys stored before namespaces existed keep a NULL namespace:
+// every namespace sees them as taken.
+const migrateV1 = `
+ALTER TABLE batches ADD COLUMN namespace text, ADD COLUMN digest bytea;
+ALTER TABLE batches ADD CONSTRAINT batches_namespace_key_key UNIQUE (namespace, key);`
+
 // copyEventsSQL is the COPY the events go through, in the binary format
 // that copyReader writes.
 const copyEventsSQL = `COPY events (batch_id, seq, event_id, type, ts, payload) FROM STDIN (FORMAT binary)`
@@ -44,6 +54,10 @@ const copyEventsSQL = `COPY events (batch_id, seq, event_id, type, ts, payload) 
 // concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
+	// legacy is set when the database holds keys from before namespaces
+	// (migrated from the first schema): each keyed batch then also checks
+	// them.
+	legacy bool
 
 	// mu is held shared by each call and exclusively by Close, so Close
 	// waits for calls under way and later calls see closed.
@@ -66,19 +80,61 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	if err := createSchema(ctx, pool); err != nil {
+	s := &Store{pool: pool}
+	if err := s.init(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
-	return &Store{pool: pool}, nil
+	return s, nil
 }
 
+func (s *Store) init(ctx context.Context) error {
+	if err := createSchema(ctx, s.pool); err != nil {
+		return err
+	}
+	var events, batches int64
+	if err := s.pool.QueryRow(ctx,
+		`SELECT count(*), coalesce(sum(count), 0) FROM batches`).Scan(&batches, &events); err != nil {
+		return fmt.Errorf("postgres: count stored batches: %w", err)
+	}
+	s.tally.Start(events, batches)
+	if err := s.pool.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM batches WHERE namespace IS NULL AND key IS NOT NULL)`).Scan(&s.legacy); err != nil {
+		return fmt.Errorf("postgres: look for keys from before namespaces: %w", err)
+	}
+	return nil
+}
+
+// createSchema creates the tables, or migrates the first schema, under an
+// advisory lock so concurrent Opens do it once.
 func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", schemaLockID); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, schema)
+		// The first schema: a batches table in our schema without namespace.
+		var old bool
+		err := tx.QueryRow(ctx, `SELECT to_regclass('batches') IS NOT NULL AND NOT EXISTS (
+			SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('batches') AND attname = 'namespace' AND NOT attisdropped)`).Scan(&old)
+		if err != nil {
+			return err
+		}
+		if !old {
+			_, err := tx.Exec(ctx, schema)
+			return err
+		}
+		// Drop the UNIQUE (key) constraint, whatever its name.
+		rows, _ := tx.Query(ctx, `SELECT conname FROM pg_constraint WHERE conrelid = to_regclass('batches') AND contype = 'u'`)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if _, err := tx.Exec(ctx, "ALTER TABLE batches DROP CONSTRAINT "+pgx.Identifier{n}.Sanitize()); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, migrateV1)
 		return err
 	})
 	if err != nil {
@@ -102,7 +158,7 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	}
 	dup, err := s.store(ctx, b)
 	if err != nil {
-		return false, fmt.Errorf("postgres: store batch: %w", err)
+		return false, fmt.Errorf("postgres: store batch (key %q): %w", b.Key, err)
 	}
 	s.tally.Record(b, dup)
 	return dup, nil
@@ -122,14 +178,37 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 	}()
 
 	var key any // NULL for no key: NULLs never conflict
+	var digest []byte
 	if b.Key != "" {
-		key = sanitize(b.Key)
+		key = store.CleanText(b.Key)
+		sum := b.Digest()
+		digest = sum[:]
+	}
+	ns := store.CleanText(b.Namespace)
+	if key != nil && s.legacy {
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM batches WHERE namespace IS NULL AND key = $1`, key).Scan(&one)
+		if err == nil {
+			return true, nil // stored before namespaces and digests: a retry
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return false, err
+		}
 	}
 	var batchID int64
 	err = tx.QueryRow(ctx,
-		`INSERT INTO batches(key, count) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING RETURNING id`,
-		key, len(b.Events)).Scan(&batchID)
+		`INSERT INTO batches(namespace, key, digest, count) VALUES ($1, $2, $3, $4) ON CONFLICT (namespace, key) DO NOTHING RETURNING id`,
+		ns, key, digest, len(b.Events)).Scan(&batchID)
 	if errors.Is(err, pgx.ErrNoRows) {
+		// The key is taken by a committed batch (a concurrent one holding
+		// it was waited for): a new statement sees it.
+		var old []byte
+		if err := tx.QueryRow(ctx, `SELECT digest FROM batches WHERE namespace = $1 AND key = $2`, ns, key).Scan(&old); err != nil {
+			return false, err
+		}
+		if !bytes.Equal(old, digest) {
+			return false, store.ErrKeyReused
+		}
 		return true, nil
 	}
 	if err != nil {
@@ -147,16 +226,6 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 	return false, tx.Commit(ctx)
 }
 
-// sanitize makes s storable as PostgreSQL text: each NUL byte and each
-// invalid UTF-8 sequence becomes U+FFFD. Valid strings are returned as is,
-// without allocating.
-func sanitize(s string) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
-		return s
-	}
-	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
-}
-
 // Ping implements [store.Store]: it acquires a connection and pings the
 // server.
 func (s *Store) Ping(ctx context.Context) error {
@@ -171,8 +240,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Counts implements [store.Store]. The totals count this Store's calls since
-// Open, not the rows already in the database.
+// Counts implements [store.Store]: the events and batches in the database
+// at Open plus those stored since through this Store (not those other
+// processes stored since), and the duplicates since Open.
 func (s *Store) Counts() store.Counts {
 	return s.tally.Counts()
 }
@@ -203,12 +273,15 @@ func (s *Store) Batches(ctx context.Context) ([]store.Batch, error) {
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		out = out[:0]
 		index := make(map[int64]int)
-		rows, _ := tx.Query(ctx, "SELECT id, key FROM batches ORDER BY id")
+		rows, _ := tx.Query(ctx, "SELECT id, namespace, key FROM batches ORDER BY id")
 		var id int64
-		var key *string
-		_, err := pgx.ForEachRow(rows, []any{&id, &key}, func() error {
+		var ns, key *string
+		_, err := pgx.ForEachRow(rows, []any{&id, &ns, &key}, func() error {
 			index[id] = len(out)
 			b := store.Batch{}
+			if ns != nil {
+				b.Namespace = *ns
+			}
 			if key != nil {
 				b.Key = *key
 			}

@@ -2,8 +2,10 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/batchproc/batchproc/internal/testutil/pgtest"
@@ -76,7 +78,8 @@ func TestSameKeyAcrossStores(t *testing.T) {
 }
 
 // TestReopen checks that rows and keys outlive a Store: a key stored before
-// Close is a duplicate after a new Open, whose counts start at zero.
+// Close is a duplicate after a new Open, whose counts start from the rows in
+// the database.
 func TestReopen(t *testing.T) {
 	t.Parallel()
 	dsn := testDSN(t)
@@ -86,12 +89,15 @@ func TestReopen(t *testing.T) {
 	if dup, err := s.Store(ctx, batch); err != nil || dup {
 		t.Fatalf("Store = %v, %v; want false, nil", dup, err)
 	}
+	if _, err := s.Store(ctx, &store.Batch{Events: make([]store.Event, 3)}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = open(t, dsn)
-	if got := s.Counts(); got != (store.Counts{}) {
-		t.Fatalf("Counts after reopen = %+v, want zero", got)
+	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 2}); got != want {
+		t.Fatalf("Counts after reopen = %+v, want %+v (the rows in the database)", got, want)
 	}
 	if dup, err := s.Store(ctx, batch); err != nil || !dup {
 		t.Fatalf("Store after reopen = %v, %v; want true, nil", dup, err)
@@ -100,8 +106,86 @@ func TestReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || len(got[0].Events) != 1 {
-		t.Fatalf("read back %+v, want the one batch", got)
+	if len(got) != 2 || len(got[0].Events) != 1 {
+		t.Fatalf("read back %+v, want the two batches", got)
+	}
+}
+
+// schema1 is the schema of the first loader release, verbatim, with rows.
+const schema1 = `
+CREATE TABLE IF NOT EXISTS batches (
+	id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	key       text UNIQUE,
+	count     integer NOT NULL,
+	stored_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS events (
+	batch_id bigint NOT NULL,
+	seq      integer NOT NULL,
+	event_id text NOT NULL,
+	type     text NOT NULL,
+	ts       timestamptz,
+	payload  bytea NOT NULL
+);
+INSERT INTO batches(key, count) VALUES ('old-http-key', 2), ('kafka:events:0:41', 1), (NULL, 1);
+INSERT INTO events(batch_id, seq, event_id, type, ts, payload) VALUES
+	(1, 0, 'a', 'click', '2026-11-01T09:59:59.123456Z', '{"id":"a"}'),
+	(1, 1, 'b', 'click', NULL, '{"id":"b"}'),
+	(2, 0, 'k', '', NULL, '{"id":"k"}'),
+	(3, 0, 'n', '', NULL, '{"id":"n"}');`
+
+// TestMigrateSchema1 makes the first release's schema by hand, then opens
+// it: rows are kept and counted, the old keys are still taken in every
+// namespace, and new keys get namespaces and digests.
+func TestMigrateSchema1(t *testing.T) {
+	t.Parallel()
+	dsn := testDSN(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, schema1); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	s := open(t, dsn)
+	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 3}); got != want {
+		t.Fatalf("Counts after migration = %+v, want %+v", got, want)
+	}
+	for _, ns := range []string{"", "0123456789abcdef", store.NamespaceKafka} {
+		for _, key := range []string{"old-http-key", "kafka:events:0:41"} {
+			b := &store.Batch{Namespace: ns, Key: key, Events: []store.Event{{ID: "other", Payload: []byte(`{"id":"other"}`)}}}
+			if dup, err := s.Store(ctx, b); err != nil || !dup {
+				t.Errorf("namespace %q, old key %q: Store = %v, %v; want a duplicate", ns, key, dup, err)
+			}
+		}
+	}
+	nb := &store.Batch{Namespace: "0123456789abcdef", Key: "new-key", Events: []store.Event{{ID: "c", Payload: []byte(`{"id":"c"}`)}}}
+	if dup, err := s.Store(ctx, nb); err != nil || dup {
+		t.Fatalf("new key after migration: Store = %v, %v; want stored", dup, err)
+	}
+	if _, err := s.Store(ctx, &store.Batch{Namespace: nb.Namespace, Key: nb.Key}); !errors.Is(err, store.ErrKeyReused) {
+		t.Fatalf("new key reused with other content: error %v, want store.ErrKeyReused", err)
+	}
+	got, err := s.Batches(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Key != "old-http-key" || len(got[0].Events) != 2 || got[0].Events[0].ID != "a" ||
+		got[1].Key != "kafka:events:0:41" || got[2].Key != "" || got[3].Key != "new-key" || got[3].Namespace != nb.Namespace {
+		t.Fatalf("read back %+v, want the three old batches and the new one", got)
+	}
+	// A second Open (as a second loader would) migrates nothing again.
+	s2 := open(t, dsn)
+	if got, want := s2.Counts(), (store.Counts{Events: 5, Batches: 4}); got != want {
+		t.Fatalf("Counts of a second Open = %+v, want %+v", got, want)
+	}
+	if dup, err := s2.Store(ctx, &store.Batch{Key: "old-http-key"}); err != nil || !dup {
+		t.Fatalf("old key via a second Open: Store = %v, %v; want a duplicate", dup, err)
 	}
 }
 

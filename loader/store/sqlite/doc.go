@@ -3,36 +3,52 @@
 //
 // # Schema
 //
-//	batches(id INTEGER PRIMARY KEY, key TEXT UNIQUE, count INTEGER, stored_at TEXT)
+//	batches(id INTEGER PRIMARY KEY, namespace TEXT, key TEXT, digest BLOB, count INTEGER, stored_at TEXT, UNIQUE (namespace, key))
 //	events (id INTEGER PRIMARY KEY, batch_id INTEGER, event_id TEXT, type TEXT, ts TEXT, payload BLOB)
 //
+// PRAGMA user_version is 2. A file of the first schema (user_version 0,
+// batches.key UNIQUE, no namespace or digest) is migrated in place by
+// [Open], in one transaction: the batches table (one row per batch) is
+// copied, events are untouched, and the old keys keep a NULL namespace,
+// which every namespace sees as taken (a retry of such a batch is a
+// duplicate whatever its content, as its digest is unknown).
+//
 // A batch without an Idempotency-Key has a NULL key (SQLite's UNIQUE lets
-// NULLs repeat). Event ids and types are stored verbatim; ts and stored_at
-// are UTC in the fixed-width form 2006-01-02T15:04:05.000000000Z, so they
-// sort as text and SQLite's date functions read them; an absent ts is NULL.
+// NULLs repeat). digest is [store.Batch.Digest] of a keyed batch. Event
+// ids, types, keys and namespaces are stored as [store.CleanText] makes
+// them (NUL and invalid UTF-8 replaced by U+FFFD, as PostgreSQL must), ts
+// as [store.CleanTS] makes it (UTC, to the microsecond; the zero time as
+// NULL, like an absent ts); ts and stored_at are in the fixed-width form
+// 2006-01-02T15:04:05.000000000Z, so they sort as text and SQLite's date
+// functions read them.
 // events.batch_id has no index, to keep ingest fast; add one for lookups by
 // batch (CREATE INDEX IF NOT EXISTS is safe on a live database).
 //
 // # Durability
 //
-// The database runs in WAL mode with synchronous=NORMAL. A batch is
-// committed when [Store.Store] returns nil: it survives a crash of the
-// process, since the commit is in the WAL file the moment the write
-// returns. It is not synced to disk at each commit, though: after a power
-// loss or kernel crash the last commits (those since the last WAL sync,
-// which happens at each checkpoint) can be lost, the database itself staying
-// consistent (a lost batch loses its key with it, never half of it). The
-// sink got a 200 for such a batch and will not resend it, so WAL+NORMAL
-// trades the last moments of data on power loss for ingest speed; it is the
-// usual choice for SQLite in WAL mode. synchronous=FULL, which would fsync
-// every commit, is not offered.
+// The database runs in WAL mode with synchronous=FULL by default
+// ([WithSynchronous]): the WAL is synced to disk at every commit, so a
+// batch whose [Store.Store] returned nil survives a crash of the process,
+// of the kernel or of the power, which is what the loader's 200 promises.
+// With [SyncNormal] the WAL is synced only at checkpoints: a commit
+// survives a crash of the process, but the last commits before a power
+// loss or kernel crash can be lost, the database itself staying consistent
+// (a lost batch loses its key with it, never half of it); the sink got a
+// 200 for such a batch and will not resend it. NORMAL is faster when each
+// commit must wait for its own fsync; group commit (below) makes FULL cost
+// one fsync per group instead of one per batch.
 //
 // # Concurrency
 //
 // SQLite admits one writer at a time, so the store writes through a single
-// connection: concurrent Store calls queue for it (each waiting at most
-// until its ctx is done), and each batch is one transaction: its key row,
-// then its events in multi-row INSERTs of [WithRowsPerInsert] rows. Reads
+// connection. Concurrent Store calls queue; the first to find the writer
+// free takes every batch queued by then (up to [WithGroupCommit] events)
+// and writes them in one transaction, each batch under a savepoint of its
+// own: its key row, then its events in multi-row INSERTs of
+// [WithRowsPerInsert] rows. A batch that fails (its ctx ended, a reused
+// key) is rolled back to its savepoint alone; the others commit, and every
+// caller returns once the commit holding its batch is done. A call whose
+// ctx ends while it is still queued withdraws and stores nothing. Reads
 // ([Store.Batches], [Store.Ping]) use separate connections and never wait
 // for writers. A second process writing the same file waits up to
 // [WithBusyTimeout] for the lock.

@@ -11,11 +11,31 @@ type Option interface{ apply(*config) }
 type config struct {
 	busyTimeout   time.Duration
 	rowsPerInsert int
+	groupEvents   int
+	sync          Sync
 }
 
 func defaultConfig() config {
-	return config{busyTimeout: 5 * time.Second, rowsPerInsert: 256}
+	return config{busyTimeout: 5 * time.Second, rowsPerInsert: 256, groupEvents: 16384, sync: SyncFull}
 }
+
+// Sync is SQLite's synchronous setting for the WAL, which decides what a
+// commit survives.
+type Sync string
+
+const (
+	// SyncFull (the default) syncs the WAL to disk at every commit: a
+	// batch whose Store returned nil survives a power loss or kernel
+	// crash, as protocol.md's "a 200 means committed" promises. Group
+	// commit makes one sync cover all the batches committed together.
+	SyncFull Sync = "FULL"
+	// SyncNormal syncs the WAL only at checkpoints: a commit survives a
+	// crash of the process, but the last commits before a power loss or
+	// kernel crash can be lost (the database stays consistent, each lost
+	// batch losing its key with it). Faster; the sink will not resend a
+	// batch it got a 200 for, so those batches are gone.
+	SyncNormal Sync = "NORMAL"
+)
 
 // maxRowsPerInsert keeps a statement's parameters within SQLite's default
 // limit of 32,766 host parameters (5 per row).
@@ -27,6 +47,12 @@ func (c config) validate() error {
 	}
 	if c.rowsPerInsert < 1 || c.rowsPerInsert > maxRowsPerInsert {
 		return fmt.Errorf("sqlite: rows per insert %d out of range [1, %d]", c.rowsPerInsert, maxRowsPerInsert)
+	}
+	if c.groupEvents < 0 {
+		return fmt.Errorf("sqlite: group commit events %d is negative", c.groupEvents)
+	}
+	if c.sync != SyncFull && c.sync != SyncNormal {
+		return fmt.Errorf("sqlite: synchronous %q: want FULL or NORMAL", string(c.sync))
 	}
 	return nil
 }
@@ -48,4 +74,18 @@ func WithBusyTimeout(d time.Duration) Option {
 // amortise per-statement cost; beyond a few hundred rows the gain is small.
 func WithRowsPerInsert(n int) Option {
 	return optionFunc(func(c *config) { c.rowsPerInsert = n })
+}
+
+// WithSynchronous sets the WAL's synchronous setting (see [Sync]); the
+// default is [SyncFull].
+func WithSynchronous(mode Sync) Option {
+	return optionFunc(func(c *config) { c.sync = mode })
+}
+
+// WithGroupCommit sets how many events one transaction may hold when
+// concurrent Store calls are committed together. It overrides the default
+// of 16,384; a batch larger than that is still committed, alone, and 0
+// commits every batch in a transaction of its own.
+func WithGroupCommit(maxEvents int) Option {
+	return optionFunc(func(c *config) { c.groupEvents = maxEvents })
 }

@@ -2,6 +2,8 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -49,7 +51,8 @@ func open(t *testing.T, path string, opts ...sqlite.Option) *sqlite.Store {
 }
 
 // TestReopen checks that rows and keys outlive a Store: a key stored before
-// Close is a duplicate after a new Open, whose counts start at zero.
+// Close is a duplicate after a new Open, whose counts start from the rows in
+// the file.
 func TestReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "loader.db")
 	ctx := context.Background()
@@ -58,22 +61,137 @@ func TestReopen(t *testing.T) {
 	if dup, err := s.Store(ctx, batch); err != nil || dup {
 		t.Fatalf("Store = %v, %v; want false, nil", dup, err)
 	}
+	if _, err := s.Store(ctx, &store.Batch{Events: make([]store.Event, 3)}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	s = open(t, path)
-	if got := s.Counts(); got != (store.Counts{}) {
-		t.Fatalf("Counts after reopen = %+v, want zero", got)
+	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 2}); got != want {
+		t.Fatalf("Counts after reopen = %+v, want %+v (the rows in the file)", got, want)
 	}
 	if dup, err := s.Store(ctx, batch); err != nil || !dup {
 		t.Fatalf("Store after reopen = %v, %v; want true, nil", dup, err)
+	}
+	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 2, Duplicates: 1}); got != want {
+		t.Fatalf("Counts = %+v, want %+v", got, want)
 	}
 	got, err := s.Batches(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0].Key != "kept" || len(got[0].Events) != 1 {
-		t.Fatalf("read back %+v, want the one batch", got)
+	if len(got) != 2 || got[0].Key != "kept" || len(got[0].Events) != 1 {
+		t.Fatalf("read back %+v, want the two batches", got)
+	}
+}
+
+// schema1 is the schema of the first loader release, verbatim: batches.key
+// UNIQUE, no namespace, no digest, user_version 0.
+const schema1 = `
+CREATE TABLE IF NOT EXISTS batches (
+	id        INTEGER PRIMARY KEY,
+	key       TEXT UNIQUE,
+	count     INTEGER NOT NULL,
+	stored_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+	id       INTEGER PRIMARY KEY,
+	batch_id INTEGER NOT NULL,
+	event_id TEXT NOT NULL,
+	type     TEXT NOT NULL,
+	ts       TEXT,
+	payload  BLOB NOT NULL
+);
+INSERT INTO batches(id, key, count, stored_at) VALUES
+	(1, 'old-http-key', 2, '2026-11-01T10:00:00.000000000Z'),
+	(2, 'kafka:events:0:41', 1, '2026-11-01T10:00:01.000000000Z'),
+	(3, NULL, 1, '2026-11-01T10:00:02.000000000Z');
+INSERT INTO events(batch_id, event_id, type, ts, payload) VALUES
+	(1, 'a', 'click', '2026-11-01T09:59:59.123456000Z', '{"id":"a"}'),
+	(1, 'b', 'click', NULL, '{"id":"b"}'),
+	(2, 'k', '', NULL, '{"id":"k"}'),
+	(3, 'n', '', NULL, '{"id":"n"}');`
+
+// TestMigrateSchema1 makes a database file with the first release's schema
+// by hand, then opens it: the rows are kept and counted, and the old keys
+// are still taken, in every namespace (they were stored before namespaces,
+// so a retry from any tenant or the Kafka consumer is a duplicate).
+func TestMigrateSchema1(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("PRAGMA journal_mode=WAL;" + schema1); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	s := open(t, path)
+	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 3}); got != want {
+		t.Fatalf("Counts after migration = %+v, want %+v", got, want)
+	}
+	for _, ns := range []string{"", "0123456789abcdef", store.NamespaceKafka} {
+		for _, key := range []string{"old-http-key", "kafka:events:0:41"} {
+			// Any content: the old rows have no digest to compare.
+			b := &store.Batch{Namespace: ns, Key: key, Events: []store.Event{{ID: "other", Payload: []byte(`{"id":"other"}`)}}}
+			if dup, err := s.Store(ctx, b); err != nil || !dup {
+				t.Errorf("namespace %q, old key %q: Store = %v, %v; want a duplicate", ns, key, dup, err)
+			}
+		}
+	}
+	nb := &store.Batch{Namespace: "0123456789abcdef", Key: "new-key", Events: []store.Event{{ID: "c", Payload: []byte(`{"id":"c"}`)}}}
+	if dup, err := s.Store(ctx, nb); err != nil || dup {
+		t.Fatalf("new key after migration: Store = %v, %v; want stored", dup, err)
+	}
+	if _, err := s.Store(ctx, &store.Batch{Namespace: nb.Namespace, Key: nb.Key, Events: nb.Events[:0:0]}); !errors.Is(err, store.ErrKeyReused) {
+		t.Fatalf("new key reused with other content: error %v, want store.ErrKeyReused", err)
+	}
+	got, err := s.Batches(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Key != "old-http-key" || len(got[0].Events) != 2 || got[0].Events[0].ID != "a" ||
+		got[1].Key != "kafka:events:0:41" || got[2].Key != "" || got[3].Key != "new-key" || got[3].Namespace != nb.Namespace {
+		t.Fatalf("read back %+v, want the three old batches and the new one", got)
+	}
+	if want := time.Date(2026, 11, 1, 9, 59, 59, 123456000, time.UTC); !got[0].Events[0].TS.Equal(want) {
+		t.Errorf("old ts read back as %v, want %v", got[0].Events[0].TS, want)
+	}
+	// Opening the migrated file again migrates nothing and keeps it all.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	if got, want := s.Counts(), (store.Counts{Events: 5, Batches: 4}); got != want {
+		t.Fatalf("Counts after reopen = %+v, want %+v", got, want)
+	}
+	if dup, err := s.Store(ctx, &store.Batch{Key: "old-http-key"}); err != nil || !dup {
+		t.Fatalf("old key after reopen: Store = %v, %v; want a duplicate", dup, err)
+	}
+}
+
+// TestNewerSchemaRefused: a file whose schema version this code does not
+// know is not touched.
+func TestNewerSchemaRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("PRAGMA user_version = 99"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := sqlite.Open(path); err == nil {
+		_ = s.Close()
+		t.Fatal("Open of a schema version 99 file returned nil error")
 	}
 }
 

@@ -26,9 +26,10 @@ func BenchEvents(n int) []store.Event {
 }
 
 // Benchmark is every backend's BenchmarkStore: it stores batches of 1,000
-// 200-byte events, each under a fresh key, one at a time (Serial) and from
-// GOMAXPROCS goroutines (Parallel), into a fresh store from open for each,
-// and reports events/s.
+// 200-byte events, each under a fresh key, one at a time (Serial), from
+// GOMAXPROCS goroutines (Parallel) and from 8 per GOMAXPROCS (Parallel8x,
+// where a store's group commit or the server's WAL flush can combine
+// commits), into a fresh store from open for each, and reports events/s.
 func Benchmark(b *testing.B, open func(b *testing.B) store.Store) {
 	const perBatch = 1000
 	events := BenchEvents(perBatch)
@@ -48,19 +49,26 @@ func Benchmark(b *testing.B, open func(b *testing.B) store.Store) {
 		}
 		report(b, s)
 	})
-	b.Run("Parallel", func(b *testing.B) {
-		s := open(b)
-		ctx := context.Background()
-		b.SetBytes(200 * perBatch)
-		var n atomic.Int64
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := s.Store(ctx, &store.Batch{Key: fmt.Sprintf("k%d", n.Add(1)), Events: events}); err != nil {
-					b.Error(err)
-					return
+	for _, par := range []int{1, 8} {
+		name := "Parallel"
+		if par > 1 {
+			name += fmt.Sprintf("%dx", par)
+		}
+		b.Run(name, func(b *testing.B) {
+			s := open(b)
+			ctx := context.Background()
+			b.SetBytes(200 * perBatch)
+			b.SetParallelism(par)
+			var n atomic.Int64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.Store(ctx, &store.Batch{Key: fmt.Sprintf("k%d", n.Add(1)), Events: events}); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-			}
+			})
+			report(b, s)
 		})
-		report(b, s)
-	})
+	}
 }

@@ -15,8 +15,10 @@
 // # What is checked
 //
 // Through the [store.Store] interface alone: counts after storing, a repeated
-// key acknowledged as a duplicate and counted in [store.Counts.Duplicates],
-// the empty key always stored as new, exactly-once storage when many
+// key with the same content acknowledged as a duplicate and counted in
+// [store.Counts.Duplicates], a repeated key with other content refused with
+// [store.ErrKeyReused], keys of different namespaces kept apart, the empty
+// key always stored as new, exactly-once storage when many
 // goroutines store the same key at once, concurrent distinct batches, an
 // error wrapping [store.ErrClosed] after Close, a context cancelled before
 // Store, and all-or-nothing storage when the context is cancelled at every
@@ -30,12 +32,14 @@
 //
 // # Contract details the suite fixes
 //
-// Event.TS may be kept at microsecond precision (PostgreSQL's timestamptz);
-// the instant must survive, not the time zone, and a zero TS stays zero.
-// Event.ID and Event.Type are returned verbatim when they are valid UTF-8
-// without NUL bytes; otherwise a backend may store them with each NUL and
-// each invalid byte replaced by U+FFFD, but it must store the event. Payloads
-// are always returned verbatim; a nil payload is stored as an empty one.
+// Every backend stores the same values for the same input, so the rules are
+// exact: Event.TS is stored as [store.CleanTS] makes it (the instant to the
+// microsecond, truncated toward the past, PostgreSQL's timestamptz
+// precision; the zero time, 0001-01-01T00:00:00Z, as no ts); the zone is not
+// kept. Event.ID and Event.Type, the key and the namespace are stored as
+// [store.CleanText] makes them (each NUL and each invalid UTF-8 sequence
+// replaced by U+FFFD). Payloads are always returned verbatim; a nil payload
+// is stored as an empty one.
 package storetest
 
 import (
@@ -71,6 +75,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"StoreAndCount", testStoreAndCount},
 		{"DuplicateKey", testDuplicateKey},
+		{"KeyReused", testKeyReused},
+		{"Namespaces", testNamespaces},
 		{"EmptyKeyAlwaysNew", testEmptyKey},
 		{"ConcurrentSameKey", testConcurrentSameKey},
 		{"ConcurrentDistinct", testConcurrentDistinct},
@@ -120,7 +126,7 @@ func makeBatch(key, tag string, n int) *store.Batch {
 // cloneBatch deep-copies b so a test can compare what it sent with what was
 // stored even if a misbehaving store changed b.
 func cloneBatch(b *store.Batch) *store.Batch {
-	c := &store.Batch{Key: b.Key, Events: make([]store.Event, len(b.Events))}
+	c := &store.Batch{Namespace: b.Namespace, Key: b.Key, Events: make([]store.Event, len(b.Events))}
 	for i, e := range b.Events {
 		e.Payload = bytes.Clone(e.Payload)
 		c.Events[i] = e
@@ -179,8 +185,11 @@ func checkStored(t *testing.T, s store.Store, want ...*store.Batch) {
 
 func compareBatch(t *testing.T, what string, got, want *store.Batch) {
 	t.Helper()
-	if got.Key != want.Key {
-		t.Errorf("%s: key %q, want %q", what, got.Key, want.Key)
+	if got.Key != store.CleanText(want.Key) {
+		t.Errorf("%s: key %q, want %q", what, got.Key, store.CleanText(want.Key))
+	}
+	if got.Namespace != store.CleanText(want.Namespace) {
+		t.Errorf("%s: namespace %q, want %q", what, got.Namespace, store.CleanText(want.Namespace))
 	}
 	if len(got.Events) != len(want.Events) {
 		t.Errorf("%s (key %q): %d events, want %d", what, want.Key, len(got.Events), len(want.Events))
@@ -218,20 +227,15 @@ func diffEvent(got, want *store.Event) string {
 }
 
 func sameString(got, want string) bool {
-	return got == want || got == sanitize(want)
-}
-
-// sanitize is the one permitted rewrite of an id or type: NUL bytes and
-// invalid UTF-8 replaced by U+FFFD.
-func sanitize(s string) string {
-	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
+	return got == store.CleanText(want)
 }
 
 func sameTime(got, want time.Time) bool {
-	if want.IsZero() {
+	w, null := store.CleanTS(want)
+	if null {
 		return got.IsZero()
 	}
-	return got.Equal(want) || got.Equal(want.Truncate(time.Microsecond))
+	return got.Equal(w)
 }
 
 func testStoreAndCount(t *testing.T, s store.Store) {
@@ -249,9 +253,9 @@ func testStoreAndCount(t *testing.T, s store.Store) {
 func testDuplicateKey(t *testing.T, s store.Store) {
 	b := makeBatch("dup-key", "first", 5)
 	mustStore(t, s, b, false)
-	// A retry carries the same key; its content is irrelevant and must not
-	// be stored, even when it differs from the first (e.g. fewer events).
-	mustStore(t, s, makeBatch("dup-key", "second", 7), true)
+	// A retry carries the same key and the same payloads; the copy has its
+	// own buffers, as a retry decoded from a new request has.
+	mustStore(t, s, cloneBatch(b), true)
 	mustStore(t, s, b, true)
 	checkCounts(t, s, store.Counts{Events: 5, Batches: 1, Duplicates: 2})
 	checkStored(t, s, b)
@@ -260,6 +264,69 @@ func testDuplicateKey(t *testing.T, s store.Store) {
 	mustStore(t, s, other, false)
 	checkCounts(t, s, store.Counts{Events: 7, Batches: 2, Duplicates: 2})
 	checkStored(t, s, b, other)
+}
+
+// testKeyReused stores other content under a key already stored: refused
+// with store.ErrKeyReused, nothing written, not counted as a duplicate.
+func testKeyReused(t *testing.T, s store.Store) {
+	b := makeBatch("reused", "first", 5)
+	mustStore(t, s, b, false)
+	others := map[string]*store.Batch{
+		"other events":   makeBatch("reused", "second", 5),
+		"fewer events":   makeBatch("reused", "first", 4),
+		"more events":    makeBatch("reused", "first", 6),
+		"one byte added": cloneBatch(b),
+		"events swapped": cloneBatch(b),
+	}
+	others["one byte added"].Events[2].Payload = append(others["one byte added"].Events[2].Payload, ' ')
+	sw := others["events swapped"].Events
+	sw[0], sw[1] = sw[1], sw[0]
+	for name, o := range others {
+		dup, err := s.Store(context.Background(), o)
+		if !errors.Is(err, store.ErrKeyReused) {
+			t.Errorf("%s under a stored key: Store = %v, %v; want an error wrapping store.ErrKeyReused", name, dup, err)
+		}
+	}
+	checkCounts(t, s, store.Counts{Events: 5, Batches: 1})
+	checkStored(t, s, b)
+	// The first content is still a duplicate.
+	mustStore(t, s, b, true)
+	// A key reused with other content in the same transaction-free retry
+	// loop of a client: still refused, also for an empty-payload batch.
+	e := &store.Batch{Key: "reused-empty", Events: []store.Event{{ID: "x"}}}
+	mustStore(t, s, e, false)
+	if _, err := s.Store(context.Background(), &store.Batch{Key: "reused-empty", Events: []store.Event{{ID: "x"}, {ID: "y"}}}); !errors.Is(err, store.ErrKeyReused) {
+		t.Errorf("two empty payloads under the key of one: error %v, want store.ErrKeyReused", err)
+	}
+}
+
+// testNamespaces stores one key in several namespaces: each is its own
+// batch, and a duplicate or a reuse is judged within its namespace.
+func testNamespaces(t *testing.T, s store.Store) {
+	var want []*store.Batch
+	for i, ns := range []string{"", "0123456789abcdef", "fedcba9876543210", store.NamespaceKafka} {
+		b := makeBatch("shared-key", fmt.Sprintf("ns%d", i), 3)
+		b.Namespace = ns
+		mustStore(t, s, b, false)
+		want = append(want, b)
+	}
+	for _, b := range want {
+		mustStore(t, s, cloneBatch(b), true)
+	}
+	checkCounts(t, s, store.Counts{Events: 12, Batches: 4, Duplicates: 4})
+	checkStored(t, s, want...)
+	// Other content under the key in one namespace is refused there only.
+	o := makeBatch("shared-key", "ns0", 3)
+	o.Namespace = "0123456789abcdef"
+	if _, err := s.Store(context.Background(), o); !errors.Is(err, store.ErrKeyReused) {
+		t.Errorf("namespace %q: error %v, want store.ErrKeyReused", o.Namespace, err)
+	}
+	// Unkeyed batches are new in every namespace.
+	u := makeBatch("", "unkeyed", 1)
+	u.Namespace = store.NamespaceKafka
+	mustStore(t, s, u, false)
+	mustStore(t, s, u, false)
+	checkStored(t, s, append(want, u, u)...)
 }
 
 func testEmptyKey(t *testing.T, s store.Store) {
@@ -377,6 +444,14 @@ func testRoundTrip(t *testing.T, s store.Store) {
 		{ID: "e1", Type: "click", TS: base, Payload: []byte(`{"id":"e1","type":"click","ts":"2025-03-14T15:09:26.535897932Z"}`)},
 		// Absent members: zero values, kept as such.
 		{Payload: []byte(`{}`)},
+		// Go's zero time sent explicitly: stored as no ts.
+		{ID: "e2z", TS: time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), Payload: []byte(`{"id":"e2z","ts":"0001-01-01T00:00:00Z"}`)},
+		// The same instant in another zone is the zero time too.
+		{ID: "e2y", TS: time.Date(1, 1, 1, 1, 0, 0, 0, time.FixedZone("", 3600)), Payload: []byte(`{"id":"e2y","ts":"0001-01-01T01:00:00+01:00"}`)},
+		// 1.5 µs after it is a time, kept to the microsecond (1 µs); 0.5 µs
+		// after it truncates to the zero time: no ts.
+		{ID: "e2x", TS: time.Date(1, 1, 1, 0, 0, 0, 1500, time.UTC), Payload: []byte(`{"id":"e2x","ts":"0001-01-01T00:00:00.0000015Z"}`)},
+		{ID: "e2w", TS: time.Date(1, 1, 1, 0, 0, 0, 500, time.UTC), Payload: []byte(`{"id":"e2w","ts":"0001-01-01T00:00:00.0000005Z"}`)},
 		// A zone other than UTC: the instant must survive.
 		{ID: "e3", Type: "zoned", TS: time.Date(2024, 2, 29, 23, 59, 59, 999999000, time.FixedZone("", -7*3600)), Payload: []byte(`{"id":"e3","ts":"2024-02-29T23:59:59.999999-07:00"}`)},
 		// Far past and far future, beyond int64 nanoseconds since 1970.
@@ -424,7 +499,7 @@ func diffBatchInput(got, want *store.Batch) string {
 }
 
 func testAwkwardStrings(t *testing.T, s store.Store) {
-	awkward := []string{"a\x00b", "\xff\xfe", "ok\xc3", "é日本🎉", "\u2028", `'; DROP TABLE events; --`}
+	awkward := []string{"a\x00b", "\x00", "\xff\xfe", "ok\xc3", "é日本🎉", "\u2028", "\uFFFD", `'; DROP TABLE events; --`}
 	b := &store.Batch{Key: "awkward"}
 	for i, a := range awkward {
 		b.Events = append(b.Events, store.Event{ID: a, Type: a, Payload: []byte(`{"i":` + fmt.Sprint(i) + `}`)})
@@ -525,7 +600,7 @@ type countdownCtx struct {
 	done   chan struct{}
 	err    error
 	closed bool
-	fire   bool // the countdown ran out (not stop)
+	ran    bool // the countdown ran out (not stop)
 }
 
 func newCountdownCtx(n int) *countdownCtx {
@@ -541,8 +616,7 @@ func (c *countdownCtx) tick() {
 	c.left--
 	if c.left <= 0 {
 		c.err = context.Canceled
-		c.closed = true
-		c.fire = true
+		c.closed, c.ran = true, true
 		close(c.done)
 	}
 }
@@ -563,16 +637,18 @@ func (c *countdownCtx) Err() error {
 func (c *countdownCtx) fired() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.fire
+	return c.ran
 }
 
 // stop cancels the context if it has not fired, without counting as a look.
+// Err is set before Done is closed, as the context package requires (a
+// context derived from this one by the store reads Err once Done closes).
 func (c *countdownCtx) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.closed {
+		c.err = context.Canceled
 		c.closed = true
-		c.err = context.Canceled // a closed Done with a nil Err makes package context panic
 		close(c.done)
 	}
 }

@@ -47,8 +47,12 @@ var flaws = map[flaw]string{
 	"racydedupe":   "ConcurrentSameKey",
 	"badcounts":    "StoreAndCount",
 	"dropnul":      "AwkwardStrings",
+	"rawtext":      "AwkwardStrings",
 	"reorder":      "StoreAndCount",
 	"lostduplicat": "DuplicateKey",
+	"nodigest":     "KeyReused",
+	"globalkeys":   "Namespaces",
+	"nanoseconds":  "RoundTrip",
 }
 
 const flawEnv = "STORETEST_FLAW"
@@ -84,13 +88,20 @@ type mem struct {
 	flaw flaw
 
 	mu      sync.Mutex
-	keys    map[string]bool
+	keys    map[string][32]byte // digest by namespace + "\x00" + key
 	batches []store.Batch
 	counts  store.Counts
 	closed  bool
 }
 
-func newMem(f flaw) *mem { return &mem{flaw: f, keys: make(map[string]bool)} }
+func newMem(f flaw) *mem { return &mem{flaw: f, keys: make(map[string][32]byte)} }
+
+func (m *mem) key(b *store.Batch) string {
+	if m.flaw == "globalkeys" {
+		return b.Key
+	}
+	return b.Namespace + "\x00" + b.Key
+}
 
 func (m *mem) Store(ctx context.Context, b *store.Batch) (bool, error) {
 	if m.flaw != "ignorectx" {
@@ -102,7 +113,7 @@ func (m *mem) Store(ctx context.Context, b *store.Batch) (bool, error) {
 		// Check, then insert under a separate lock: two callers can both
 		// see the key absent.
 		m.mu.Lock()
-		seen := m.keys[b.Key]
+		_, seen := m.keys[m.key(b)]
 		m.mu.Unlock()
 		if seen && b.Key != "" {
 			m.mu.Lock()
@@ -118,13 +129,17 @@ func (m *mem) Store(ctx context.Context, b *store.Batch) (bool, error) {
 	if m.closed && m.flaw != "ignoreclose" {
 		return false, fmt.Errorf("mem: %w", store.ErrClosed)
 	}
-	if (b.Key != "" || m.flaw == "emptykeydup") && m.keys[b.Key] && m.flaw != "nodedupe" && m.flaw != "racydedupe" {
+	sum, seen := m.keys[m.key(b)]
+	if (b.Key != "" || m.flaw == "emptykeydup") && seen && m.flaw != "nodedupe" && m.flaw != "racydedupe" {
+		if sum != b.Digest() && m.flaw != "nodigest" && m.flaw != "globalkeys" {
+			return false, store.ErrKeyReused
+		}
 		if m.flaw != "lostduplicat" {
 			m.counts.Duplicates++
 		}
 		return true, nil
 	}
-	sb := store.Batch{Key: b.Key}
+	sb := store.Batch{Namespace: b.Namespace, Key: b.Key}
 	for i, e := range b.Events {
 		if m.flaw == "partial" && i == len(b.Events)/2 && ctx.Err() != nil {
 			// Keeps the first half when cancelled part-way.
@@ -135,18 +150,25 @@ func (m *mem) Store(ctx context.Context, b *store.Batch) (bool, error) {
 		if m.flaw != "keeppayload" {
 			e.Payload = bytes.Clone(e.Payload)
 		}
-		if m.flaw == "seconds" {
+		switch m.flaw {
+		case "seconds":
 			e.TS = e.TS.Truncate(time.Second)
+		case "nanoseconds": // kept, not truncated to the microsecond
+		default:
+			e.TS, _ = store.CleanTS(e.TS)
+		}
+		if m.flaw != "rawtext" { // stored as given, NUL included
+			e.ID, e.Type = store.CleanText(e.ID), store.CleanText(e.Type)
 		}
 		if m.flaw == "dropnul" {
-			e.ID = strings.ReplaceAll(e.ID, "\x00", "")
+			e.ID = strings.ReplaceAll(e.ID, "\uFFFD", "")
 		}
 		sb.Events = append(sb.Events, e)
 	}
 	if m.flaw == "reorder" && len(sb.Events) > 1 {
 		sb.Events[0], sb.Events[1] = sb.Events[1], sb.Events[0]
 	}
-	m.keys[b.Key] = true
+	m.keys[m.key(b)] = b.Digest()
 	m.batches = append(m.batches, sb)
 	m.counts.Batches++
 	m.counts.Events += int64(len(b.Events))
@@ -161,7 +183,7 @@ func (m *mem) Batches(context.Context) ([]store.Batch, error) {
 	defer m.mu.Unlock()
 	out := make([]store.Batch, len(m.batches))
 	for i, b := range m.batches {
-		out[i] = store.Batch{Key: b.Key, Events: append([]store.Event(nil), b.Events...)}
+		out[i] = store.Batch{Namespace: b.Namespace, Key: b.Key, Events: append([]store.Event(nil), b.Events...)}
 	}
 	return out, nil
 }
