@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -245,7 +246,7 @@ func TestCollectorLint(t *testing.T) {
 				t.Errorf("%s: not under myservice_batchproc_", name)
 			}
 			for _, m := range mf.GetMetric() {
-				if !strings.Contains(m.String(), `name:"processor" value:"orders"`) {
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "processor" && l.GetValue() == "orders" }) {
 					t.Errorf("%s: no processor=orders label: %v", name, m)
 				}
 			}
