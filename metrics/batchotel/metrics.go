@@ -43,7 +43,10 @@ type Metrics struct {
 	p   atomic.Pointer[batchproc.Processor]
 	reg metric.Registration
 
-	attrs metric.MeasurementOption // WithAttributes, alone
+	// WithAttributes alone, as the option slices the API takes: passed
+	// with ..., a slice made once costs a measurement no allocation.
+	observeOpts []metric.ObserveOption
+	recordOpts  []metric.RecordOption
 
 	// Observed from Stats at every collection.
 	added, delivered, failed, batches, retries metric.Int64ObservableCounter
@@ -58,12 +61,12 @@ type Metrics struct {
 	limitChanges metric.Int64Counter
 
 	// Attribute sets made once, so that a hook allocates none.
-	byOutcome map[batchproc.SendOutcome]metric.MeasurementOption
-	byReject  map[string]metric.MeasurementOption
-	byFailure map[string]metric.MeasurementOption
+	byOutcome map[batchproc.SendOutcome][]metric.RecordOption
+	byReject  map[string][]metric.AddOption
+	byFailure map[string][]metric.AddOption
 	base      []attribute.KeyValue
 	mu        sync.Mutex
-	byLimit   map[string]metric.MeasurementOption
+	byLimit   map[string][]metric.AddOption
 }
 
 // An Option configures [New].
@@ -113,7 +116,8 @@ func New(opts ...Option) (*Metrics, error) {
 	}
 	meter := cfg.provider.Meter(ScopeName)
 	m := &Metrics{base: cfg.attrs}
-	m.attrs = m.with()
+	m.observeOpts = []metric.ObserveOption{m.with()}
+	m.recordOpts = []metric.RecordOption{m.with()}
 
 	var errs []error
 	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
@@ -162,19 +166,19 @@ func New(opts ...Option) (*Metrics, error) {
 		return nil, fmt.Errorf("batchotel: %w", err)
 	}
 
-	m.byOutcome = make(map[batchproc.SendOutcome]metric.MeasurementOption)
+	m.byOutcome = make(map[batchproc.SendOutcome][]metric.RecordOption)
 	for _, o := range []batchproc.SendOutcome{batchproc.SendDelivered, batchproc.SendRetrying, batchproc.SendFailed, batchproc.SendAborted} {
-		m.byOutcome[o] = m.with(OutcomeKey.String(string(o)))
+		m.byOutcome[o] = []metric.RecordOption{m.with(OutcomeKey.String(string(o)))}
 	}
-	m.byReject = make(map[string]metric.MeasurementOption)
+	m.byReject = make(map[string][]metric.AddOption)
 	for _, r := range reason.Rejects {
-		m.byReject[r] = m.with(ErrorTypeKey.String(errorType(r)))
+		m.byReject[r] = []metric.AddOption{m.with(ErrorTypeKey.String(errorType(r)))}
 	}
-	m.byFailure = make(map[string]metric.MeasurementOption)
+	m.byFailure = make(map[string][]metric.AddOption)
 	for _, r := range reason.Failures {
-		m.byFailure[r] = m.with(ErrorTypeKey.String(r))
+		m.byFailure[r] = []metric.AddOption{m.with(ErrorTypeKey.String(r))}
 	}
-	m.byLimit = make(map[string]metric.MeasurementOption)
+	m.byLimit = make(map[string][]metric.AddOption)
 
 	m.reg, err = meter.RegisterCallback(m.observe, m.added, m.delivered, m.failed, m.batches, m.retries, m.pending, m.inflight, m.limit, m.buffer)
 	if err != nil {
@@ -226,15 +230,16 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 		return nil
 	}
 	s := p.Stats()
-	o.ObserveInt64(m.added, clamp(s.Added), m.attrs)
-	o.ObserveInt64(m.delivered, clamp(s.Delivered), m.attrs)
-	o.ObserveInt64(m.failed, clamp(s.Failed), m.attrs)
-	o.ObserveInt64(m.batches, clamp(s.Batches), m.attrs)
-	o.ObserveInt64(m.retries, clamp(s.Retries), m.attrs)
-	o.ObserveInt64(m.pending, clamp(s.Pending), m.attrs)
-	o.ObserveInt64(m.inflight, int64(s.InFlight), m.attrs)
-	o.ObserveInt64(m.limit, int64(s.InFlightLimit), m.attrs)
-	o.ObserveInt64(m.buffer, s.BufferedBytes, m.attrs)
+	opts := m.observeOpts
+	o.ObserveInt64(m.added, clamp(s.Added), opts...)
+	o.ObserveInt64(m.delivered, clamp(s.Delivered), opts...)
+	o.ObserveInt64(m.failed, clamp(s.Failed), opts...)
+	o.ObserveInt64(m.batches, clamp(s.Batches), opts...)
+	o.ObserveInt64(m.retries, clamp(s.Retries), opts...)
+	o.ObserveInt64(m.pending, clamp(s.Pending), opts...)
+	o.ObserveInt64(m.inflight, int64(s.InFlight), opts...)
+	o.ObserveInt64(m.limit, int64(s.InFlightLimit), opts...)
+	o.ObserveInt64(m.buffer, s.BufferedBytes, opts...)
 	return nil
 }
 
@@ -246,35 +251,35 @@ func clamp(v uint64) int64 { return int64(min(v, math.MaxInt64)) }
 // outcome, and the batch's size at its first attempt.
 func (m *Metrics) OnSend(i batchproc.SendInfo) {
 	ctx := context.Background()
-	opt, ok := m.byOutcome[i.Outcome]
+	opts, ok := m.byOutcome[i.Outcome]
 	if !ok {
-		opt = m.with(OutcomeKey.String(string(i.Outcome)))
+		opts = []metric.RecordOption{m.with(OutcomeKey.String(string(i.Outcome)))}
 	}
-	m.duration.Record(ctx, i.Duration.Seconds(), opt)
+	m.duration.Record(ctx, i.Duration.Seconds(), opts...)
 	if i.Attempt == 1 {
-		m.batchEvents.Record(ctx, int64(i.Events), m.attrs)
-		m.batchSize.Record(ctx, int64(i.Bytes), m.attrs)
+		m.batchEvents.Record(ctx, int64(i.Events), m.recordOpts...)
+		m.batchSize.Record(ctx, int64(i.Bytes), m.recordOpts...)
 	}
 }
 
 // OnBatchFailed implements [batchproc.FailureHook].
 func (m *Metrics) OnBatchFailed(i batchproc.FailureInfo) {
-	m.batchFailed.Add(context.Background(), 1, m.byFailure[reason.Failure(i.Err)])
+	m.batchFailed.Add(context.Background(), 1, m.byFailure[reason.Failure(i.Err)]...)
 }
 
 // OnReject implements [batchproc.RejectHook].
 func (m *Metrics) OnReject(err error) {
-	m.rejected.Add(context.Background(), 1, m.byReject[reason.Reject(err)])
+	m.rejected.Add(context.Background(), 1, m.byReject[reason.Reject(err)]...)
 }
 
 // OnLimitChange implements [batchproc.LimitHook].
 func (m *Metrics) OnLimitChange(_, _ int, why string) {
 	m.mu.Lock()
-	opt, ok := m.byLimit[why]
+	opts, ok := m.byLimit[why]
 	if !ok {
-		opt = m.with(LimitReasonKey.String(why))
-		m.byLimit[why] = opt
+		opts = []metric.AddOption{m.with(LimitReasonKey.String(why))}
+		m.byLimit[why] = opts
 	}
 	m.mu.Unlock()
-	m.limitChanges.Add(context.Background(), 1, opt)
+	m.limitChanges.Add(context.Background(), 1, opts...)
 }

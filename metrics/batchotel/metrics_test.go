@@ -20,7 +20,7 @@ import (
 
 // newMetrics returns a Metrics on a provider whose reader the test
 // collects from.
-func newMetrics(t *testing.T, opts ...batchotel.Option) (*batchotel.Metrics, *sdkmetric.ManualReader) {
+func newMetrics(t testing.TB, opts ...batchotel.Option) (*batchotel.Metrics, *sdkmetric.ManualReader) {
 	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
