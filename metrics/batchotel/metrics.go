@@ -82,7 +82,8 @@ type config struct {
 }
 
 // WithMeterProvider sets the provider of the meter. The default is the
-// global one, [otel.GetMeterProvider], as it is when New is called.
+// global one, [otel.GetMeterProvider]; instruments made from it before the
+// service calls otel.SetMeterProvider forward to that provider once set.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) { c.provider = mp })
 }

@@ -16,7 +16,6 @@ import (
 // [batchproc.WithHooks], bind it to the processor with [Collector.Observe],
 // and register it. One Collector serves one processor.
 type Collector struct {
-	cfg config
 	err error // a bad option: Describe reports it, so Register fails
 	p   atomic.Pointer[batchproc.Processor]
 
@@ -94,7 +93,7 @@ func New(opts ...Option) *Collector {
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
-	c := &Collector{cfg: cfg}
+	c := &Collector{}
 	for name, b := range map[string][]float64{"send duration": cfg.durationBuckets, "batch events": cfg.eventBuckets, "batch bytes": cfg.byteBuckets} {
 		if len(b) == 0 || !slices.IsSorted(b) || len(slices.Compact(slices.Clone(b))) != len(b) {
 			c.err = errors.Join(c.err, fmt.Errorf("batchprom: %s buckets %v: want at least one bound, strictly increasing", name, b))
