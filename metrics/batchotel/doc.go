@@ -27,7 +27,9 @@
 // the reason class and that convention's bucket boundaries for durations.
 // They are not messaging.* metrics themselves: a batch processor sits in
 // front of any transport, and its sink (HTTP, Kafka) has its own
-// instrumentation.
+// instrumentation. One difference from otel.sdk.exporter.operation.duration:
+// batchproc.send.duration records each Send attempt (the hook reports
+// attempts), not a batch's whole delivery with its retries and backoff.
 //
 // Asynchronous instruments observe one [batchproc.Stats] snapshot at each
 // collection, so their values agree with Stats exactly:
