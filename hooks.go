@@ -12,6 +12,13 @@ import "time"
 // README). A processor with no hooks pays nothing for them on the Add path.
 type Hook any
 
+// NewHook is told the processor it was given to, when [New] has built it
+// and before New returns: a metrics adapter binds itself to the processor's
+// Stats there, so it cannot be bound to another.
+type NewHook interface {
+	OnNew(*Processor)
+}
+
 // SendHook is told about every Send attempt when it returns.
 type SendHook interface {
 	OnSend(SendInfo)
@@ -76,6 +83,7 @@ func WithHooks(hooks ...Hook) Option {
 
 // hookSet holds the hooks by interface, so each call site tests one slice.
 type hookSet struct {
+	new    []NewHook
 	send   []SendHook
 	fail   []FailureHook
 	reject []RejectHook
@@ -84,6 +92,9 @@ type hookSet struct {
 
 func (h *hookSet) add(x Hook) bool {
 	ok := false
+	if v, is := x.(NewHook); is {
+		h.new, ok = append(h.new, v), true
+	}
 	if v, is := x.(SendHook); is {
 		h.send, ok = append(h.send, v), true
 	}

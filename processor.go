@@ -175,6 +175,9 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		}
 	}
 	go p.lingerLoop()
+	for _, h := range p.hooks.new {
+		h.OnNew(p)
+	}
 	return p, nil
 }
 

@@ -202,6 +202,11 @@ func (m *Metrics) with(kv ...attribute.KeyValue) metric.MeasurementOption {
 	return metric.WithAttributeSet(attribute.NewSet(all...))
 }
 
+// OnNew implements [batchproc.NewHook]: [batchproc.New] binds m to
+// the processor it builds, as [Metrics.Observe] does, so calling Observe
+// after New is not needed.
+func (m *Metrics) OnNew(p *batchproc.Processor) { m.Observe(p) }
+
 // Observe binds m to p, whose Stats the instruments then observe at every
 // collection. Call it once, after [batchproc.New] took m in
 // [batchproc.WithHooks]; until then only the hook-fed instruments have

@@ -266,11 +266,11 @@ func TestMetricsBeforeObserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := collect(t, reader)
-	if _, ok := got["batchproc.event.added"]; ok {
-		t.Error("batchproc.event.added reported before Observe")
+	if _, ok := got["batchproc.event.added"]; !ok {
+		t.Error("batchproc.event.added missing: New binds the hook to its processor (OnNew)")
 	}
 	if _, ok := got["batchproc.send.duration"]; !ok {
-		t.Error("batchproc.send.duration missing: the hooks work before Observe")
+		t.Error("batchproc.send.duration missing")
 	}
 	m.Observe(p)
 	m.Observe(p) // the same processor again: a no-op

@@ -165,6 +165,11 @@ func New(opts ...Option) *Collector {
 	return c
 }
 
+// OnNew implements [batchproc.NewHook]: [batchproc.New] binds c to
+// the processor it builds, as [Collector.Observe] does, so calling Observe
+// after New is not needed.
+func (c *Collector) OnNew(p *batchproc.Processor) { c.Observe(p) }
+
 // Observe binds c to p, whose Stats it then reads at every scrape. Call it
 // once, after [batchproc.New] took c in [batchproc.WithHooks]; until then a
 // scrape has only the hook-fed metrics. Observe panics if c already

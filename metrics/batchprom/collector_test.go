@@ -346,11 +346,10 @@ func TestCollectorBeforeObserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Shutdown(context.Background())
-	c.Observe(p)
-	c.Observe(p) // the same processor again: a no-op
 	if _, ok := gather(t, c)["batchproc_events_added_total"]; !ok {
-		t.Error("events_added_total missing after Observe")
+		t.Error("events_added_total missing after New: New binds the collector (OnNew)")
 	}
+	c.Observe(p) // the same processor again: a no-op
 	other, err := batchproc.New(&batchproctest.Recorder{})
 	if err != nil {
 		t.Fatal(err)
