@@ -30,14 +30,23 @@ type Server struct {
 	metrics http.Handler
 	tokens  [][sha256.Size]byte
 	slots   chan struct{} // ingest slots: a send takes one
-	works   sync.Pool     // *work
-	codecs  *codecs
+	bodyMem *budget       // bodies as sent, being received or held (Config.BodyMemory)
+	// decodeMem bounds the decompressed bodies (Config.DecodeMemory).
+	decodeMem *budget
+	works     sync.Pool // *work
+	codecs    *codecs
 
 	retryAfter string // Retry-After value, whole seconds
 
 	rejected atomic.Int64
 
 	onLatencyWait func() // test hook: a request begins its Latency wait
+	onReceive     func() // test hook: a request begins to read its body
+	onSlotWait    func() // test hook: a request begins to wait for a slot
+	onDecodeWait  func() // test hook: a request waits for decode memory
+
+	drainCtx    context.Context // done when Shutdown begins
+	cancelDrain context.CancelFunc
 
 	mu       sync.Mutex
 	draining bool          // Shutdown has begun
@@ -61,12 +70,15 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		m:          newMetrics(),
 		slots:      make(chan struct{}, cfg.MaxConcurrent),
+		bodyMem:    newBudget(cfg.BodyMemory),
+		decodeMem:  newBudget(cfg.DecodeMemory),
 		codecs:     newCodecs(&cfg),
 		retryAfter: strconv.FormatInt(int64((cfg.RetryAfter+time.Second-1)/time.Second), 10),
 		drainCh:    make(chan struct{}),
 		idle:       make(chan struct{}),
 		doneCh:     make(chan struct{}),
 	}
+	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	for _, t := range cfg.Tokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 	}
@@ -127,6 +139,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if first {
 		s.draining = true
 		close(s.drainCh)
+		s.cancelDrain()
 		if s.inflight == 0 {
 			close(s.idle)
 		}
