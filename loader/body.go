@@ -79,9 +79,15 @@ func newCodecs(cfg *Config) *codecs {
 	}}
 }
 
+// maxPooledRing is the largest zstd window buffer kept in the pool with its
+// decoder: a decoder that needed more is closed after use, so that idle
+// decoders hold little memory outside Config.DecodeMemory.
+const maxPooledRing = 1 << 20
+
 // open returns a decompressor reading src, and the func that gives it back
-// to its pool once it is no longer read.
-func (c *codecs) open(enc encoding, src []byte) (r io.Reader, release func(), err error) {
+// to its pool once it is no longer read. ring is the window buffer a zstd
+// frame needs.
+func (c *codecs) open(enc encoding, src []byte, ring int64) (r io.Reader, release func(), err error) {
 	// A bytes.Reader is an io.ByteReader: flate reads it without a
 	// bufio.Reader of its own.
 	br := bytes.NewReader(src)
@@ -103,7 +109,14 @@ func (c *codecs) open(enc encoding, src []byte) (r io.Reader, release func(), er
 				return nil, func() {}, err
 			}
 		}
-		release = func() { _ = d.Reset(nil); c.zstd.Put(d) }
+		release = func() {
+			if ring > maxPooledRing {
+				d.Close()
+				return
+			}
+			_ = d.Reset(nil)
+			c.zstd.Put(d)
+		}
 		if err := d.Reset(br); err != nil {
 			return nil, release, err
 		}
@@ -154,23 +167,50 @@ var errDraining = errors.New("shutting down")
 
 // decompress decodes wk.raw (compressed with enc) into wk.buf, at most
 // Config.MaxDecodedBody bytes, within Config.DecodeMemory across all
-// requests (see limits.go).
+// requests (see limits.go). A zstd decoder's window buffer counts too: it
+// is taken first, the only wait for the budget that holds nothing else.
 func (s *Server) decompress(ctx context.Context, wk *work, enc encoding) error {
 	limit := s.cfg.MaxDecodedBody
+	var window int64 // what the decoder holds of s.decodeMem
+	defer s.decodeMem.release(&window)
+	ring := int64(0)
+	if enc == encZstd {
+		var h zstd.Header
+		if err := h.Decode(wk.raw); err != nil {
+			return err
+		}
+		w := h.WindowSize
+		if h.SingleSegment {
+			w = h.FrameContentSize
+		}
+		if w > uint64(s.cfg.MaxZstdWindow) {
+			return zstd.ErrWindowSizeExceeded
+		}
+		// What history.ensureBlockRing allocates: the window and two
+		// blocks of room, with the copies' overrun.
+		ring = int64(w) + 2*(min(int64(w), 128<<10)+64)
+		if err := s.decodeMem.sem.Acquire(ctx, ring); err != nil {
+			return err
+		}
+		window = ring
+	}
 	hint := min(4*int64(len(wk.raw)), limit)
 	wk.buf = s.decodeMem.claim(wk.buf, &wk.bufHeld, hint)
-	r, release, err := s.codecs.open(enc, wk.raw)
+	r, release, err := s.codecs.open(enc, wk.raw, ring)
 	if err != nil {
 		release()
 		return err
 	}
-	wk.buf, err = readLimited(wk.buf, &wk.bufHeld, s.decodeMem, r, hint, limit, wk.probe[:])
+	// Grow by copying up to 4 times the hint (bodies compressed up to 16
+	// times); past that, find the size first and allocate it once, so a
+	// bomb makes little garbage on its way to the limit.
+	wk.buf, err = readGrowing(wk.buf, &wk.bufHeld, s.decodeMem, r, hint, limit, max(4*hint, minBodyBuf), wk.probe[:])
 	if !errors.Is(err, errBudget) {
 		release()
 		return err
 	}
-	// Over the budget: give back what this request holds, then learn the
-	// decoded size without keeping the bytes. A bomb ends here, 413.
+	// Over the budget or 4 times the hint: give back the buffer, then learn the decoded size
+	// without keeping the bytes. A bomb ends here, 413.
 	have := int64(len(wk.buf))
 	wk.buf = nil
 	s.decodeMem.release(&wk.bufHeld)
@@ -182,16 +222,18 @@ func (s *Server) decompress(ctx context.Context, wk *work, enc encoding) error {
 	if err != nil {
 		return err
 	}
+	// Wait for the decoded size and the window at once, holding nothing.
 	size := have + rest
+	s.decodeMem.release(&window)
 	if s.onDecodeWait != nil {
 		s.onDecodeWait()
 	}
-	if err := s.decodeMem.sem.Acquire(ctx, size); err != nil {
+	if err := s.decodeMem.sem.Acquire(ctx, size+ring); err != nil {
 		return err
 	}
-	wk.bufHeld = size
+	wk.bufHeld, window = size, ring
 	wk.buf = make([]byte, 0, size)
-	if r, release, err = s.codecs.open(enc, wk.raw); err == nil {
+	if r, release, err = s.codecs.open(enc, wk.raw, ring); err == nil {
 		wk.buf, err = readLimited(wk.buf, &wk.bufHeld, s.decodeMem, r, size, size, wk.probe[:])
 	}
 	release()

@@ -28,7 +28,7 @@ const (
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultSlotWait          = 250 * time.Millisecond
 	DefaultBodyMemory        = 128 << 20 // bytes, as sent, across all requests
-	DefaultDecodeMemory      = 96 << 20  // bytes, decompressed, across all requests
+	DefaultDecodeMemory      = 64 << 20  // bytes, decompressed, across all requests
 	DefaultDebugAddr         = "127.0.0.1:6060"
 )
 
@@ -75,7 +75,9 @@ type Config struct {
 	// across all batch requests. A request that does not fit waits (holding
 	// nothing of it) until its exact decoded size does; a decompression bomb
 	// is answered 413 without holding more than it had. At least
-	// MaxDecodedBody. Default the larger of 96 MiB and MaxDecodedBody.
+	// MaxDecodedBody. Default the larger of 64 MiB and MaxDecodedBody: one
+	// body of the default limit at a time, hundreds of typical ones. zstd
+	// decoders' window buffers count in it.
 	DecodeMemory int64
 
 	// MaxConcurrent is the number of batch requests decoded and stored at

@@ -71,8 +71,14 @@ const minBodyBuf = 64 << 10
 // and gives back the old one; *held is what buf holds of mem. When mem
 // cannot grant a growth, readLimited returns errBudget with what it read.
 func readLimited(buf []byte, held *int64, mem *budget, r io.Reader, sizeHint, limit int64, probe []byte) ([]byte, error) {
+	return readGrowing(buf, held, mem, r, sizeHint, limit, limit, probe)
+}
+
+// readGrowing is readLimited with buf growing to maxCap bytes at most: a
+// bigger body is errBudget too.
+func readGrowing(buf []byte, held *int64, mem *budget, r io.Reader, sizeHint, limit, maxCap int64, probe []byte) ([]byte, error) {
 	grow := func(newCap int64, extra []byte) bool {
-		if !mem.sem.TryAcquire(newCap) {
+		if newCap > maxCap || !mem.sem.TryAcquire(newCap) {
 			return false
 		}
 		nb := make([]byte, len(buf), newCap)
