@@ -147,6 +147,13 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, wk *work) error
 	// Start small whatever Content-Length says: a client must send the
 	// bytes before it holds memory for them.
 	hint := min(limit, minBodyBuf)
+	if int64(cap(wk.raw)) < hint {
+		s.bodyMem.release(&wk.rawHeld)
+		if !s.bodyMem.sem.TryAcquire(hint) {
+			return errBudget
+		}
+		wk.raw, wk.rawHeld = make([]byte, 0, hint), hint
+	}
 	rc := http.NewResponseController(w)
 	stop := context.AfterFunc(s.drainCtx, func() { _ = rc.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
@@ -189,10 +196,10 @@ func (s *Server) decompress(ctx context.Context, wk *work, enc encoding) error {
 		// What history.ensureBlockRing allocates: the window and two
 		// blocks of room, with the copies' overrun.
 		ring = int64(w) + 2*(min(int64(w), 128<<10)+64)
-		if err := s.decodeMem.sem.Acquire(ctx, ring); err != nil {
+		if err := s.waitDecodeMem(ctx, ring); err != nil {
 			return err
 		}
-		window = ring
+		window = min(ring, s.decodeMem.size)
 	}
 	hint := min(4*int64(len(wk.raw)), limit)
 	wk.buf = s.decodeMem.claim(wk.buf, &wk.bufHeld, hint)
@@ -212,6 +219,9 @@ func (s *Server) decompress(ctx context.Context, wk *work, enc encoding) error {
 	// Over the budget or 4 times the hint: give back the buffer, then learn the decoded size
 	// without keeping the bytes. A bomb ends here, 413.
 	have := int64(len(wk.buf))
+	if err == errBudgetProbe {
+		have++
+	}
 	wk.buf = nil
 	s.decodeMem.release(&wk.bufHeld)
 	if wk.scratch == nil {
@@ -228,16 +238,35 @@ func (s *Server) decompress(ctx context.Context, wk *work, enc encoding) error {
 	if s.onDecodeWait != nil {
 		s.onDecodeWait()
 	}
-	if err := s.decodeMem.sem.Acquire(ctx, size+ring); err != nil {
+	if err := s.waitDecodeMem(ctx, size+ring); err != nil {
 		return err
 	}
-	wk.bufHeld, window = size, ring
+	// What was taken: size+ring, or all of the budget if that is less.
+	wk.bufHeld, window = size, min(ring, s.decodeMem.size-size)
 	wk.buf = make([]byte, 0, size)
 	if r, release, err = s.codecs.open(enc, wk.raw, ring); err == nil {
 		wk.buf, err = readLimited(wk.buf, &wk.bufHeld, s.decodeMem, r, size, size, wk.probe[:])
 	}
 	release()
 	return err
+}
+
+// errDecodeBusy is a request that waited StoreTimeout for decode memory.
+var errDecodeBusy = errors.New("decode memory stayed in use")
+
+// waitDecodeMem takes n bytes of the decode budget (all of it when n is
+// more), waiting at most Config.StoreTimeout. The caller holds none of it,
+// so the wait ends as the requests holding it finish.
+func (s *Server) waitDecodeMem(ctx context.Context, n int64) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	if err := s.decodeMem.sem.Acquire(ctx, min(n, s.decodeMem.size)); err != nil {
+		if ctx.Err() == context.DeadlineExceeded {
+			return errDecodeBusy
+		}
+		return err
+	}
+	return nil
 }
 
 // freeBodies gives back what wk holds of the memory budgets and drops
@@ -266,6 +295,8 @@ func bodyError(err error, enc encoding, cfg *Config) (status int, msg string) {
 	switch {
 	case errors.Is(err, errDraining):
 		return http.StatusServiceUnavailable, "shutting down"
+	case errors.Is(err, errDecodeBusy):
+		return http.StatusServiceUnavailable, fmt.Sprintf("overloaded: the %d bytes of decode memory stayed in use for %v", cfg.DecodeMemory, cfg.StoreTimeout)
 	case isTimeout(err):
 		return http.StatusRequestTimeout, fmt.Sprintf("request body not received within the read timeout of %v", cfg.ReadTimeout)
 	case errors.Is(err, errBudget):

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -31,6 +32,10 @@ import (
 // errBudget is returned by readLimited when the memory budget cannot hold
 // a bigger buffer.
 var errBudget = errors.New("memory budget exhausted")
+
+// errBudgetProbe is errBudget found with one byte read past buf, into the
+// probe.
+var errBudgetProbe = fmt.Errorf("%w, one byte read ahead", errBudget)
 
 // budget is a byte budget shared by all requests.
 type budget struct {
@@ -110,7 +115,7 @@ func readGrowing(buf []byte, held *int64, mem *budget, r io.Reader, sizeHint, li
 				return buf, errDecodedTooLarge
 			}
 			if !grow(min(max(2*int64(cap(buf)), minBodyBuf), limit), probe[:1]) {
-				return buf, errBudget
+				return buf, errBudgetProbe
 			}
 			continue
 		}

@@ -612,6 +612,9 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Store: ms, Tokens: []string{"has space"}}, "Tokens[0]"},
 		{Config{Store: ms, MaxZstdWindow: 100}, "MaxZstdWindow"},
 		{Config{Store: ms, ReadHeaderTimeout: -1}, "ReadHeaderTimeout"},
+		{Config{Store: ms, SlotWait: -1}, "SlotWait"},
+		{Config{Store: ms, BodyMemory: 1 << 20}, "BodyMemory"},
+		{Config{Store: ms, DecodeMemory: 1 << 20}, "DecodeMemory"},
 	} {
 		_, err := New(c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
