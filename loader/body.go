@@ -160,13 +160,56 @@ func (s *Server) receive(w http.ResponseWriter, r *http.Request, wk *work) error
 	if s.onReceive != nil {
 		s.onReceive()
 	}
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	var body io.Reader = http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	now := time.Now()
+	mr := &minRateReader{r: body, rc: rc, rate: s.cfg.MinBodyRate, drain: s.drainCtx,
+		grace: now.Add(s.cfg.BodyRateGrace), end: now.Add(s.cfg.ReadTimeout)}
+	if mr.setDeadline() == nil { // not on a ResponseRecorder
+		body = mr
+	}
 	var err error
 	wk.raw, err = readLimited(wk.raw, &wk.rawHeld, s.bodyMem, body, hint, limit, wk.probe[:])
+	// No deadline to reset: at the body's EOF net/http clears it for its
+	// background read (TestMinBodyRateSparesTheStore).
 	if err != nil && s.isDraining() && isTimeout(err) {
 		return errDraining
 	}
 	return err
+}
+
+// minRateReader moves the connection's read deadline before each read so
+// that the body keeps arriving at rate bytes per second on average after
+// grace, and ends before end (the ReadTimeout).
+type minRateReader struct {
+	r     io.Reader
+	drain context.Context // done: Shutdown cuts the body off
+	rc    *http.ResponseController
+	rate  int64
+	n     int64
+	grace time.Time
+	end   time.Time
+}
+
+func (m *minRateReader) setDeadline() error {
+	d := m.grace.Add(time.Duration(float64(m.n) / float64(m.rate) * float64(time.Second)))
+	if d.After(m.end) {
+		d = m.end
+	}
+	return m.rc.SetReadDeadline(d)
+}
+
+func (m *minRateReader) Read(p []byte) (int, error) {
+	if err := m.setDeadline(); err != nil {
+		return 0, err
+	}
+	// After moving the deadline: Shutdown's cut (a deadline in the past)
+	// may have come just before it.
+	if m.drain.Err() != nil {
+		return 0, os.ErrDeadlineExceeded
+	}
+	n, err := m.r.Read(p)
+	m.n += int64(n)
+	return n, err
 }
 
 // errDraining is a body cut off by Shutdown.
@@ -298,7 +341,7 @@ func bodyError(err error, enc encoding, cfg *Config) (status int, msg string) {
 	case errors.Is(err, errDecodeBusy):
 		return http.StatusServiceUnavailable, fmt.Sprintf("overloaded: the %d bytes of decode memory stayed in use for %v", cfg.DecodeMemory, cfg.StoreTimeout)
 	case isTimeout(err):
-		return http.StatusRequestTimeout, fmt.Sprintf("request body not received within the read timeout of %v", cfg.ReadTimeout)
+		return http.StatusRequestTimeout, fmt.Sprintf("request body not received within the read timeout of %v, or slower than %d bytes/s after %v", cfg.ReadTimeout, cfg.MinBodyRate, cfg.BodyRateGrace)
 	case errors.Is(err, errBudget):
 		return http.StatusTooManyRequests, fmt.Sprintf("overloaded: the %d bytes of memory for request bodies are in use", cfg.BodyMemory)
 	case errors.As(err, &mbe):

@@ -27,6 +27,8 @@ const (
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultSlotWait          = 250 * time.Millisecond
+	DefaultMinBodyRate       = 1 << 10 // bytes per second, after DefaultBodyRateGrace
+	DefaultBodyRateGrace     = 5 * time.Second
 	DefaultBodyMemory        = 128 << 20 // bytes, as sent, across all requests
 	DefaultDecodeMemory      = 64 << 20  // bytes, decompressed, across all requests
 	DefaultDebugAddr         = "127.0.0.1:6060"
@@ -98,6 +100,17 @@ type Config struct {
 	RetryAfter time.Duration
 	// StoreTimeout bounds one Store call. Default 30s.
 	StoreTimeout time.Duration
+
+	// MinBodyRate is the slowest a body may arrive, in bytes per second on
+	// average, once BodyRateGrace has passed since its request began: a
+	// slower body is answered 408. It keeps slow clients from holding
+	// BodyMemory and connections for the whole ReadTimeout. Default 1 KiB/s
+	// (an 8 MiB body may take over two hours; a byte every 2 s is cut off
+	// after the grace).
+	MinBodyRate int64
+	// BodyRateGrace is how long a body may arrive below MinBodyRate before
+	// the rate counts. Default 5s.
+	BodyRateGrace time.Duration
 
 	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
 	ReadHeaderTimeout time.Duration
@@ -186,6 +199,8 @@ func (c Config) withDefaults() (Config, error) {
 	defInt64("DecodeMemory", &c.DecodeMemory, max(DefaultDecodeMemory, c.MaxDecodedBody))
 	defInt("MaxConcurrent", &c.MaxConcurrent, DefaultMaxConcurrent())
 	defDur("SlotWait", &c.SlotWait, DefaultSlotWait)
+	defInt64("MinBodyRate", &c.MinBodyRate, DefaultMinBodyRate)
+	defDur("BodyRateGrace", &c.BodyRateGrace, DefaultBodyRateGrace)
 	if c.Latency < 0 {
 		bad("Config.Latency = %v is negative", c.Latency)
 	}

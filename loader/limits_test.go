@@ -527,3 +527,51 @@ func TestDecodeMemoryPaths(t *testing.T) {
 		t.Error("the decode budget was not all given back")
 	}
 }
+
+// TestMinBodyRate408: a body arriving slower than MinBodyRate is answered
+// 408 once BodyRateGrace has passed, long before the read timeout; one
+// above it is received.
+func TestMinBodyRate408(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, Config{Store: ms, MinBodyRate: 1000, BodyRateGrace: 300 * time.Millisecond, ReadTimeout: time.Minute, Logger: nopLogger()})
+	t0 := time.Now()
+	slow := make(chan int, 1)
+	go func() { slow <- trickle(t, strings.TrimPrefix(ts.url, "http://"), 1000, 20*time.Millisecond) }() // 50 B/s
+	giveUp := time.NewTimer(20 * time.Second)
+	defer giveUp.Stop()
+	select {
+	case code := <-slow:
+		if code != http.StatusRequestTimeout {
+			t.Errorf("slow body: %d, want 408", code)
+		}
+		t.Logf("a body at 50 B/s cut off after %v", time.Since(t0))
+	case <-giveUp.C:
+		t.Fatal("a body at 50 B/s was still being received after 20 s")
+	}
+	if r := ts.post(ndjson(100)); r.code != 200 {
+		t.Errorf("a fast body: %d %s", r.code, r.body)
+	}
+	if n := ms.Counts().Batches; n != 1 {
+		t.Errorf("%d batches stored, want 1", n)
+	}
+}
+
+// TestMinBodyRateSparesTheStore: once the body is in, the rate's deadline
+// is gone: a store slower than the grace does not see its request
+// cancelled.
+func TestMinBodyRateSparesTheStore(t *testing.T) {
+	ms := newMemStore()
+	ms.entered = make(chan string, 1)
+	ms.release = make(chan struct{})
+	const grace = 100 * time.Millisecond
+	ts := startServer(t, Config{Store: ms, MinBodyRate: 1000, BodyRateGrace: grace, Logger: nopLogger()})
+	go func() {
+		<-ms.entered
+		// The store takes 5 graces: what a slow database does, not a wait
+		// for another goroutine.
+		time.AfterFunc(5*grace, func() { close(ms.release) })
+	}()
+	if r := ts.post(ndjson(1)); r.code != 200 {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+}

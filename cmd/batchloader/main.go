@@ -5,7 +5,8 @@
 //	            [-dsn batchloader.db | -dsn-file F] [-token T]... [-token-file F]...
 //	            [-max-body N] [-max-decoded-body N] [-max-events N] [-max-line N]
 //	            [-max-concurrent N] [-slot-wait D] [-body-memory N] [-decode-memory N]
-//	            [-read-timeout D] [-latency D] [-shutdown-timeout D]
+//	            [-read-timeout D] [-min-body-rate N] [-body-rate-grace D]
+//	            [-latency D] [-shutdown-timeout D] [-memory-limit N]
 //	            [-pprof [-debug-addr 127.0.0.1:6060]] [-log-format text|json]
 //	            [-kafka-brokers host:port,... -kafka-topic T [-kafka-group batchloader]]
 //
@@ -121,6 +122,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.BodyMemory, "body-memory", 0, "`bytes` of request bodies (as sent) held at once across all requests; over it: 429 (0: the larger of 128 MiB and -max-body)")
 	fs.Int64Var(&cfg.DecodeMemory, "decode-memory", 0, "`bytes` of decompressed bodies held at once across all requests, at least -max-decoded-body; a request that does not fit waits (0: the larger of 64 MiB and -max-decoded-body)")
 	fs.Int64Var(&memoryLimit, "memory-limit", 0, "soft limit of the Go runtime's memory, in `bytes` (as GOMEMLIMIT, which wins when set): the GC collects harder near it instead of letting garbage double the budgets (0: -body-memory + -decode-memory + 64 MiB; -1: none)")
+	fs.Int64Var(&cfg.MinBodyRate, "min-body-rate", loader.DefaultMinBodyRate, "slowest average body rate, in `bytes/s`, after -body-rate-grace; a slower body is answered 408")
+	fs.DurationVar(&cfg.BodyRateGrace, "body-rate-grace", loader.DefaultBodyRateGrace, "how long a body may arrive below -min-body-rate")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", loader.DefaultReadTimeout, "longest time to receive a request, body included; a body not received in time is answered 408")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "artificial latency added to each batch request, to model a remote loader")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", loader.DefaultShutdownTimeout, "longest drain on SIGINT/SIGTERM")
