@@ -108,3 +108,12 @@ func parseRetryAfter(v string, now time.Time) (d time.Duration, ok bool) {
 	}
 	return min(max(t.Sub(now), 0), maxRetryAfter), true
 }
+
+// retryableStatus reports whether a response status is worth a retry of the
+// same request, as protocol.md's client rule says: 408 (the loader did not
+// receive the body in time: a slow link, not a bad batch), 429 and every
+// 5xx. Any other status is permanent.
+func retryableStatus(code int) bool {
+	return code == http.StatusRequestTimeout || code == http.StatusTooManyRequests ||
+		(code >= 500 && code <= 599)
+}

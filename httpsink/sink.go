@@ -172,7 +172,7 @@ func (s *Sink) Close() error {
 //     b.Len() on a non-duplicate, is a [batchproc.Permanent] *StatusError
 //     with Code 200: retrying cannot help, and hiding it could hide lost
 //     events.
-//   - 429, 503 and every other 5xx: a retryable *StatusError, wrapped by
+//   - 408, 429, 503 and every other 5xx: a retryable *StatusError, wrapped by
 //     [batchproc.RetryAfter] when a usable Retry-After header came with it.
 //   - 413 for a batch of two events or more: b is split in halves
 //     ([batchproc.Batch.Split]) sent one after the other under the derived
@@ -246,7 +246,7 @@ func classify(ctx context.Context, err error) error {
 	if !ok {
 		return err // transport error or timeout: retryable
 	}
-	if se.Code == http.StatusTooManyRequests || (se.Code >= 500 && se.Code <= 599) {
+	if retryableStatus(se.Code) {
 		if se.retryAfterSet {
 			return batchproc.RetryAfter(se, se.RetryAfter)
 		}

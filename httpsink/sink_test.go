@@ -245,6 +245,8 @@ func TestStatus(t *testing.T) {
 		{"429 negative", reply{429, `{"error":"queue full"}`, map[string]string{"Retry-After": "-5"}}, want{false, -1, 0, 429, 0, "queue full"}},
 		{"503 seconds", reply{503, `{"error":"shutting down"}`, map[string]string{"Retry-After": "2"}}, want{false, 2 * time.Second, 2 * time.Second, 503, 0, "shutting down"}},
 		{"503 without Retry-After", reply{503, `{"error":"store down"}`, nil}, want{false, -1, 0, 503, 0, "store down"}},
+		{"408", reply{408, `{"error":"request body not received in time"}`, nil}, want{false, -1, 0, 408, 0, "not received in time"}},
+		{"408 with Retry-After", reply{408, `{"error":"slow body"}`, map[string]string{"Retry-After": "1"}}, want{false, time.Second, time.Second, 408, 0, "slow body"}},
 		{"500", reply{500, `{"error":"boom"}`, nil}, want{false, -1, 0, 500, 0, "boom"}},
 		{"502 html", reply{502, "<html>Bad Gateway</html>", nil}, want{false, -1, 0, 502, 0, "<html>Bad Gateway</html>"}},
 		{"200 not JSON", reply{200, "<html>hello</html>", nil}, want{true, -1, 0, 200, 0, "not the protocol's"}},

@@ -26,6 +26,12 @@ const (
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultSlotWait          = 250 * time.Millisecond
+	DefaultMinBodyRate       = 1 << 10 // bytes per second, after DefaultBodyRateGrace
+	DefaultBodyRateGrace     = 5 * time.Second
+	DefaultBodyMemory        = 128 << 20 // bytes, as sent, across all requests
+	DefaultDecodeMemory      = 64 << 20  // bytes, decompressed, across all requests
+	DefaultDebugAddr         = "127.0.0.1:6060"
 )
 
 // DefaultMaxConcurrent is the default of [Config.MaxConcurrent]:
@@ -60,10 +66,30 @@ type Config struct {
 	// bytes; it bounds a zstd decoder's memory. Default 8 MiB.
 	MaxZstdWindow int64
 
+	// BodyMemory bounds the bytes of request bodies, as sent, held at once
+	// across all batch requests: bodies are read in full before their
+	// request takes an ingest slot, and a request whose body would go over
+	// is answered 429. A client holds only what it has sent (buffers start
+	// at 64 KiB whatever Content-Length says). At least MaxBody.
+	// Default 128 MiB.
+	BodyMemory int64
+	// DecodeMemory bounds the bytes of decompressed bodies held at once
+	// across all batch requests. A request that does not fit waits (holding
+	// nothing of it) until its exact decoded size does; a decompression bomb
+	// is answered 413 without holding more than it had. At least
+	// MaxDecodedBody. Default the larger of 64 MiB and MaxDecodedBody: one
+	// body of the default limit at a time, hundreds of typical ones. zstd
+	// decoders' window buffers count in it.
+	DecodeMemory int64
+
 	// MaxConcurrent is the number of batch requests decoded and stored at
-	// once. A request that finds all of them busy is answered 429 at once:
-	// nothing queues. Default [DefaultMaxConcurrent].
+	// once (ingest slots). A request takes one only once its body has been
+	// received, so slow clients hold none. Default [DefaultMaxConcurrent].
 	MaxConcurrent int
+	// SlotWait is how long a request whose body has been received waits
+	// for an ingest slot before it is answered 429: a burst queues briefly
+	// instead of being refused. Default 250ms.
+	SlotWait time.Duration
 	// Latency is added to every batch request after its batch is stored
 	// (or refused by the store as a duplicate) and before it is answered,
 	// to model a remote loader; the request holds no ingest slot and no
@@ -75,10 +101,21 @@ type Config struct {
 	// StoreTimeout bounds one Store call. Default 30s.
 	StoreTimeout time.Duration
 
+	// MinBodyRate is the slowest a body may arrive, in bytes per second on
+	// average, once BodyRateGrace has passed since its request began: a
+	// slower body is answered 408. It keeps slow clients from holding
+	// BodyMemory and connections for the whole ReadTimeout. Default 1 KiB/s
+	// (an 8 MiB body may take over two hours; a byte every 2 s is cut off
+	// after the grace).
+	MinBodyRate int64
+	// BodyRateGrace is how long a body may arrive below MinBodyRate before
+	// the rate counts. Default 5s.
+	BodyRateGrace time.Duration
+
 	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
 	ReadHeaderTimeout time.Duration
-	// ReadTimeout bounds reading a whole request, body included.
-	// Default 1 minute.
+	// ReadTimeout bounds reading a whole request, body included: a body
+	// not received in time is answered 408. Default 1 minute.
 	ReadTimeout time.Duration
 	// WriteTimeout bounds a request from the end of its headers to the end
 	// of its answer. Default ReadTimeout + StoreTimeout + Latency + 10s.
@@ -97,8 +134,15 @@ type Config struct {
 	// [Server.ServeKafka]. Default nil: HTTP only.
 	Kafka *KafkaConfig
 
-	// Pprof serves net/http/pprof under /debug/pprof/. Default off.
+	// Pprof serves net/http/pprof under /debug/pprof/ on the debug
+	// listener ([Server.DebugHandler]; [Run] listens on DebugAddr for it),
+	// never on the ingest listener: /debug/pprof/cmdline shows the command
+	// line and profiles are costly. Default off.
 	Pprof bool
+	// DebugAddr is the TCP address [Run] serves [Server.DebugHandler] on
+	// when Pprof is set: pprof and /metrics. Default "127.0.0.1:6060",
+	// loopback only; Run warns when it is not a loopback address.
+	DebugAddr string
 	// Logger receives one line per stored batch (with count=N) and the
 	// server's life cycle. Default slog.Default().
 	Logger *slog.Logger
@@ -143,12 +187,20 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 	}
+	if c.DebugAddr == "" {
+		c.DebugAddr = DefaultDebugAddr
+	}
 	defInt64("MaxBody", &c.MaxBody, DefaultMaxBody)
 	defInt64("MaxDecodedBody", &c.MaxDecodedBody, DefaultMaxDecodedBody)
 	defInt("MaxEvents", &c.MaxEvents, DefaultMaxEvents)
 	defInt("MaxLine", &c.MaxLine, DefaultMaxLine)
 	defInt64("MaxZstdWindow", &c.MaxZstdWindow, DefaultMaxZstdWindow)
+	defInt64("BodyMemory", &c.BodyMemory, max(DefaultBodyMemory, c.MaxBody))
+	defInt64("DecodeMemory", &c.DecodeMemory, max(DefaultDecodeMemory, c.MaxDecodedBody))
 	defInt("MaxConcurrent", &c.MaxConcurrent, DefaultMaxConcurrent())
+	defDur("SlotWait", &c.SlotWait, DefaultSlotWait)
+	defInt64("MinBodyRate", &c.MinBodyRate, DefaultMinBodyRate)
+	defDur("BodyRateGrace", &c.BodyRateGrace, DefaultBodyRateGrace)
 	if c.Latency < 0 {
 		bad("Config.Latency = %v is negative", c.Latency)
 	}
@@ -163,6 +215,12 @@ func (c Config) withDefaults() (Config, error) {
 
 	if c.MaxDecodedBody > 0 && c.MaxBody > c.MaxDecodedBody {
 		bad("Config.MaxDecodedBody = %d is less than Config.MaxBody = %d", c.MaxDecodedBody, c.MaxBody)
+	}
+	if c.BodyMemory > 0 && c.BodyMemory < c.MaxBody {
+		bad("Config.BodyMemory = %d is less than Config.MaxBody = %d: a body of the limit could never be received", c.BodyMemory, c.MaxBody)
+	}
+	if c.DecodeMemory > 0 && c.DecodeMemory < c.MaxDecodedBody {
+		bad("Config.DecodeMemory = %d is less than Config.MaxDecodedBody = %d: a body of the limit could never be decoded", c.DecodeMemory, c.MaxDecodedBody)
 	}
 	if c.MaxLine > 0 && c.MaxLine < 2 {
 		bad("Config.MaxLine = %d cannot hold the smallest event, {}", c.MaxLine)

@@ -25,17 +25,21 @@
 //     bad Idempotency-Key, empty batch;
 //   - 401: tokens configured and the bearer token missing or wrong;
 //   - 405: another method on /v1/batches (404 for an unknown path);
+//   - 408: the body was not received within [Config.ReadTimeout]
+//     (retryable: a slow link, not a bad batch);
 //   - 413: over a size or count limit;
 //   - 415: unsupported Content-Type or Content-Encoding;
 //   - 422: the Idempotency-Key was stored before with other events;
-//   - 429 + Retry-After: all ingest slots busy ([Config.MaxConcurrent]);
-//     nothing queues;
+//   - 429 + Retry-After: all ingest slots ([Config.MaxConcurrent]) stayed
+//     busy for [Config.SlotWait], or the memory for bodies being received
+//     ([Config.BodyMemory]) is in use;
 //   - 503 + Retry-After: shutting down, or the store failed.
 //
 // GET /healthz, /readyz (503 while shutting down or when the store's Ping
 // fails), /v1/stats ({"events","batches","duplicates","rejected"}) and
-// /metrics (Prometheus, a registry per Server) complete it; /debug/pprof/
-// is served only with [Config.Pprof].
+// /metrics (Prometheus, a registry per Server) complete it. /debug/pprof/
+// is never served there: with [Config.Pprof] it is on the debug listener
+// ([Server.DebugHandler], [Config.DebugAddr], loopback by default).
 //
 // # Decisions where the protocol is silent
 //

@@ -64,9 +64,6 @@ func (s *Server) serveHTTP(rw http.ResponseWriter, r *http.Request) {
 		if s.onlyGet(w, r) {
 			s.metrics.ServeHTTP(w, r)
 		}
-	case s.pprof != nil && strings.HasPrefix(p, "/debug/pprof/"):
-		endpoint = "pprof"
-		s.pprof.ServeHTTP(w, r)
 	default:
 		writeError(w, http.StatusNotFound, "not found: "+p, 0)
 	}

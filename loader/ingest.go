@@ -12,9 +12,10 @@ import (
 )
 
 // serveBatches answers POST /v1/batches. The checks that cost nothing run
-// first (method, auth, headers, key), then the request takes an ingest slot
-// or is answered 429 at once, then the body is read (bounded), decoded
-// (all-or-nothing) and stored; only a committed batch is answered 200.
+// first (method, auth, headers, key), then the body is received (bounded,
+// see limits.go), then the request takes an ingest slot (or is answered 429
+// after Config.SlotWait), then the body is decoded (all-or-nothing) and
+// stored; only a committed batch is answered 200.
 func (s *Server) serveBatches(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
@@ -70,13 +71,18 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 		return fail(http.StatusServiceUnavailable, "shutting down", 0)
 	}
 	defer s.leave()
-	select {
-	case s.slots <- struct{}{}:
-	default:
-		return fail(http.StatusTooManyRequests, "overloaded: all "+strconv.Itoa(cap(s.slots))+" ingest slots are busy", 0)
+	// The body is received before the request takes a slot (limits.go).
+	wk := s.works.Get().(*work)
+	defer s.putWork(wk)
+	if err := s.receive(w, r, wk); err != nil {
+		code, msg := bodyError(err, encIdentity, &s.cfg)
+		return fail(code, msg, 0)
+	}
+	if code, msg := s.takeSlot(r); code != 0 {
+		return fail(code, msg, 0)
 	}
 	s.m.inFlight.Inc()
-	code, accepted, dup, msg, line := s.decodeAndStore(w, r, fr, enc, namespace, key)
+	code, accepted, dup, msg, line := s.decodeAndStore(r, wk, fr, enc, namespace, key)
 	if code != http.StatusOK {
 		return fail(code, msg, line)
 	}
@@ -110,33 +116,29 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 }
 
 // decodeAndStore reads, decodes and stores the batch, holding the ingest
-// slot the caller took; it releases the slot after putting its buffers back
-// in the pool, also if the store panics.
-func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr framing, enc encoding, namespace, key string) (code, accepted int, dup bool, msg string, line int) {
+// slot the caller took; it releases the slot also if the store panics.
+func (s *Server) decodeAndStore(r *http.Request, wk *work, fr framing, enc encoding, namespace, key string) (code, accepted int, dup bool, msg string, line int) {
 	defer func() {
 		s.m.inFlight.Dec()
 		<-s.slots
 	}()
-	wk := s.works.Get().(*work)
-	defer s.putWork(wk)
-
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-	release, err := s.codecs.readBody(wk, body, enc, r.ContentLength, s.cfg.MaxDecodedBody)
-	release()
-	s.m.bytesIn.Add(float64(wk.count.n))
-	wk.count = countingReader{}
-	if err != nil {
-		code, msg = bodyError(err, enc, &s.cfg)
-		return code, 0, false, msg, 0
+	s.m.bytesIn.Add(float64(len(wk.raw)))
+	body := wk.raw
+	if enc != encIdentity {
+		if err := s.decompress(r.Context(), wk, enc); err != nil {
+			code, msg = bodyError(err, enc, &s.cfg)
+			return code, 0, false, msg, 0
+		}
+		body = wk.buf
 	}
-	s.m.bytesDecoded.Add(float64(len(wk.buf)))
+	s.m.bytesDecoded.Add(float64(len(body)))
 
 	d := &wk.dec
 	var derr *decodeError
 	if fr == frameJSONArray {
-		derr = d.decodeJSONArray(wk.buf)
+		derr = d.decodeJSONArray(body)
 	} else {
-		derr = d.decodeNDJSON(wk.buf)
+		derr = d.decodeNDJSON(body)
 	}
 	if derr != nil {
 		return derr.status, 0, false, derr.msg, derr.line
@@ -147,6 +149,7 @@ func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr frami
 	wk.batch.Events = d.events
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.StoreTimeout)
 	t0 := time.Now()
+	var err error
 	dup, err = s.cfg.Store.Store(ctx, &wk.batch)
 	elapsed := time.Since(t0)
 	cancel()
@@ -175,17 +178,13 @@ func (s *Server) decodeAndStore(w http.ResponseWriter, r *http.Request, fr frami
 	s.m.events.Add(float64(n))
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "batch stored",
 		slog.Int("count", n), slog.String("key", key),
-		slog.Int("bytes", len(wk.buf)), slog.Duration("store", elapsed))
+		slog.Int("bytes", len(body)), slog.Duration("store", elapsed))
 	return http.StatusOK, n, false, "", 0
 }
 
 func (s *Server) putWork(wk *work) {
 	wk.dec.reset()
 	wk.batch = store.Batch{}
-	if cap(wk.buf) > maxPooledBuf {
-		wk.buf = nil
-	} else {
-		wk.buf = wk.buf[:0]
-	}
+	s.freeBodies(wk)
 	s.works.Put(wk)
 }

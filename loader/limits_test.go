@@ -1,7 +1,9 @@
 package loader
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -10,7 +12,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,5 +205,373 @@ func TestMaxBodyWithoutContentLength(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 413 || !strings.Contains(string(body), "request body over the limit") {
 		t.Fatalf("gzip: %d %s", resp.StatusCode, body)
+	}
+}
+
+// startHooked is startServer with hooks set before the Server serves.
+func startHooked(t *testing.T, cfg Config, hook func(*Server)) *testServer {
+	t.Helper()
+	if cfg.Store == nil {
+		cfg.Store = newMemStore()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = nopLogger()
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook(s)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{Server: s, t: t, url: "http://" + ln.Addr().String(),
+		client: &http.Client{Transport: &http.Transport{}}, served: make(chan error, 1)}
+	go func() { ts.served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ts.client.CloseIdleConnections()
+		_ = s.Shutdown(context.Background())
+		<-ts.served
+	})
+	return ts
+}
+
+// countHook returns a hook counting its calls and a channel closed at the
+// n-th.
+func countHook(n int64) (func(), <-chan struct{}) {
+	var calls atomic.Int64
+	reached := make(chan struct{})
+	return func() {
+		if calls.Add(1) == n {
+			close(reached)
+		}
+	}, reached
+}
+
+// trickle opens a connection that sends a batch request's headers
+// (Content-Length: declared) and then one body byte per tick until the
+// server answers; it returns the status (0: the connection failed first).
+func trickle(t *testing.T, addr string, declared int, tick time.Duration) (status int) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer conn.Close()
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			answered <- 0
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	_, _ = fmt.Fprintf(conn, "POST /v1/batches HTTP/1.1\r\nHost: loader\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n{", declared)
+	tk := time.NewTicker(tick) // the pace of the slow client: load, not synchronisation
+	defer tk.Stop()
+	for sent := 1; ; {
+		select {
+		case code := <-answered:
+			return code
+		case <-tk.C:
+			if sent < declared-1 {
+				if _, err := conn.Write([]byte{' '}); err == nil {
+					sent++
+				}
+			}
+		}
+	}
+}
+
+// TestSlowBodiesDoNotStarveIngest: 64 connections trickle their bodies at
+// a byte per 100 ms (4 ingest slots) while a normal client posts batches
+// over loopback. Bodies are received before a request takes a slot, so
+// every normal batch is stored at once, with a p99 latency within 1 s of
+// the one measured without the slow clients; the slow clients are answered
+// 408 at the read timeout, and nothing of theirs is stored.
+func TestSlowBodiesDoNotStarveIngest(t *testing.T) {
+	const (
+		slow        = 64
+		readTimeout = 4 * time.Second
+		batches     = 150
+	)
+	ms := newMemStore()
+	// The hook counts the normal client's requests too: it reaches
+	// batches+slow once the base phase is done and every slow client has
+	// begun its body.
+	onReceive, allReceiving := countHook(batches + slow)
+	ts := startHooked(t, Config{Store: ms, MaxConcurrent: 4, ReadTimeout: readTimeout}, func(s *Server) { s.onReceive = onReceive })
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
+	body := ndjson(100)
+	postAll := func(phase string) []time.Duration {
+		var lat []time.Duration
+		for i := range batches {
+			req, _ := http.NewRequest("POST", ts.url+"/v1/batches", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/x-ndjson")
+			req.Header.Set("Idempotency-Key", fmt.Sprintf("%s-%d", phase, i))
+			t0 := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			lat = append(lat, time.Since(t0))
+			if resp.StatusCode != 200 {
+				t.Fatalf("%s batch %d: %d %s", phase, i, resp.StatusCode, b)
+			}
+		}
+		slices.Sort(lat)
+		return lat
+	}
+	base := postAll("base")
+
+	codes := make(chan int, slow)
+	var ended atomic.Int64 // when the first slow client was answered, unix ns
+	for range slow {
+		go func() {
+			code := trickle(t, strings.TrimPrefix(ts.url, "http://"), 100_000, 100*time.Millisecond)
+			ended.CompareAndSwap(0, time.Now().UnixNano())
+			codes <- code
+		}()
+	}
+	giveUp := time.NewTimer(readTimeout)
+	defer giveUp.Stop()
+	select {
+	case <-allReceiving:
+	case <-giveUp.C:
+		t.Fatal("the slow clients did not all begin their bodies")
+	}
+	load := postAll("load")
+	loadEnd := time.Now()
+	p := func(l []time.Duration, q float64) time.Duration { return l[int(q*float64(len(l)-1))] }
+	added := p(load, 0.99) - p(base, 0.99)
+	t.Logf("normal client, %d batches each: p50 %v p99 %v alone; p50 %v p99 %v with %d slow clients: p99 added %v",
+		batches, p(base, 0.5), p(base, 0.99), p(load, 0.5), p(load, 0.99), slow, added)
+	if added >= time.Second {
+		t.Errorf("p99 added latency %v, want under 1 s", added)
+	}
+
+	n408 := 0
+	for range slow {
+		switch code := <-codes; code {
+		case http.StatusRequestTimeout:
+			n408++
+		case 0: // the server closed the connection before its answer was read
+		default:
+			t.Errorf("slow client answered %d, want 408", code)
+		}
+	}
+	if first := time.Unix(0, ended.Load()); first.Before(loadEnd) {
+		t.Errorf("a slow client ended at %v, before the normal client finished at %v: the test measured less than it claims", first, loadEnd)
+	}
+	t.Logf("slow clients: %d of %d answered 408", n408, slow)
+	if n408 < slow/2 {
+		t.Errorf("only %d of %d slow clients read a 408", n408, slow)
+	}
+	if got := ms.Counts().Batches; got != 2*batches {
+		t.Errorf("%d batches stored, want %d", got, 2*batches)
+	}
+}
+
+// rawRequest sends a batch request's headers declaring declared body bytes
+// and then body, and returns the answer's status and body. It sends
+// nothing more: the server has to time out or answer on its own.
+func rawRequest(t *testing.T, url string, declared int, body string) (int, string) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = fmt.Fprintf(conn, "POST /v1/batches HTTP/1.1\r\nHost: loader\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n\r\n%s", declared, body)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestBodyTimeout408: a body not received within ReadTimeout is answered
+// 408 (retryable), not 400 (the failure path of the sink).
+func TestBodyTimeout408(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, Config{Store: ms, ReadTimeout: 300 * time.Millisecond, Logger: nopLogger()})
+	code, body := rawRequest(t, ts.url, 1000, `{"id":"a"}`+"\n")
+	if code != http.StatusRequestTimeout || !strings.Contains(body, "not received within the read timeout") {
+		t.Fatalf("%d %s, want 408", code, body)
+	}
+	if n := ms.Counts().Batches; n != 0 {
+		t.Errorf("%d batches stored", n)
+	}
+}
+
+// TestSlotWaitQueuesBurst: a request that finds every slot busy waits up
+// to SlotWait for one instead of being refused at once.
+func TestSlotWaitQueuesBurst(t *testing.T) {
+	ms := newMemStore()
+	ms.entered = make(chan string, 2)
+	ms.release = make(chan struct{})
+	waiting := make(chan struct{}, 1)
+	ts := startHooked(t, Config{Store: ms, MaxConcurrent: 1, SlotWait: time.Minute},
+		func(s *Server) { s.onSlotWait = func() { waiting <- struct{}{} } })
+	first := make(chan response, 1)
+	go func() { first <- ts.post(ndjson(1), "Idempotency-Key", "first") }()
+	<-ms.entered // the only slot is held in Store
+	second := make(chan response, 1)
+	go func() { second <- ts.post(ndjson(2), "Idempotency-Key", "second") }()
+	<-waiting // the second request waits for the slot
+	close(ms.release)
+	for name, ch := range map[string]chan response{"first": first, "second": second} {
+		if r := <-ch; r.code != 200 {
+			t.Errorf("%s: %d %s", name, r.code, r.body)
+		}
+	}
+	if n := ms.Counts().Batches; n != 2 {
+		t.Errorf("%d batches stored, want 2", n)
+	}
+}
+
+// TestBodyMemory429: a body that would take the bodies' memory over
+// BodyMemory is answered 429 (retryable) at once; a slow client holds only
+// the 64 KiB it was given.
+func TestBodyMemory429(t *testing.T) {
+	onReceive, receiving := countHook(1)
+	ts := startHooked(t, Config{MaxBody: 64 << 10, MaxDecodedBody: 64 << 10, BodyMemory: 100 << 10, ReadTimeout: 5 * time.Second},
+		func(s *Server) { s.onReceive = onReceive })
+	slow := make(chan int, 1)
+	go func() { slow <- trickle(t, strings.TrimPrefix(ts.url, "http://"), 64<<10, 50*time.Millisecond) }()
+	<-receiving // the slow client holds 64 KiB of the 100
+	big := ndjson(700)
+	if len(big) <= 36<<10 || len(big) > 64<<10 {
+		t.Fatalf("test body of %d bytes", len(big))
+	}
+	if r := ts.post(ndjson(1)); r.code != 200 { // what is left is for the small
+		t.Errorf("small batch: %d %s", r.code, r.body)
+	}
+	r := ts.post(big)
+	if r.code != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || !strings.Contains(string(r.body), "memory for request bodies") {
+		t.Errorf("%d %s, want 429 with Retry-After", r.code, r.body)
+	}
+	ts.client.CloseIdleConnections()
+	if err := ts.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-slow; code != http.StatusServiceUnavailable && code != 0 {
+		t.Errorf("slow client at shutdown: %d, want 503", code)
+	}
+}
+
+// TestShutdownCutsSlowBody: Shutdown does not wait for bodies still
+// arriving: they are answered 503 at once.
+func TestShutdownCutsSlowBody(t *testing.T) {
+	onReceive, receiving := countHook(1)
+	ts := startHooked(t, Config{ReadTimeout: time.Minute}, func(s *Server) { s.onReceive = onReceive })
+	slow := make(chan int, 1)
+	go func() { slow <- trickle(t, strings.TrimPrefix(ts.url, "http://"), 1000, 50*time.Millisecond) }()
+	<-receiving
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := ts.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v (it waited for the slow body)", err)
+	}
+	if code := <-slow; code != http.StatusServiceUnavailable {
+		t.Errorf("slow client: %d, want 503", code)
+	}
+}
+
+// TestDecodeMemoryPaths: the paths of decompress store exactly what was
+// sent: a body compressed far more than 16 times (its size is counted,
+// then it is decoded again into one buffer), and a body that has to wait
+// for the decode budget while another request holds it.
+func TestDecodeMemoryPaths(t *testing.T) {
+	ms := newMemStore()
+	ms.entered = make(chan string, 2)
+	ms.release = make(chan struct{})
+	waiting := make(chan struct{}, 1)
+	ts := startHooked(t, Config{Store: ms, MaxBody: 1 << 20, MaxDecodedBody: 1 << 20, DecodeMemory: 1 << 20, MaxConcurrent: 2},
+		func(s *Server) { s.onDecodeWait = func() { waiting <- struct{}{} } })
+	same := bytes.Repeat([]byte(`{"id":"same","type":"t","pad":"................................"}`+"\n"), 12000) // 840 KB
+	if len(same) > 1<<20 {
+		t.Fatalf("body of %d bytes", len(same))
+	}
+	first := make(chan response, 1)
+	go func() { first <- ts.post(gzipBytes(t, same), "Content-Encoding", "gzip", "Idempotency-Key", "first") }()
+	<-ms.entered // first holds 840 KB of the 1 MiB decode budget in Store
+	second := make(chan response, 1)
+	go func() { second <- ts.post(zstdBytes(t, same), "Content-Encoding", "zstd", "Idempotency-Key", "second") }()
+	<-waiting // second found the budget short, counted its size and waits
+	close(ms.release)
+	for name, ch := range map[string]chan response{"first": first, "second": second} {
+		if r := <-ch; r.code != 200 || !strings.Contains(string(r.body), `"accepted":12000`) {
+			t.Errorf("%s: %d %s", name, r.code, r.body)
+		}
+	}
+	for _, b := range ms.stored() {
+		var got bytes.Buffer
+		for _, e := range b.Events {
+			got.Write(e.Payload)
+			got.WriteByte('\n')
+		}
+		if !bytes.Equal(got.Bytes(), same) {
+			t.Errorf("batch %s: stored %d bytes, not what was sent", b.Key, got.Len())
+		}
+	}
+	if got := ts.decodeMem.sem.TryAcquire(1 << 20); !got {
+		t.Error("the decode budget was not all given back")
+	}
+}
+
+// TestMinBodyRate408: a body arriving slower than MinBodyRate is answered
+// 408 once BodyRateGrace has passed, long before the read timeout; one
+// above it is received.
+func TestMinBodyRate408(t *testing.T) {
+	ms := newMemStore()
+	ts := startServer(t, Config{Store: ms, MinBodyRate: 1000, BodyRateGrace: 300 * time.Millisecond, ReadTimeout: time.Minute, Logger: nopLogger()})
+	t0 := time.Now()
+	slow := make(chan int, 1)
+	go func() { slow <- trickle(t, strings.TrimPrefix(ts.url, "http://"), 1000, 20*time.Millisecond) }() // 50 B/s
+	giveUp := time.NewTimer(20 * time.Second)
+	defer giveUp.Stop()
+	select {
+	case code := <-slow:
+		if code != http.StatusRequestTimeout {
+			t.Errorf("slow body: %d, want 408", code)
+		}
+		t.Logf("a body at 50 B/s cut off after %v", time.Since(t0))
+	case <-giveUp.C:
+		t.Fatal("a body at 50 B/s was still being received after 20 s")
+	}
+	if r := ts.post(ndjson(100)); r.code != 200 {
+		t.Errorf("a fast body: %d %s", r.code, r.body)
+	}
+	if n := ms.Counts().Batches; n != 1 {
+		t.Errorf("%d batches stored, want 1", n)
+	}
+}
+
+// TestMinBodyRateSparesTheStore: once the body is in, the rate's deadline
+// is gone: a store slower than the grace does not see its request
+// cancelled.
+func TestMinBodyRateSparesTheStore(t *testing.T) {
+	ms := newMemStore()
+	ms.entered = make(chan string, 1)
+	ms.release = make(chan struct{})
+	const grace = 100 * time.Millisecond
+	ts := startServer(t, Config{Store: ms, MinBodyRate: 1000, BodyRateGrace: grace, Logger: nopLogger()})
+	go func() {
+		<-ms.entered
+		// The store takes 5 graces: what a slow database does, not a wait
+		// for another goroutine.
+		time.AfterFunc(5*grace, func() { close(ms.release) })
+	}()
+	if r := ts.post(ndjson(1)); r.code != 200 {
+		t.Fatalf("%d %s", r.code, r.body)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -26,18 +27,30 @@ type Server struct {
 	m       *metrics
 	http    *http.Server
 	handler http.Handler
-	pprof   http.Handler
 	metrics http.Handler
-	tokens  [][sha256.Size]byte
-	slots   chan struct{} // ingest slots: a send takes one
-	works   sync.Pool     // *work
-	codecs  *codecs
+	// debugHandler serves /metrics and, with Config.Pprof, /debug/pprof/:
+	// on a listener of its own (debug), never the ingest one.
+	debugHandler http.Handler
+	debug        *http.Server
+	tokens       [][sha256.Size]byte
+	slots        chan struct{} // ingest slots: a send takes one
+	bodyMem      *budget       // bodies as sent, being received or held (Config.BodyMemory)
+	// decodeMem bounds the decompressed bodies (Config.DecodeMemory).
+	decodeMem *budget
+	works     sync.Pool // *work
+	codecs    *codecs
 
 	retryAfter string // Retry-After value, whole seconds
 
 	rejected atomic.Int64
 
 	onLatencyWait func() // test hook: a request begins its Latency wait
+	onReceive     func() // test hook: a request begins to read its body
+	onSlotWait    func() // test hook: a request begins to wait for a slot
+	onDecodeWait  func() // test hook: a request waits for decode memory
+
+	drainCtx    context.Context // done when Shutdown begins
+	cancelDrain context.CancelFunc
 
 	mu       sync.Mutex
 	draining bool          // Shutdown has begun
@@ -61,12 +74,15 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		m:          newMetrics(),
 		slots:      make(chan struct{}, cfg.MaxConcurrent),
+		bodyMem:    newBudget(cfg.BodyMemory),
+		decodeMem:  newBudget(cfg.DecodeMemory),
 		codecs:     newCodecs(&cfg),
 		retryAfter: strconv.FormatInt(int64((cfg.RetryAfter+time.Second-1)/time.Second), 10),
 		drainCh:    make(chan struct{}),
 		idle:       make(chan struct{}),
 		doneCh:     make(chan struct{}),
 	}
+	s.drainCtx, s.cancelDrain = context.WithCancel(context.Background())
 	for _, t := range cfg.Tokens {
 		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
 	}
@@ -74,14 +90,22 @@ func New(cfg Config) (*Server, error) {
 		return &work{dec: decoder{maxLine: cfg.MaxLine, maxEvents: cfg.MaxEvents}}
 	}
 	s.metrics = promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{})
+	debug := http.NewServeMux()
+	debug.Handle("GET /metrics", s.metrics)
 	if cfg.Pprof {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		s.pprof = mux
+		debug.HandleFunc("/debug/pprof/", pprof.Index)
+		debug.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		debug.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		debug.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		debug.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	s.debugHandler = debug
+	s.debug = &http.Server{
+		Handler:           debug,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	s.http = &http.Server{
@@ -99,6 +123,19 @@ func New(cfg Config) (*Server, error) {
 // Handler returns the Server's HTTP handler, for mounting in another
 // server. Shutdown still drains the batch requests it is serving.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// DebugHandler returns the handler of the debug listener: /metrics and,
+// with [Config.Pprof], net/http/pprof under /debug/pprof/. It is not part
+// of [Server.Handler]: /debug/pprof/cmdline shows the process's command
+// line and profiles cost CPU, so mount it only where the network is
+// trusted (Run serves it on [Config.DebugAddr], loopback by default).
+func (s *Server) DebugHandler() http.Handler { return s.debugHandler }
+
+// ServeDebug serves [Server.DebugHandler] on ln until Shutdown, like
+// Serve: it returns http.ErrServerClosed after Shutdown, and closes ln.
+func (s *Server) ServeDebug(ln net.Listener) error {
+	return s.debug.Serve(ln)
+}
 
 // Serve accepts connections on ln and serves them until Shutdown, like
 // http.Server.Serve: it returns http.ErrServerClosed after Shutdown, and
@@ -127,6 +164,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if first {
 		s.draining = true
 		close(s.drainCh)
+		s.cancelDrain()
 		if s.inflight == 0 {
 			close(s.idle)
 		}
@@ -151,6 +189,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		_ = s.http.Close()
 	}
+	_ = s.debug.Close() // a profile being taken is cut short
 	if kerr := s.stopKafka(ctx); err == nil {
 		err = kerr
 	}
@@ -196,7 +235,10 @@ func (s *Server) isDraining() bool {
 
 // Run serves cfg until ctx is done, then drains within cfg.ShutdownTimeout
 // (see [Server.Shutdown]). It listens on cfg.Addr and logs
-// "listening addr=..." once connections are accepted; with cfg.Kafka set it
+// "listening addr=..." once connections are accepted; with cfg.Pprof it
+// first serves [Server.DebugHandler] on cfg.DebugAddr ("debug listening
+// addr=..."). It logs a warning when it listens beyond loopback without
+// tokens, and when the debug listener is not on loopback; with cfg.Kafka set it
 // also consumes that topic ([Server.ServeKafka]), and stops early when the
 // Kafka client cannot be made. It returns nil after a clean drain. Run owns
 // cfg.Store: the store is closed when Run returns, also when cfg is invalid
@@ -213,6 +255,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		_ = s.cfg.Store.Close()
 		return err
+	}
+	var debugErr chan error // nil without pprof
+	if s.cfg.Pprof {
+		dln, err := net.Listen("tcp", s.cfg.DebugAddr)
+		if err != nil {
+			_ = ln.Close()
+			_ = s.cfg.Store.Close()
+			return fmt.Errorf("debug listener: %w", err)
+		}
+		s.log.Info("debug listening", "addr", dln.Addr().String(), "pprof", true)
+		if !isLoopback(dln.Addr()) {
+			s.log.Warn("the debug listener (pprof: command line, goroutine dumps, profiles) is reachable beyond loopback; restrict it with -debug-addr 127.0.0.1:6060", "addr", dln.Addr().String())
+		}
+		debugErr = make(chan error, 1)
+		go func() { debugErr <- s.ServeDebug(dln) }()
+	}
+	if len(s.tokens) == 0 && !isLoopback(ln.Addr()) {
+		s.log.Warn("no bearer token configured: anyone who can reach this address can post batches; set -token-file or BATCHLOADER_TOKEN", "addr", ln.Addr().String())
 	}
 	s.log.Info("listening", "addr", ln.Addr().String())
 	serveErr := make(chan error, 1)
@@ -238,10 +298,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if errors.Is(err1, http.ErrServerClosed) {
 		err1 = nil
 	}
+	if debugErr != nil {
+		if derr := <-debugErr; !errors.Is(derr, http.ErrServerClosed) {
+			err1 = errors.Join(err1, derr)
+		}
+	}
 	if kafkaErr != nil {
 		if err3 = <-kafkaErr; errors.Is(err3, http.ErrServerClosed) {
 			err3 = nil
 		}
 	}
 	return errors.Join(err1, err2, err3)
+}
+
+// isLoopback reports whether addr is a loopback IP address; an unspecified
+// address (":8080", "0.0.0.0") listens on every interface and is not.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

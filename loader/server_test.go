@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -515,13 +518,64 @@ func TestStatsAndMetrics(t *testing.T) {
 	}
 }
 
-func TestPprof(t *testing.T) {
-	ts := startServer(t, Config{Pprof: true})
-	if r := ts.do("GET", "/debug/pprof/", nil); r.code != 200 || !strings.Contains(string(r.body), "goroutine") {
-		t.Errorf("pprof index: %d", r.code)
+// TestPprofOnDebugListenerOnly: pprof (whose cmdline shows the secrets of a
+// command line) is served on the debug listener, never the ingest one.
+func TestPprofOnDebugListenerOnly(t *testing.T) {
+	ts := startServer(t, Config{Pprof: true, Tokens: []string{"s3cret"}})
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine?debug=2", "/debug/pprof/symbol"} {
+		if r := ts.do("GET", p, nil, "Authorization", "Bearer s3cret"); r.code != 404 {
+			t.Errorf("ingest port %s: %d, want 404", p, r.code)
+		}
 	}
-	if r := ts.do("GET", "/debug/pprof/cmdline", nil); r.code != 200 {
-		t.Errorf("pprof cmdline: %d", r.code)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- ts.ServeDebug(ln) }()
+	base := "http://" + ln.Addr().String()
+	get := func(p string) (int, string) {
+		resp, err := ts.client.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("debug listener pprof index: %d", code)
+	}
+	if code, _ := get("/debug/pprof/cmdline"); code != 200 {
+		t.Errorf("debug listener cmdline: %d", code)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "batchloader_events_stored_total") {
+		t.Errorf("debug listener metrics: %d", code)
+	}
+	if code, _ := get("/v1/batches"); code != 404 {
+		t.Errorf("debug listener /v1/batches: %d, want 404", code)
+	}
+	ts.client.CloseIdleConnections()
+	if err := ts.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("ServeDebug returned %v", err)
+	}
+}
+
+// TestNoPprofWithoutFlag: without Pprof the debug handler has /metrics
+// only.
+func TestNoPprofWithoutFlag(t *testing.T) {
+	s, err := New(Config{Store: newMemStore(), Logger: nopLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(t.Context())
+	rec := httptest.NewRecorder()
+	s.DebugHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/cmdline", nil))
+	if rec.Code != 404 {
+		t.Errorf("cmdline without Pprof: %d", rec.Code)
 	}
 }
 
@@ -558,6 +612,9 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Store: ms, Tokens: []string{"has space"}}, "Tokens[0]"},
 		{Config{Store: ms, MaxZstdWindow: 100}, "MaxZstdWindow"},
 		{Config{Store: ms, ReadHeaderTimeout: -1}, "ReadHeaderTimeout"},
+		{Config{Store: ms, SlotWait: -1}, "SlotWait"},
+		{Config{Store: ms, BodyMemory: 1 << 20}, "BodyMemory"},
+		{Config{Store: ms, DecodeMemory: 1 << 20}, "DecodeMemory"},
 	} {
 		_, err := New(c.cfg)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -21,6 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(execEnv) == "1" {
+		// Re-executed by startProc: be batchloader, in a process of its own.
+		main()
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -165,6 +170,18 @@ func TestRunKafka(t *testing.T) {
 }
 
 func TestBadFlags(t *testing.T) {
+	emptyFile := filepath.Join(t.TempDir(), "empty")
+	spacedTokens := filepath.Join(t.TempDir(), "spaced")
+	blankFile := filepath.Join(t.TempDir(), "blank")
+	if err := os.WriteFile(blankFile, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(emptyFile, []byte("# only a comment\n\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(spacedTokens, []byte("good\nnot good\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, args := range [][]string{
 		{"-nope"},
 		{"-store", "mysql"},
@@ -179,6 +196,15 @@ func TestBadFlags(t *testing.T) {
 		{"-kafka-brokers", "127.0.0.1:9092", "-kafka-topic", "a/b"},
 		{"-kafka-brokers", "127.0.0.1:9092,", "-kafka-topic", "events"},
 		{"-sqlite-synchronous", "OFF"},
+		{"-dsn", "a.db", "-dsn-file", "dsn.txt"},
+		{"-dsn-file", filepath.Join(t.TempDir(), "missing")},
+		{"-dsn-file", blankFile},
+		{"-token-file", filepath.Join(t.TempDir(), "missing")},
+		{"-token-file", emptyFile},
+		{"-token-file", spacedTokens},
+		{"-decode-memory", "1000", "-max-decoded-body", "2000"},
+		{"-body-memory", "1000", "-max-body", "2000", "-max-decoded-body", "2000"},
+		{"-slot-wait", "-1s"},
 	} {
 		var stderr bytes.Buffer
 		err := run(context.Background(), args, io.Discard, &stderr)
