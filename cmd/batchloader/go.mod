@@ -19,6 +19,7 @@ require (
 	github.com/batchproc/batchproc v0.0.0-00010101000000-000000000000
 	github.com/batchproc/batchproc/kafkasink v0.0.0-00010101000000-000000000000
 	github.com/batchproc/batchproc/loader v0.0.0-00010101000000-000000000000
+	github.com/klauspost/compress v1.20.4
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	go.uber.org/goleak v1.3.0
 )
@@ -32,7 +33,6 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/pgx/v5 v5.13.0 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
-	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/mattn/go-isatty v0.0.24 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/ncruces/go-strftime v1.1.0 // indirect
