@@ -13,7 +13,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if bench.IsChild() { // the design runs of TestCommand*, in a child process
+		os.Exit(bench.ChildMain())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // The whole command, a few seconds per design, against the in-process
 // SQLite loader: CI's check of the harness. It reads report.json as a
