@@ -59,11 +59,11 @@ func (r *Report) collect(cfg Config) {
 //
 // The child process of a design run spends CPU on the design and on the
 // load generator (pacing the handlers, building each event, recording
-// Add's latency) and the child's harness (progress, heap sampling, the
-// profiler). The calibration design's Add does nothing, so its child's
-// CPU per request is the second part, which is charged per request: a
-// design run's loadgen_cpu_seconds is that times its own requests (a
-// closed loop whose Adds block makes fewer).
+// Add's latency), the child's harness (progress, heap sampling, the
+// profiler) and the runtime work these cause. The calibration design's Add
+// does nothing, so its child's CPU per request is the second part, which is
+// charged per request: a design run's loadgen_cpu_seconds is that times its
+// own requests (a closed loop whose Adds block makes fewer).
 func (r *Report) calibrate() {
 	perLoad := map[string][]float64{}
 	var loads []string

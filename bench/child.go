@@ -75,6 +75,7 @@ type childConfig struct {
 	EventSize      int           `json:"event_size"`
 	StopTimeout    time.Duration `json:"stop_timeout"`
 	MemProfileRate int           `json:"mem_profile_rate"`
+	ProfileHz      int           `json:"profile_hz"`
 }
 
 // childMessage is one line from the child.
@@ -125,7 +126,7 @@ func childRun(ctx context.Context, in *bufio.Reader, out *childWriter) error {
 	}
 	c := req.Config
 	cfg := Config{Duration: c.Duration, Handlers: c.Handlers, SeedQueue: c.SeedQueue, EventSize: c.EventSize,
-		StopTimeout: c.StopTimeout, MemProfileRate: c.MemProfileRate}
+		StopTimeout: c.StopTimeout, MemProfileRate: c.MemProfileRate, ProfileHz: c.ProfileHz}
 	runtime.MemProfileRate = c.MemProfileRate
 	s := runSpec{design: req.Spec.Design, load: req.Spec.Load, rate: req.Spec.Rate, latency: req.Spec.Latency,
 		dir: req.Spec.Dir, profiles: req.Spec.Profiles, repeat: req.Spec.Repeat}
@@ -205,7 +206,7 @@ func runChild(ctx context.Context, cfg Config, s runSpec, t clientTarget, h clie
 			Profiles: s.profiles, Repeat: s.repeat},
 		Target: t,
 		Config: childConfig{Duration: cfg.Duration, Handlers: cfg.Handlers, SeedQueue: cfg.SeedQueue,
-			EventSize: cfg.EventSize, StopTimeout: cfg.StopTimeout, MemProfileRate: cfg.MemProfileRate},
+			EventSize: cfg.EventSize, StopTimeout: cfg.StopTimeout, MemProfileRate: cfg.MemProfileRate, ProfileHz: cfg.ProfileHz},
 		Result: *res,
 	}
 	werr := json.NewEncoder(stdin).Encode(req)

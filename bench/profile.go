@@ -124,6 +124,7 @@ type CPUAnalysis struct {
 	// to 0.5/sqrt(k) (binomial), so the report prints a share only when it
 	// rests on at least [MinShareSamples].
 	Samples, SelectSamples int64
+	LabelledSamples        int64 // of Samples, those labelled side=client
 }
 
 // MinShareSamples is the fewest CPU samples a share (select overhead,
@@ -246,6 +247,7 @@ func AnalyzeCPU(p *profile.Profile) (CPUAnalysis, error) {
 		a.Samples += n
 		if side := s.Label[labelSide]; len(side) > 0 {
 			labelled += v
+			a.LabelledSamples += n
 		}
 		if containsAny(names, sync) {
 			syncV += v

@@ -134,6 +134,14 @@ func (p *progress) start(tag, design string, d time.Duration, rate float64, c *l
 // done prints a run's one-line summary (the CPU figure comes later, once
 // the calibration is applied).
 func (p *progress) done(tag string, r *DesignResult) {
+	if r.Name == Calibration {
+		per := 0.0
+		if r.Requests > 0 {
+			per = r.ProcessCPUSeconds / float64(r.Requests) * 1e6
+		}
+		p.line(fmt.Sprintf("%s %-28s %s requests, the child's CPU %.1f µs per request (delivers nothing, by design)", tag, r.Name, commas(r.Requests), per))
+		return
+	}
 	s := fmt.Sprintf("%s %-28s %s/min", tag, r.Name, commas(int64(r.DeliveredPerMin+0.5)))
 	if r.Target > 0 {
 		s += fmt.Sprintf(" (%.1f%%)", r.DeliveredPctOfTarget)

@@ -51,19 +51,21 @@ type DesignResult struct {
 	DeliveredPctOfTarget float64 `json:"delivered_pct_of_target"`
 
 	// CPUSecondsPerMillion is the design's CPU per million events offered:
-	// isolated, the child's CPU time minus the calibration's load generator
-	// (CPUSource "isolated"); in process, the profile's estimate
+	// isolated, the child's CPU time minus the calibration's load
+	// generator (CPUSource "isolated"); in process, the profile's estimate
 	// (ProfileCPUSecondsPerMillion, CPUSource "profile").
-	CPUSecondsPerMillion float64   `json:"cpu_seconds_per_million"`
-	CPUSource            string    `json:"cpu_source"`
-	Isolated             bool      `json:"isolated"`                       // the design ran in a child process
-	ProcessCPUSeconds    float64   `json:"process_cpu_seconds"`            // CPU time of the process the design ran in, over its run (getrusage): the child, or the whole process in process
-	LoadgenCPUSeconds    float64   `json:"loadgen_cpu_seconds"`            // isolated: the calibration's CPU per request x this run's requests, subtracted
-	DesignCPUSeconds     float64   `json:"design_cpu_seconds"`             // isolated: process_cpu_seconds - loadgen_cpu_seconds
-	Repeat               int       `json:"repeat,omitempty"`               // which of the repeated runs this is (1-based); 0 not repeated
-	Runs                 int       `json:"runs,omitempty"`                 // a report row: how many runs it is the median of (by CPU)
-	CPURunsPerMillion    []float64 `json:"cpu_runs_per_million,omitempty"` // those runs' cpu_seconds_per_million
-	CPUSpreadPct         float64   `json:"cpu_spread_pct,omitempty"`       // (max - min) / 2 / median of those, in percent
+	CPUSecondsPerMillion       float64   `json:"cpu_seconds_per_million"`
+	CPUSource                  string    `json:"cpu_source"`
+	Isolated                   bool      `json:"isolated"`                       // the design ran in a child process
+	ProcessCPUSeconds          float64   `json:"process_cpu_seconds"`            // CPU time of the process the design ran in, over its run (getrusage): the child, or the whole process in process
+	LoadgenCPUSeconds          float64   `json:"loadgen_cpu_seconds"`            // isolated: the calibration's CPU per request x this run's requests, subtracted
+	ClientCPUShare             float64   `json:"client_cpu_share"`               // isolated: of the child's CPU profile samples, the share labelled side=client (the design's goroutines, and Add)
+	DirectCPUSecondsPerMillion float64   `json:"direct_cpu_seconds_per_million"` // isolated: process_cpu_seconds x client_cpu_share per million offered: the CPU on the design's goroutines and in Add only (no scheduler, GC); few samples
+	DesignCPUSeconds           float64   `json:"design_cpu_seconds"`             // isolated: process_cpu_seconds - loadgen_cpu_seconds
+	Repeat                     int       `json:"repeat,omitempty"`               // which of the repeated runs this is (1-based); 0 not repeated
+	Runs                       int       `json:"runs,omitempty"`                 // a report row: how many runs it is the median of (by CPU)
+	CPURunsPerMillion          []float64 `json:"cpu_runs_per_million,omitempty"` // those runs' cpu_seconds_per_million
+	CPUSpreadPct               float64   `json:"cpu_spread_pct,omitempty"`       // (max - min) / 2 / median of those, in percent
 
 	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
 	CPUSamples                  int64   `json:"cpu_samples"`                     // the profile samples behind cpu_seconds
@@ -147,7 +149,9 @@ type Report struct {
 }
 
 // CalibrationResult is what the calibration design's runs measured: the
-// load generator's (and the child harness's) CPU per request.
+// CPU its child spent per request (the load generator, the child's
+// harness, and the runtime work they cause), which is subtracted from the
+// design runs.
 type CalibrationResult struct {
 	Load         string    `json:"load"`
 	Runs         int       `json:"runs"`
@@ -330,9 +334,10 @@ func (r *Report) cpuNotes(b *strings.Builder) {
 		b.WriteString("\nCPU s / M events: from the CPU profile (100 Hz), the design's samples only; the profile column gives the sample count behind it, whose relative uncertainty is about 1/sqrt(samples).\n")
 		return
 	}
-	b.WriteString("\nCPU s / M events: each design ran in a child process; its CPU time (getrusage) over the run, minus the calibration design's CPU per request times the run's requests (the load generator and the child's harness), per million events offered.")
+	b.WriteString("\nCPU s / M events: each design ran in a child process (the receiving side stayed in the parent); the child's CPU time over the run (getrusage), minus the calibration design's CPU per request times the run's requests (the load generator, the child's harness and the runtime work they cause), per million events offered.")
 	for _, c := range r.Calibration {
-		fmt.Fprintf(b, " Calibration, %s loop: %.2f µs CPU per request (±%.1f%% over %d runs).", c.Load, c.NsPerRequest/1e3, c.SpreadPct, c.Runs)
+		fmt.Fprintf(b, " Calibration (the no-op design), %s loop: %.2f µs per request subtracted, ±%.1f%% over %d runs; that spread, times 1e6 / the events, is the floor of any design's uncertainty.",
+			c.Load, c.NsPerRequest/1e3, c.SpreadPct, c.Runs)
 	}
 	var spreads []string
 	for _, d := range rows {
