@@ -644,7 +644,7 @@ func (r *Report) sweepChart(file, load string) (bool, error) {
 	p.X.Label.Text = "latency the loader adds per request (ms)"
 	p.Y.Label.Text = "delivered, % of target"
 	var items []legendItem
-	lo, hi := 0.0, 100.0
+	lo, hi := 100.0, 100.0
 	xhi := 0.0
 	nOurs, nSeed := 0, 0
 	for _, name := range order {
@@ -699,6 +699,24 @@ func (r *Report) sweepChart(file, load string) (bool, error) {
 	g.Vertical.Color, g.Horizontal.Color = color.Gray{Y: 0xe0}, color.Gray{Y: 0xe0}
 	p.Add(g)
 	p.X.Min, p.X.Max = -xhi*0.02, xhi*1.02
+	p.X.Tick.Marker = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+		var ts []plot.Tick
+		for _, v := range []float64{0, 100, 250, 400, 500, 750, 1000, 1500, 2000} {
+			if v >= lo && v <= hi {
+				ts = append(ts, plot.Tick{Value: v, Label: fmt.Sprint(v)})
+			}
+		}
+		return ts
+	})
+	p.Y.Tick.Marker = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+		ts := plot.DefaultTicks{}.Ticks(lo, hi)
+		for i := range ts {
+			if ts[i].Label != "" {
+				ts[i].Label = trimZero(fmt.Sprintf("%.1f", ts[i].Value)) + "%"
+			}
+		}
+		return ts
+	})
 	p.Y.Min, p.Y.Max = math.Max(0, lo-10), hi+4
 	return true, savePlot(file, p, chartWidth, 4.2*vg.Inch, items)
 }

@@ -114,7 +114,7 @@ func TestCommandEndToEnd(t *testing.T) {
 		}
 	}
 	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
-	for _, want := range []string{"![Events delivered per minute](delivered_per_min.png)", "(cpu_per_million.png)", "(add_latency.png)", "Calibration, closed loop"} {
+	for _, want := range []string{"![Events delivered per minute](delivered_per_min.png)", "(cpu_per_million.png)", "(add_latency.png)", "Calibration (the no-op design), closed loop"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
