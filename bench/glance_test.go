@@ -37,6 +37,12 @@ func degenerateReports() map[string]*Report {
 	}
 	out["all zero"] = r
 	r = base()
+	r.Config.LoaderLatencyMs = 0 // no reference line to give the log axis a range
+	for _, n := range AllDesigns {
+		r.Designs = append(r.Designs, DesignResult{Name: n, Offered: 1})
+	}
+	out["all zero, no loader latency"] = r
+	r = base()
 	r.Designs = []DesignResult{{Name: Batchproc, Offered: 10, Delivered: 10, DeliveredPerMin: 600, AddLatencyNs: AddLatency{P50: 100, P99: 100, P999: 100, Max: 100}}}
 	out["one design"] = r
 	r = base()
