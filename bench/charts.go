@@ -225,6 +225,14 @@ func hbarChart(file, title, xlabel string, rows []barRow, target float64, target
 		hi = math.Max(hi, target)
 		extra = append([]legendItem{{targetLabel, line}}, extra...)
 	}
+	if lo < 0 {
+		zero, err := plotter.NewLine(plotter.XYs{{X: 0, Y: -0.5}, {X: 0, Y: float64(n) - 0.5}})
+		if err != nil {
+			return false, err
+		}
+		zero.LineStyle.Width = vg.Points(0.8)
+		p.Add(zero)
+	}
 	p.Add(seedMarks...)
 	lbl, err := valueLabels(labels)
 	if err != nil {
@@ -544,6 +552,20 @@ func (r *Report) latencyChart(file string, ds []DesignResult) (bool, error) {
 	names := make([]string, n)
 	var labels plotter.XYLabels
 	var items []legendItem
+	var refItem *legendItem
+	// The reference line first, so that the points are drawn over it.
+	if lat := r.Config.LoaderLatencyMs * 1e6; lat > 0 && r.Config.Mode == ModeFixed && r.Config.Sink == SinkHTTP {
+		line, err := plotter.NewLine(plotter.XYs{{X: lat, Y: -0.5}, {X: lat, Y: float64(n) - 0.5}})
+		if err != nil {
+			return false, err
+		}
+		line.LineStyle.Color = colorRef
+		line.LineStyle.Width = vg.Points(1.5)
+		line.LineStyle.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		p.Add(line)
+		lo, hi = math.Min(lo, lat), math.Max(hi, lat)
+		refItem = &legendItem{"the loader's added latency (" + durLabel(int64(lat)) + ")", line}
+	}
 	drawn := 0
 	for si, s := range series {
 		for i, d := range ds {
@@ -569,6 +591,9 @@ func (r *Report) latencyChart(file string, ds []DesignResult) (bool, error) {
 	if drawn == 0 {
 		return false, nil
 	}
+	if refItem != nil {
+		items = append(items, *refItem)
+	}
 	for i, d := range ds {
 		names[n-1-i] = chartName(d.Name)
 		right := float64(max(d.AddLatencyNs.P50, d.AddLatencyNs.P99, d.AddLatencyNs.P999))
@@ -576,18 +601,6 @@ func (r *Report) latencyChart(file string, ds []DesignResult) (bool, error) {
 			labels.XYs = append(labels.XYs, plotter.XY{X: right, Y: float64(n - 1 - i)})
 			labels.Labels = append(labels.Labels, "p99 "+durLabel(d.AddLatencyNs.P99))
 		}
-	}
-	if lat := r.Config.LoaderLatencyMs * 1e6; lat > 0 && r.Config.Mode == ModeFixed && r.Config.Sink == SinkHTTP {
-		line, err := plotter.NewLine(plotter.XYs{{X: lat, Y: -0.5}, {X: lat, Y: float64(n) - 0.5}})
-		if err != nil {
-			return false, err
-		}
-		line.LineStyle.Color = colorRef
-		line.LineStyle.Width = vg.Points(1.5)
-		line.LineStyle.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
-		p.Add(line)
-		lo, hi = math.Min(lo, lat), math.Max(hi, lat)
-		items = append(items, legendItem{"the loader's added latency (" + durLabel(int64(lat)) + ")", line})
 	}
 	if len(labels.XYs) > 0 {
 		lbl, err := valueLabels(labels)
