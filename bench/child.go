@@ -216,7 +216,14 @@ func runChild(ctx context.Context, cfg Config, s runSpec, t clientTarget, h clie
 	for werr == nil {
 		var m childMessage
 		if err := dec.Decode(&m); err != nil {
-			break // EOF: the child ended; Wait says how
+			// EOF: the child ended, Wait says how. Anything else (a line
+			// that is not ours): read the rest, so that the child never
+			// blocks on a full pipe (nor waits for a "go" that will not
+			// come: stdin closed).
+			stdin.Close()
+			_, _ = io.Copy(io.Discard, dec.Buffered())
+			_, _ = io.Copy(io.Discard, stdout)
+			break
 		}
 		switch {
 		case m.Offered != nil:

@@ -289,3 +289,16 @@ func TestIsolatedCPUIsTheDesigns(t *testing.T) {
 		t.Errorf("isolated design CPU %.1f µs per event, the work costs %.1f µs", got*1e6, perBurn*1e6)
 	}
 }
+
+// A child that cannot run its design says why, and the run's row carries
+// it: a design registered in this process only is unknown to the child.
+func TestIsolatedChildErrorIsReported(t *testing.T) {
+	registerTestDesign(t, "test-parent-only", func(designEnv) (Client, error) { return noopClient{}, nil })
+	cfg := testConfig(t, "test-parent-only")
+	cfg.InProcess = false
+	s := runSpec{design: "test-parent-only", load: LoadClosed, rate: cfg.Rate, dir: filepath.Join(cfg.Out, "x")}
+	res := runDesign(context.Background(), cfg, s, newProgress(io.Discard), "[test]")
+	if !strings.Contains(res.Error, `unknown design "test-parent-only"`) {
+		t.Fatalf("error %q", res.Error)
+	}
+}
