@@ -252,8 +252,11 @@ func (r *Report) Summary() string {
 		b.WriteString("\n")
 	}
 	for _, c := range r.Calibration {
-		fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.1f µs CPU per request, ±%.1f%% over %d runs\n",
-			c.Load, c.NsPerRequest/1e3, c.SpreadPct, c.Runs)
+		fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.1f µs CPU per request", c.Load, c.NsPerRequest/1e3)
+		if c.Runs > 1 {
+			fmt.Fprintf(&b, ", ±%.1f%% over %d runs", c.SpreadPct, c.Runs)
+		}
+		b.WriteString("\n")
 	}
 	return b.String()
 }

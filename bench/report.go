@@ -336,8 +336,13 @@ func (r *Report) cpuNotes(b *strings.Builder) {
 	}
 	b.WriteString("\nCPU s / M events: each design ran in a child process (the receiving side stayed in the parent); the child's CPU time over the run (getrusage), minus the calibration design's CPU per request times the run's requests (the load generator, the child's harness and the runtime work they cause), per million events offered.")
 	for _, c := range r.Calibration {
-		fmt.Fprintf(b, " Calibration (the no-op design), %s loop: %.2f µs per request subtracted, ±%.1f%% over %d runs; that spread, times 1e6 / the events, is the floor of any design's uncertainty.",
-			c.Load, c.NsPerRequest/1e3, c.SpreadPct, c.Runs)
+		fmt.Fprintf(b, " Calibration (the no-op design), %s loop: %.2f µs per request subtracted", c.Load, c.NsPerRequest/1e3)
+		if c.Runs > 1 {
+			fmt.Fprintf(b, ", ±%.1f%% over %d runs; that spread, in µs per request, is the floor of any design's uncertainty in s per million events", c.SpreadPct, c.Runs)
+		} else {
+			b.WriteString(" (one run: -repeat 5 shows how much it varies)")
+		}
+		b.WriteString(".")
 	}
 	var spreads []string
 	for _, d := range rows {
