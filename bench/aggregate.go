@@ -190,16 +190,30 @@ func spreadPct(v []float64, m float64) float64 {
 
 // sanitize sets every non-finite float of d (NaN, ±Inf: a division by a
 // zero that slipped through, a broken profile) to 0, so that report.json
-// can be written (encoding/json refuses them) and no chart sees them.
+// can be written (encoding/json refuses them) and no chart sees them, and
+// bounds every figure by ±maxFigure, so that no chart's axis reaches
+// ranges the rasteriser cannot draw (a report.json edited by hand).
+//
+// maxFigure is far above any real figure: 1e15 ns is 11 days, 1e15 events
+// per minute no machine delivers.
 func sanitize(d *DesignResult) {
 	sanitizeValue(reflect.ValueOf(d).Elem())
 }
 
+const maxFigure = 1e15
+
 func sanitizeValue(v reflect.Value) {
 	switch v.Kind() {
 	case reflect.Float32, reflect.Float64:
-		if f := v.Float(); math.IsNaN(f) || math.IsInf(f, 0) {
+		switch f := v.Float(); {
+		case math.IsNaN(f) || math.IsInf(f, 0):
 			v.SetFloat(0)
+		case math.Abs(f) > maxFigure:
+			v.SetFloat(math.Copysign(maxFigure, f))
+		}
+	case reflect.Int, reflect.Int64:
+		if n := v.Int(); n > maxFigure || n < -maxFigure {
+			v.SetInt(int64(math.Copysign(maxFigure, float64(n))))
 		}
 	case reflect.Struct:
 		for i := range v.NumField() {

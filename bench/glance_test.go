@@ -302,3 +302,30 @@ func TestIsolatedChildErrorIsReported(t *testing.T) {
 		t.Fatalf("error %q", res.Error)
 	}
 }
+
+// report.json is an on-disk format that -render reads back: whatever it
+// holds, writing the report from it never panics and never fails (a chart
+// that cannot be drawn is noted, not fatal).
+func FuzzReportFromJSON(f *testing.F) {
+	seed, err := json.Marshal(sampleReport())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed)
+	f.Add([]byte(`{"designs":[{"name":"batchproc","offered":1,"add_latency_ns":{"p50":0,"p99":0}}]}`))
+	f.Add([]byte(`{"config":{"mode":"sweep","rate":2000},"sweep":[{"name":"seed-pool-10","load":"closed","loader_latency_ms":1e308,"delivered_pct_of_target":-1e308,"offered":1}]}`))
+	f.Add([]byte(`{"designs":[{"name":"x","offered":5,"delivered_per_min":1e308,"cpu_seconds_per_million":-1e308,"runs":3,"cpu_runs_per_million":[1e308,-1e308,0]}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 16<<10 {
+			return
+		}
+		var r Report
+		if json.Unmarshal(data, &r) != nil || len(r.Designs)+len(r.Sweep)+len(r.Runs) > 40 {
+			return
+		}
+		if err := r.write(t.TempDir()); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		_ = r.Summary()
+	})
+}
