@@ -83,7 +83,11 @@ func (p *progress) start(tag, design string, d time.Duration, rate float64, c *l
 	began := time.Now()
 	studyETA := p.eta
 	if !p.tty {
-		p.line(fmt.Sprintf("%s %s: running for %v", tag, design, d))
+		msg := fmt.Sprintf("%s %s: running for %v", tag, design, d)
+		if p.eta > 0 {
+			msg += fmt.Sprintf(" (study ETA %v)", roundETA(p.eta))
+		}
+		p.line(msg)
 	}
 	go pprof.Do(context.Background(), pprof.Labels(labelSide, sideHarness), func(ctx context.Context) {
 		defer close(done)

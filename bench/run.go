@@ -19,8 +19,17 @@
 // have consumed the whole topic before counting. -loader-latency is ignored
 // (it is added to HTTP answers; a produce has no answer from the loader).
 //
-// A CPU profile and a heap profile (allocation delta) cover each design's
-// run, and are parsed for the seed's figures ([AnalyzeCPU], [AnalyzeHeap]).
+// By default each design run is a child process (this program again, see
+// [IsChild]): the receiving side stays here, the child runs the design
+// and the load generator and reports what it measured, its own CPU time
+// included, from which the calibration design's (a no-op Add under the
+// same load) is subtracted. A CPU profile and a heap profile (allocation
+// delta) cover each design's run, and are parsed for the seed's figures
+// ([AnalyzeCPU], [AnalyzeHeap]).
+//
+// The terminal gets progress with the study's ETA and a one-line summary
+// per design ([Report.Summary]); report.md holds the tables and embeds the
+// charts.
 //
 // # Modes
 //
