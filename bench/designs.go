@@ -33,6 +33,10 @@ const (
 	BatchprocOrdered  = "batchproc-ordered"
 	OtelLog           = "otel-log"
 	SeedAsyncDefaultT = "seed-async-default-transport" // seed-async on Go's default transport, reported once
+	// Calibration is the no-op design run under the same load as the
+	// others when they run isolated: its process's CPU is the load
+	// generator's (and the harness's), which is subtracted from theirs.
+	Calibration = "calibration-noop"
 )
 
 // AllDesigns is the default -designs list, in report order. The
@@ -79,6 +83,8 @@ var designSpecs = map[string]designSpec{
 		}},
 	BatchprocOrdered: {name: BatchprocOrdered, doc: "batchproc WithOrdered (one send at a time)",
 		newClient: func(env designEnv) (Client, error) { return newBatchprocClient(env, batchproc.WithOrdered()) }},
+	Calibration: {name: Calibration, doc: "calibration: Add returns at once and keeps nothing",
+		newClient: func(designEnv) (Client, error) { return noopClient{}, nil }},
 	OtelLog: {name: OtelLog, doc: "OpenTelemetry Go sdk/log BatchProcessor (batch 1,000, 1 s), NDJSON exporter",
 		newClient: func(env designEnv) (Client, error) { return newOtelClient(env), nil }},
 }
@@ -106,6 +112,13 @@ func ParseDesigns(list string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// noopClient is the calibration design: it takes every event and does
+// nothing with it.
+type noopClient struct{}
+
+func (noopClient) Add(context.Context, string, []byte) error { return nil }
+func (noopClient) Shutdown(context.Context) error            { return nil }
 
 // seedClient adapts the seed's BatchProcessor. workers 0 means design 2.
 type seedClient struct{ q *seeddesigns.BatchProcessor }

@@ -103,10 +103,6 @@ func startKafkaLoader(kind string, logW io.WriteCloser) (e *kafkaEndpoint, err e
 // URL names the cluster; no design posts to it.
 func (e *kafkaEndpoint) URL() string { return "kafka://" + strings.Join(e.cluster.ListenAddrs(), ",") }
 
-func (e *kafkaEndpoint) target(stats *sendStats) *kafkaTarget {
-	return &kafkaTarget{brokers: e.cluster.ListenAddrs(), topic: kafkaTopic, stats: stats}
-}
-
 // Delivered is the store's own count of events stored in this run.
 func (e *kafkaEndpoint) Delivered(context.Context) (int64, error) {
 	return e.st.Counts().Events, nil

@@ -1,9 +1,15 @@
 package bench
 
 import (
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if IsChild() { // the isolated runs of this package's tests
+		os.Exit(ChildMain())
+	}
+	goleak.VerifyTestMain(m)
+}

@@ -20,6 +20,44 @@ type progress struct {
 	w     io.Writer
 	tty   bool
 	every time.Duration
+	// eta is the time the study still needed when this run began, this run
+	// included (0: not known).
+	eta time.Duration
+}
+
+// eta estimates the time a study has left: its remaining runs, each taking
+// as long as the finished ones did on average (before any: the load
+// duration plus a few seconds of shutdown and profile analysis).
+type eta struct {
+	perRun   time.Duration
+	runs     int
+	finished int
+	spent    time.Duration
+}
+
+func newETA(d time.Duration, runs int) *eta { return &eta{perRun: d + 3*time.Second, runs: runs} }
+
+// remaining is the estimate before run i (0-based) starts.
+func (e *eta) remaining(i int) time.Duration {
+	per := e.perRun
+	if e.finished > 0 {
+		per = e.spent / time.Duration(e.finished)
+	}
+	return per * time.Duration(e.runs-i)
+}
+
+func (e *eta) done(took time.Duration) {
+	e.finished++
+	e.spent += took
+}
+
+// roundETA rounds an estimate for display: whole seconds under a minute,
+// else 10 s steps.
+func roundETA(d time.Duration) time.Duration {
+	if d < time.Minute {
+		return d.Round(time.Second)
+	}
+	return d.Round(10 * time.Second)
 }
 
 func newProgress(w io.Writer) *progress {
@@ -43,8 +81,13 @@ func (p *progress) line(s string) {
 func (p *progress) start(tag, design string, d time.Duration, rate float64, c *loadCounters, ep endpoint) func() {
 	stop, done := make(chan struct{}), make(chan struct{})
 	began := time.Now()
+	studyETA := p.eta
 	if !p.tty {
-		p.line(fmt.Sprintf("%s %s: running for %v", tag, design, d))
+		msg := fmt.Sprintf("%s %s: running for %v", tag, design, d)
+		if p.eta > 0 {
+			msg += fmt.Sprintf(" (study ETA %v)", roundETA(p.eta))
+		}
+		p.line(msg)
 	}
 	go pprof.Do(context.Background(), pprof.Labels(labelSide, sideHarness), func(ctx context.Context) {
 		defer close(done)
@@ -75,6 +118,9 @@ func (p *progress) start(tag, design string, d time.Duration, rate float64, c *l
 			if el > d {
 				status += "  (shutting down)"
 			}
+			if studyETA > 0 {
+				status += fmt.Sprintf("  study ETA %v", roundETA(max(studyETA-el, 0)))
+			}
 			p.mu.Lock()
 			if p.tty {
 				const width = 24
@@ -89,15 +135,27 @@ func (p *progress) start(tag, design string, d time.Duration, rate float64, c *l
 	return func() { close(stop); <-done }
 }
 
-// done prints a run's one-line summary.
+// done prints a run's one-line summary (the CPU figure comes later, once
+// the calibration is applied).
 func (p *progress) done(tag string, r *DesignResult) {
-	s := fmt.Sprintf("%s %-28s delivered %d of %d offered, %.0f/min, lost %d, Add p99 %s",
-		tag, r.Name, r.Delivered, r.Offered, r.DeliveredPerMin, r.Lost, time.Duration(r.AddLatencyNs.P99))
-	if r.Target > 0 {
-		s += fmt.Sprintf(", %.2f%% of target", r.DeliveredPctOfTarget)
+	if r.Name == Calibration {
+		per := 0.0
+		if r.Requests > 0 {
+			per = r.ProcessCPUSeconds / float64(r.Requests) * 1e6
+		}
+		p.line(fmt.Sprintf("%s %-28s %s requests, the child's CPU %.1f µs per request (delivers nothing, by design)", tag, r.Name, commas(r.Requests), per))
+		return
 	}
-	if r.CPUSeconds > 0 {
-		s += fmt.Sprintf(", CPU %.2fs/M events", r.CPUSecondsPerMillion)
+	s := fmt.Sprintf("%s %-28s %s/min", tag, r.Name, commas(int64(r.DeliveredPerMin+0.5)))
+	if r.Target > 0 {
+		s += fmt.Sprintf(" (%.1f%%)", r.DeliveredPctOfTarget)
+	}
+	if r.Lost != 0 {
+		s += fmt.Sprintf(", lost %s", commas(r.Lost))
+	}
+	s += ", Add p99 " + dur(r.AddLatencyNs.P99)
+	if r.E2ELatencyMs.P99 > 0 {
+		s += ", e2e p99 " + dur(int64(r.E2ELatencyMs.P99*1e6))
 	}
 	if r.Load != LoadClosed || r.LoaderLatencyMs != 400 {
 		s += fmt.Sprintf(" [%s, loader +%gms]", r.Load, r.LoaderLatencyMs)

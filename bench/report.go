@@ -50,16 +50,35 @@ type DesignResult struct {
 	DeliveredPerSec      float64 `json:"delivered_per_sec"`
 	DeliveredPctOfTarget float64 `json:"delivered_pct_of_target"`
 
+	// CPUSecondsPerMillion is the design's CPU per million events offered:
+	// isolated, the child's CPU time minus the calibration's load
+	// generator (CPUSource "isolated"); in process, the profile's estimate
+	// (ProfileCPUSecondsPerMillion, CPUSource "profile").
+	CPUSecondsPerMillion       float64   `json:"cpu_seconds_per_million"`
+	CPUSource                  string    `json:"cpu_source"`
+	Isolated                   bool      `json:"isolated"`                       // the design ran in a child process
+	ProcessCPUSeconds          float64   `json:"process_cpu_seconds"`            // CPU time of the process the design ran in, over its run (getrusage): the child, or the whole process in process
+	LoadgenCPUSeconds          float64   `json:"loadgen_cpu_seconds"`            // isolated: the calibration's CPU per request x this run's requests, subtracted
+	ClientCPUShare             float64   `json:"client_cpu_share"`               // isolated: of the child's CPU profile samples, the share labelled side=client (the design's goroutines, and Add)
+	DirectCPUSecondsPerMillion float64   `json:"direct_cpu_seconds_per_million"` // isolated: process_cpu_seconds x client_cpu_share per million offered: the CPU on the design's goroutines and in Add only (no scheduler, GC); few samples
+	DesignCPUSeconds           float64   `json:"design_cpu_seconds"`             // isolated: process_cpu_seconds - loadgen_cpu_seconds
+	Repeat                     int       `json:"repeat,omitempty"`               // which of the repeated runs this is (1-based); 0 not repeated
+	Runs                       int       `json:"runs,omitempty"`                 // a report row: how many runs it is the median of (by CPU)
+	CPURunsPerMillion          []float64 `json:"cpu_runs_per_million,omitempty"` // those runs' cpu_seconds_per_million
+	CPUSpreadPct               float64   `json:"cpu_spread_pct,omitempty"`       // (max - min) / 2 / median of those, in percent
+
 	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
+	CPUSamples                  int64   `json:"cpu_samples"`                     // the profile samples behind cpu_seconds
 	ReceiverCPUSeconds          float64 `json:"receiver_cpu_seconds"`            // left out: the in-process receiver's
-	CPUSecondsPerMillion        float64 `json:"cpu_seconds_per_million"`         // design CPU per million events offered
+	ProfileCPUSecondsPerMillion float64 `json:"profile_cpu_seconds_per_million"` // cpu_seconds per million events offered
 	ClientCPUSecondsPerMillion  float64 `json:"client_cpu_seconds_per_million"`  // only samples labelled side=client (no unlabelled runtime work)
-	ProcessCPUSecondsPerMillion float64 `json:"process_cpu_seconds_per_million"` // whole process (getrusage), receiver included
+	ProcessCPUSecondsPerMillion float64 `json:"process_cpu_seconds_per_million"` // process_cpu_seconds per million events offered
 	AllocBytesPerEvent          float64 `json:"alloc_bytes_per_event"`
 	CopyAllocBytes              int64   `json:"copy_alloc_bytes"`
 	CopyAllocShare              float64 `json:"copy_alloc_share"`
 	SelectOverheadShare         float64 `json:"select_overhead_share"`
 	SelectCPUSeconds            float64 `json:"select_cpu_seconds"` // the samples select_overhead_share is a share of
+	SelectSamples               int64   `json:"select_samples"`     // how many samples that is
 	RuntimeSyncShare            float64 `json:"runtime_sync_share"`
 	GCCycles                    int64   `json:"gc_cycles"`
 	GCPauseMs                   float64 `json:"gc_pause_total_ms"`
@@ -115,8 +134,30 @@ type Report struct {
 	Config   RunConfig      `json:"config"`
 	Started  time.Time      `json:"started"`
 	Finished time.Time      `json:"finished"`
-	Designs  []DesignResult `json:"designs"`         // fixed and saturate
+	Designs  []DesignResult `json:"designs"`         // fixed and saturate: one row per design (the median run)
 	Sweep    []DesignResult `json:"sweep,omitempty"` // sweep: one per design, load and latency
+	// Calibration is the no-op design's CPU per request, per kind of load
+	// (isolated runs only).
+	Calibration []CalibrationResult `json:"calibration,omitempty"`
+	// Runs are every run, repeats and calibration included, in the order
+	// they ran (written when -repeat > 1).
+	Runs []DesignResult `json:"runs,omitempty"`
+	// ChartErrors are the charts that could not be drawn, and why.
+	ChartErrors []string `json:"chart_errors,omitempty"`
+
+	chartsWritten []writtenChart
+}
+
+// CalibrationResult is what the calibration design's runs measured: the
+// CPU its child spent per request (the load generator, the child's
+// harness, and the runtime work they cause), which is subtracted from the
+// design runs.
+type CalibrationResult struct {
+	Load         string    `json:"load"`
+	Runs         int       `json:"runs"`
+	NsPerRequest float64   `json:"ns_per_request"` // median over the runs
+	RunsNs       []float64 `json:"runs_ns_per_request"`
+	SpreadPct    float64   `json:"spread_pct"` // (max - min) / 2 / median, in percent
 }
 
 func newReport(cfg Config) *Report {
@@ -148,7 +189,24 @@ func cpuModel() string {
 }
 
 // write writes report.json, report.md and the charts into dir.
+// A chart that cannot be drawn is noted in report.md and ChartErrors, and
+// does not fail the write.
 func (r *Report) write(dir string) error {
+	for i := range r.Designs {
+		sanitize(&r.Designs[i])
+	}
+	for i := range r.Sweep {
+		sanitize(&r.Sweep[i])
+	}
+	for i := range r.Runs {
+		sanitize(&r.Runs[i])
+	}
+	written, errs := r.charts(dir)
+	r.chartsWritten = written
+	r.ChartErrors = nil
+	for _, err := range errs {
+		r.ChartErrors = append(r.ChartErrors, err.Error())
+	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -156,10 +214,7 @@ func (r *Report) write(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "report.json"), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "report.md"), []byte(r.Markdown(true)), 0o644); err != nil {
-		return err
-	}
-	return r.charts(dir)
+	return os.WriteFile(filepath.Join(dir, "report.md"), []byte(r.Markdown(true)), 0o644)
 }
 
 // SeedTable is the seed's own result table (mission.md), shown beside ours.
@@ -213,14 +268,19 @@ func (r *Report) Markdown(file bool) string {
 		r.sweepTables(&b)
 	}
 	if file {
+		if len(r.chartsWritten) > 0 || len(r.ChartErrors) > 0 {
+			b.WriteString("\n## Charts\n\n")
+		}
+		for _, c := range r.chartsWritten {
+			fmt.Fprintf(&b, "![%s](%s)\n\n", c.Title, c.File)
+		}
+		for _, e := range r.ChartErrors {
+			fmt.Fprintf(&b, "- not drawn: %s\n", e)
+		}
 		b.WriteString("\n## The seed's table\n\n")
 		b.WriteString(SeedTable)
 		b.WriteString(definitions)
-		b.WriteString("\nCharts: delivered_per_min.png, cpu_per_million.png, add_latency.png")
-		if len(r.Sweep) > 0 {
-			b.WriteString(", sweep_closed.png, sweep_open.png")
-		}
-		b.WriteString(". Profiles: <design>/cpu.pprof, <design>/heap.pprof (`go tool pprof -http : <file>`); logs: <design>/client.log, loader.log.\n")
+		b.WriteString("\nProfiles: <design>/cpu.pprof, <design>/heap.pprof (`go tool pprof -http : <file>`); logs: <design>/client.log, loader.log, child.log (the child process's stderr).\n")
 	}
 	return b.String()
 }
@@ -232,25 +292,22 @@ func (r *Report) designTables(b *strings.Builder, file bool) {
 	b.WriteString("| design | events delivered / min | select overhead (CPU) | memory overhead | seed's row |\n")
 	b.WriteString("|---|---:|---:|---:|---|\n")
 	for _, d := range r.Designs {
-		sel := "-"
-		if d.SelectCPUSeconds > 0 {
-			// The share's basis: at the seed's rate a design spends only tens
-			// of milliseconds in select, a handful of 10 ms samples.
-			sel = fmt.Sprintf("%s of %.2fs", pct(d.SelectOverheadShare), d.SelectCPUSeconds)
-		}
+		// The share's basis: at the seed's rate a design spends only tens
+		// of milliseconds in select, a handful of 10 ms samples.
+		sel := sampledShare(d.SelectOverheadShare, d.SelectSamples)
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", d.Name, commas(int64(d.DeliveredPerMin+0.5)),
 			sel, pct2(d.CopyAllocShare), orDash(seedRowFor[d.Name]))
 	}
-	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | CPU s / M events | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n")
+	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | CPU s / M events | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n")
 	for _, d := range r.Designs {
 		target := "-"
 		if d.Target > 0 {
 			target = fmt.Sprintf("%.2f%%", d.DeliveredPctOfTarget)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %.2f | %.0f | %s | %d | %s / %s / %s / %s | %.0f / %.0f ms | %s (%s) | %d |\n",
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %.2f (%d) | %.0f | %s | %d | %s / %s / %s / %s | %.0f / %.0f ms | %s (%s) | %d |\n",
 			d.Name, commas(d.Offered), commas(d.Delivered), commas(d.DeliveredFromLogs), commas(d.Lost), target,
-			d.CPUSecondsPerMillion, d.AllocBytesPerEvent, pct(d.RuntimeSyncShare), d.GCCycles,
+			cpuCell(d), d.ProfileCPUSecondsPerMillion, d.CPUSamples, d.AllocBytesPerEvent, sampledShare(d.RuntimeSyncShare, d.CPUSamples), d.GCCycles,
 			dur(d.AddLatencyNs.P50), dur(d.AddLatencyNs.P99), dur(d.AddLatencyNs.P999), dur(d.AddLatencyNs.Max),
 			d.E2ELatencyMs.P50, d.E2ELatencyMs.P99, mib(d.PeakHeapBytes), mib(d.PeakLiveHeapBytes), d.MaxSendsInFlight)
 	}
@@ -260,6 +317,63 @@ func (r *Report) designTables(b *strings.Builder, file bool) {
 		}
 	}
 	b.WriteString("\n")
+	r.cpuNotes(b)
+}
+
+// cpuNotes says how the CPU column was measured and how repeatable it was.
+func (r *Report) cpuNotes(b *strings.Builder) {
+	rows := r.Designs
+	if len(rows) == 0 {
+		rows = r.Sweep
+	}
+	isolated := false
+	for _, d := range rows {
+		isolated = isolated || strings.HasPrefix(d.CPUSource, "isolated")
+	}
+	if !isolated {
+		b.WriteString("\nCPU s / M events: from the CPU profile (100 Hz), the design's samples only; the profile column gives the sample count behind it, whose relative uncertainty is about 1/sqrt(samples).\n")
+		return
+	}
+	b.WriteString("\nCPU s / M events: each design ran in a child process (the receiving side stayed in the parent); the child's CPU time over the run (getrusage), minus the calibration design's CPU per request times the run's requests (the load generator, the child's harness and the runtime work they cause), per million events offered.")
+	for _, c := range r.Calibration {
+		fmt.Fprintf(b, " Calibration (the no-op design), %s loop: %.2f µs per request subtracted", c.Load, c.NsPerRequest/1e3)
+		if c.Runs > 1 {
+			fmt.Fprintf(b, ", ±%.1f%% over %d runs; that spread, in µs per request, is the floor of any design's uncertainty in s per million events", c.SpreadPct, c.Runs)
+		} else {
+			b.WriteString(" (one run: -repeat 5 shows how much it varies)")
+		}
+		b.WriteString(".")
+	}
+	var spreads []string
+	for _, d := range rows {
+		if d.Runs > 1 {
+			spreads = append(spreads, fmt.Sprintf("%s %s", d.Name, joinFloats(d.CPURunsPerMillion)))
+		}
+	}
+	if len(spreads) > 0 {
+		fmt.Fprintf(b, " The row is the median of %d runs; ± is half the range of the runs (every run within it): %s.", rows[0].Runs, strings.Join(spreads, "; "))
+	}
+	b.WriteString("\n")
+}
+
+func joinFloats(v []float64) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.2f", f)
+	}
+	return strings.Join(s, ", ")
+}
+
+// sampledShare prints a share of a profile's samples, or "n/a (k
+// samples)" when k is below MinShareSamples.
+func sampledShare(share float64, samples int64) string {
+	if samples == 0 {
+		return "-"
+	}
+	if samples < MinShareSamples {
+		return fmt.Sprintf("n/a (%d samples)", samples)
+	}
+	return fmt.Sprintf("%s of %d samples", pct(share), samples)
 }
 
 func (r *Report) sweepTables(b *strings.Builder) {
@@ -310,11 +424,11 @@ func (r *Report) sweepTables(b *strings.Builder) {
 		}
 		b.WriteString("\n")
 	}
-	header("CPU seconds per million events (the design's CPU, from its profile) against the loader's added latency:")
+	header("CPU seconds per million events (the design's CPU) against the loader's added latency:")
 	for _, k := range rows {
 		fmt.Fprintf(b, "| %s | %s |", k.name, k.load)
 		for _, l := range lats {
-			fmt.Fprintf(b, " %.1f |", cell[k][l].CPUSecondsPerMillion)
+			fmt.Fprintf(b, " %s |", cpuCell(cell[k][l]))
 		}
 		b.WriteString("\n")
 	}
@@ -331,6 +445,7 @@ func (r *Report) sweepTables(b *strings.Builder) {
 		}
 		b.WriteString("\n")
 	}
+	r.cpuNotes(b)
 }
 
 const definitions = `
@@ -340,10 +455,11 @@ const definitions = `
 - **offered**: Add calls that returned nil; **lost** = offered - delivered after shutdown (dropped, failed, or cut off by the shutdown deadline); **in flight at stop**: offered - delivered when the load ended.
 - **select overhead (CPU)**: of the design's CPU samples whose stack contains runtime.selectgo, the share that also contains runtime.sellock or runtime.acquireSudog (the seed's figure; for its async design the seed also counted runtime.recv and the copy, we do not).
 - **runtime sync CPU**: share of the design's CPU samples whose stack contains a runtime channel, lock or scheduler function (bench.RuntimeSyncFuncs: chansend/chanrecv/selectgo, lock2/unlock2/semacquire/futex, mutex slow paths, gopark/goready/schedule/findRunnable/park_m/...).
-- **the design's CPU**: CPU-profile samples labelled side=client (the design's goroutines, and the load generator's handlers while inside Add), plus unlabelled runtime work, minus anything in the receiver's code; the receiving side, the load generator's pacing and event building, and the harness are left out; runtime work without a goroutine (scheduler, GC workers) is counted with the design. **CPU s / M events** divides it by events offered.
+- **CPU s / M events** (the design's CPU per million events offered): by default (-isolate) each design runs in a child process with the load generator, the receiving side stays in the parent, and the kernel counts the child's CPU time exactly (getrusage; GetProcessTimes on Windows) over the design's life (build, load, shutdown). The calibration design (calibration-noop: Add returns at once) runs under the same load; its CPU per request, the load generator's and the child harness's, times the design run's requests is subtracted. With -repeat N every design runs N times, interleaved; the row is the median run and ± half the range of the N runs.
+- **profile CPU s / M** (the estimate from the CPU profile, and the only one with -isolate=false): CPU-profile samples labelled side=client (the design's goroutines, and the load generator's handlers while inside Add), plus unlabelled runtime work, minus anything in the receiver's code; the load generator's pacing and event building and the harness are left out; runtime work without a goroutine (scheduler, GC workers) is counted with the design. At 100 Hz a design at 2,000 events/s gets a few dozen samples in 10 s, so it is uncertain by about 1/sqrt(samples). Shares of samples (select overhead, runtime sync) resting on fewer than 30 samples print n/a.
 - **memory overhead**: share of the design's allocated bytes (heap profile alloc_space, delta over the run, receiver's stacks left out) allocated under deepCopy: buffer copies at flush. **alloc B / event**: the design's allocated bytes per event offered (the event the load generator builds and hands to Add is not counted; what Add and the sends allocate is).
 - **Add p50 / p99 / p99.9 / max**: the time Add took, as the service's handler waits for it (HdrHistogram). **e2e**: from just before Add to the loader's commit (t0 in each event).
-- **peak heap (live)**: the highest heap object bytes sampled every 10 ms, garbage not yet collected included, and in brackets the highest live heap as of a GC (/gc/heap/live:bytes); whole process, receiver included.
+- **peak heap (live)**: the highest heap object bytes sampled every 10 ms, garbage not yet collected included, and in brackets the highest live heap as of a GC (/gc/heap/live:bytes); of the child process (the design and the load generator) when isolated, else of the whole process, receiver included. GC cycles and alloc B / event likewise come from the process the design ran in.
 `
 
 func orDash(s string) string {

@@ -16,10 +16,10 @@ func sampleReport() *Report {
 	r := newReport(cfg)
 	r.Designs = []DesignResult{
 		{Name: SeedPool10, Load: LoadClosed, Target: 120000, Offered: 84000, Delivered: 83663, DeliveredFromLogs: 83663,
-			Lost: 337, DeliveredPerMin: 83663, DeliveredPctOfTarget: 69.72, SelectOverheadShare: 0.66, SelectCPUSeconds: 0.5,
+			Lost: 337, DeliveredPerMin: 83663, DeliveredPctOfTarget: 69.72, SelectOverheadShare: 0.66, SelectCPUSeconds: 0.5, SelectSamples: 50,
 			AddLatencyNs: AddLatency{P50: 800, P99: 400e6, P999: 410e6, Max: 420e6}, E2ELatencyMs: E2ELatency{P50: 500, P99: 1400}},
 		{Name: SeedAsync, Load: LoadClosed, Target: 120000, Offered: 120000, Delivered: 119720, DeliveredPerMin: 119720,
-			CopyAllocShare: 0.0122, SelectOverheadShare: 0.5, SelectCPUSeconds: 1.25, AddLatencyNs: AddLatency{P50: 900, P99: 20e3, P999: 50e3, Max: 1e6}},
+			CopyAllocShare: 0.0122, SelectOverheadShare: 0.5, SelectCPUSeconds: 1.25, SelectSamples: 125, AddLatencyNs: AddLatency{P50: 900, P99: 20e3, P999: 50e3, Max: 1e6}},
 		{Name: Batchproc, Load: LoadClosed, Target: 120000, Offered: 120000, Delivered: 120000, DeliveredPerMin: 120000,
 			AddLatencyNs: AddLatency{P50: 0, P99: 4e3, P999: 90e3, Max: 1e6}},
 	}
@@ -79,8 +79,8 @@ func TestReportFiles(t *testing.T) {
 	}
 	for _, want := range []string{
 		"| design | events delivered / min | select overhead (CPU) | memory overhead |",
-		"| seed-pool-10 | 83,663 | 66% of 0.50s | 0.00% | 10 workers, sync |",
-		"| seed-async | 119,720 | 50% of 1.25s | 1.22% | 1 worker + async |",
+		"| seed-pool-10 | 83,663 | 66% of 50 samples | 0.00% | 10 workers, sync |",
+		"| seed-async | 119,720 | 50% of 125 samples | 1.22% | 1 worker + async |",
 		"| batchproc | 120,000 | - | 0.00% | - |",
 		"| 1 worker + async  | 119,720 ",
 		"400.0ms",

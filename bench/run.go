@@ -19,8 +19,17 @@
 // have consumed the whole topic before counting. -loader-latency is ignored
 // (it is added to HTTP answers; a produce has no answer from the loader).
 //
-// A CPU profile and a heap profile (allocation delta) cover each design's
-// run, and are parsed for the seed's figures ([AnalyzeCPU], [AnalyzeHeap]).
+// By default each design run is a child process (this program again, see
+// [IsChild]): the receiving side stays here, the child runs the design
+// and the load generator and reports what it measured, its own CPU time
+// included, from which the calibration design's (a no-op Add under the
+// same load) is subtracted. A CPU profile and a heap profile (allocation
+// delta) cover each design's run, and are parsed for the seed's figures
+// ([AnalyzeCPU], [AnalyzeHeap]).
+//
+// The terminal gets progress with the study's ETA and a one-line summary
+// per design ([Report.Summary]); report.md holds the tables and embeds the
+// charts.
 //
 // # Modes
 //
@@ -87,6 +96,22 @@ type Config struct {
 	NoDefaultTransportVariant bool
 	// MemProfileRate is runtime.MemProfileRate during the run; default 16 KiB.
 	MemProfileRate int
+
+	// InProcess runs the designs in this process, next to the receiving
+	// side, as before isolation existed: the design's CPU is then only the
+	// profile's estimate. By default each design run is a child process
+	// (this program re-executed; its main must call [ChildMain] when
+	// [IsChild]), whose own CPU time the kernel counts exactly; see
+	// calibrate.
+	InProcess bool
+	// ProfileHz is the CPU profile's sampling rate; default 100. Linux
+	// checks CPU-time timers at its scheduler tick, so rates above the
+	// kernel's HZ (often 250) give no more samples.
+	ProfileHz int
+	// Repeat runs every design (and the calibration) this many times,
+	// interleaved, and reports the median run with the spread of its CPU
+	// figure; default 1.
+	Repeat int
 }
 
 func (c *Config) defaults() error {
@@ -188,6 +213,18 @@ func (c *Config) defaults() error {
 	if c.MemProfileRate == 0 {
 		c.MemProfileRate = 16 << 10
 	}
+	if c.Repeat == 0 {
+		c.Repeat = 1
+	}
+	if c.ProfileHz == 0 {
+		c.ProfileHz = 100
+	}
+	if c.ProfileHz < 0 {
+		return fmt.Errorf("bench: profile rate %d Hz is negative", c.ProfileHz)
+	}
+	if c.Repeat < 0 {
+		return fmt.Errorf("bench: -repeat %d is negative", c.Repeat)
+	}
 	return nil
 }
 
@@ -199,6 +236,16 @@ type runSpec struct {
 	latency  time.Duration
 	dir      string // where its files go; "" writes none
 	profiles bool
+	repeat   int // 1-based; 0 when runs are not repeated
+}
+
+// specDir is where a run's files go: dir/name, or dir/name/rN when runs
+// are repeated.
+func specDir(cfg Config, name string, r int) string {
+	if cfg.Repeat > 1 {
+		return filepath.Join(cfg.Out, name, fmt.Sprintf("r%d", r))
+	}
+	return filepath.Join(cfg.Out, name)
 }
 
 // Run runs the harness and writes its report under cfg.Out. It returns the
@@ -219,53 +266,95 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	runtime.MemProfileRate = cfg.MemProfileRate
 	defer func() { runtime.MemProfileRate = oldRate }()
 
-	rep := newReport(cfg)
-	pr := newProgress(cfg.Progress)
-	var specs []runSpec
-	switch cfg.Mode {
-	case ModeFixed, ModeSaturate:
-		rate := cfg.Rate
-		load := cfg.Load
-		if cfg.Mode == ModeSaturate {
-			rate, load = 0, LoadOpen
-		}
-		names := cfg.Designs
-		if cfg.Mode == ModeFixed && cfg.Sink == SinkHTTP && !cfg.NoDefaultTransportVariant && contains(names, SeedAsync) && !contains(names, SeedAsyncDefaultT) {
-			names = append(append([]string(nil), names...), SeedAsyncDefaultT)
-		}
-		for _, d := range names {
-			specs = append(specs, runSpec{design: d, load: load, rate: rate, latency: cfg.LoaderLatency,
-				dir: filepath.Join(cfg.Out, d), profiles: true})
-		}
-	case ModeSweep:
-		for _, lat := range SweepLatencies {
-			for _, load := range []string{LoadClosed, LoadOpen} {
-				for _, d := range cfg.Designs {
-					specs = append(specs, runSpec{design: d, load: load, rate: cfg.Rate, latency: lat,
-						dir: filepath.Join(cfg.Out, fmt.Sprintf("%s-%s-%dms", d, load, lat.Milliseconds())), profiles: true})
-				}
-			}
+	if IsChild() {
+		return nil, errors.New("bench: this process was started as a batchbench child (" + childEnv + " is set) but its main did not call bench.ChildMain")
+	}
+	if cfg.Target != "" {
+		// One clear error before any design runs, not one per design.
+		if _, err := newExternalEndpoint(ctx, strings.TrimRight(cfg.Target, "/")); err != nil {
+			return nil, fmt.Errorf("%w (is a Batch Loader running there? start one with `go run ./cmd/batchloader`, or leave -target out to use an in-process one)", err)
 		}
 	}
+
+	rep := newReport(cfg)
+	pr := newProgress(cfg.Progress)
+	specs := cfg.specs()
+	eta := newETA(cfg.Duration, len(specs))
 	for i, s := range specs {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
+		pr.eta = eta.remaining(i)
+		t := time.Now()
 		res := runDesign(ctx, cfg, s, pr, fmt.Sprintf("[%d/%d]", i+1, len(specs)))
-		if cfg.Mode == ModeSweep {
-			rep.Sweep = append(rep.Sweep, res)
-		} else {
-			rep.Designs = append(rep.Designs, res)
+		eta.done(time.Since(t))
+		rep.Runs = append(rep.Runs, res)
+	}
+	rep.collect(cfg)
+	rep.Finished = time.Now().UTC()
+	werr := rep.write(cfg.Out)
+	fmt.Fprintln(cfg.Progress)
+	fmt.Fprint(cfg.Progress, rep.Summary())
+	fmt.Fprintf(cfg.Progress, "\nreport: %s (tables, charts, definitions)\n", filepath.Join(cfg.Out, "report.md"))
+	return rep, werr
+}
+
+// calibrates says whether the runs include the calibration design: only
+// isolated runs (in process, the CPU figure is the profile's, which leaves
+// the load generator out by its labels) at a paced rate (unpaced, a no-op
+// Add would only measure how fast the generator spins).
+func (c *Config) calibrates() bool { return !c.InProcess && c.Mode != ModeSaturate }
+
+// specs lists the runs of cfg, in order: repeat by repeat, each repeat
+// every design (and first, the calibration), so that a change in the
+// machine's load during the study spreads over all designs alike.
+func (c *Config) specs() []runSpec {
+	var specs []runSpec
+	rep := func(r int) int {
+		if c.Repeat > 1 {
+			return r
+		}
+		return 0
+	}
+	switch c.Mode {
+	case ModeFixed, ModeSaturate:
+		rate := c.Rate
+		load := c.Load
+		if c.Mode == ModeSaturate {
+			rate, load = 0, LoadOpen
+		}
+		names := c.Designs
+		if c.Mode == ModeFixed && c.Sink == SinkHTTP && !c.NoDefaultTransportVariant && contains(names, SeedAsync) && !contains(names, SeedAsyncDefaultT) {
+			names = append(append([]string(nil), names...), SeedAsyncDefaultT)
+		}
+		if c.calibrates() {
+			names = append([]string{Calibration}, names...)
+		}
+		for r := 1; r <= c.Repeat; r++ {
+			for _, d := range names {
+				specs = append(specs, runSpec{design: d, load: load, rate: rate, latency: c.LoaderLatency,
+					dir: specDir(*c, d, r), profiles: true, repeat: rep(r)})
+			}
+		}
+	case ModeSweep:
+		for r := 1; r <= c.Repeat; r++ {
+			if c.calibrates() {
+				for _, load := range []string{LoadClosed, LoadOpen} {
+					specs = append(specs, runSpec{design: Calibration, load: load, rate: c.Rate, latency: 0,
+						dir: specDir(*c, Calibration+"-"+load, r), profiles: true, repeat: rep(r)})
+				}
+			}
+			for _, lat := range SweepLatencies {
+				for _, load := range []string{LoadClosed, LoadOpen} {
+					for _, d := range c.Designs {
+						specs = append(specs, runSpec{design: d, load: load, rate: c.Rate, latency: lat,
+							dir: specDir(*c, fmt.Sprintf("%s-%s-%dms", d, load, lat.Milliseconds()), r), profiles: true, repeat: rep(r)})
+					}
+				}
+			}
 		}
 	}
-	rep.Finished = time.Now().UTC()
-	if err := rep.write(cfg.Out); err != nil {
-		return rep, err
-	}
-	fmt.Fprintln(cfg.Progress)
-	fmt.Fprint(cfg.Progress, rep.Markdown(false))
-	fmt.Fprintf(cfg.Progress, "\nwritten to %s\n", cfg.Out)
-	return rep, nil
+	return specs
 }
 
 func contains(list []string, s string) bool {
@@ -299,12 +388,14 @@ func startEndpoint(ctx context.Context, cfg Config, s runSpec) (endpoint, error)
 	return startLoader(cfg.Loader, s.latency, logW)
 }
 
-// runDesign runs one design and measures it. Failures are reported in the
-// result's Error, not returned: one broken design does not stop the study.
+// runDesign runs one design and measures it: the receiving side here, the
+// design and its load in a child process (isolated) or here (in process).
+// Failures are reported in the result's Error, not returned: one broken
+// design does not stop the study.
 func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag string) (res DesignResult) {
 	res = DesignResult{
 		Name: s.design, Load: s.load, Rate: s.rate, DurationS: cfg.Duration.Seconds(),
-		LoaderLatencyMs: ms(s.latency), Receiver: cfg.Loader,
+		LoaderLatencyMs: ms(s.latency), Receiver: cfg.Loader, Repeat: s.repeat, Isolated: !cfg.InProcess,
 	}
 	if cfg.Target != "" {
 		res.Receiver = cfg.Target
@@ -325,7 +416,6 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 			return fail(err)
 		}
 	}
-	spec := designSpecs[s.design]
 
 	ep, err := startEndpoint(ctx, cfg, s)
 	if err != nil {
@@ -338,26 +428,100 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 			res.Error = "closing the receiving side: " + err.Error()
 		}
 	}()
+	t := clientTarget{URL: ep.URL()}
+	if kep, ok := ep.(*kafkaEndpoint); ok {
+		t = clientTarget{KafkaBrokers: kep.cluster.ListenAddrs(), KafkaTopic: kafkaTopic}
+	}
 
+	var counters loadCounters
+	var inFlightAtStop int64
+	hooks := clientHooks{counters: &counters, loadDone: func(offered int64) {
+		delivered, _ := ep.Delivered(ctx)
+		inFlightAtStop = offered - delivered
+	}}
+	stopProgress := pr.start(tag, s.design, cfg.Duration, s.rate, &counters, ep)
+	if cfg.InProcess {
+		err = runClient(ctx, cfg, s, t, hooks, &res)
+	} else {
+		err = runChild(ctx, cfg, s, t, hooks, &res)
+	}
+	stopProgress()
+	if err != nil {
+		return fail(err)
+	}
+	res.InFlightAtStop = inFlightAtStop
+	var settleErr error
+	if kep, ok := ep.(*kafkaEndpoint); ok {
+		sctx, cancel := context.WithTimeout(ctx, cfg.StopTimeout)
+		settleErr = kep.settle(sctx)
+		cancel()
+	}
+
+	delivered, err := ep.Delivered(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("counting deliveries: %w", err))
+	}
+	res.Delivered = delivered
+	res.Lost = res.Offered - delivered
+	minutes := cfg.Duration.Minutes()
+	if minutes > 0 {
+		res.DeliveredPerMin = float64(delivered) / minutes
+		res.DeliveredPerSec = res.DeliveredPerMin / 60
+	}
+	if res.Target > 0 {
+		res.DeliveredPctOfTarget = 100 * float64(delivered) / float64(res.Target)
+	}
+	if h := ep.E2E(); h != nil && h.TotalCount() > 0 {
+		res.E2ELatencyMs = E2ELatency{P50: float64(h.ValueAtQuantile(50)) / 1e6, P99: float64(h.ValueAtQuantile(99)) / 1e6}
+	}
+	if settleErr != nil && res.Error == "" {
+		res.Error = "kafka: " + settleErr.Error()
+	}
+	pr.done(tag, &res)
+	return res
+}
+
+// clientTarget is where a design sends: the receiving side's base URL
+// (-sink http), or a Kafka topic (-sink kafka).
+type clientTarget struct {
+	URL          string   `json:"url,omitempty"`
+	KafkaBrokers []string `json:"kafka_brokers,omitempty"`
+	KafkaTopic   string   `json:"kafka_topic,omitempty"`
+}
+
+// clientHooks connect runClient to the run watching it.
+type clientHooks struct {
+	counters *loadCounters       // updated as the load runs
+	loadDone func(offered int64) // called once the load ended, before Shutdown
+}
+
+// runClient is the design's side of a run: it builds the design against t,
+// drives it with the load, shuts it down, and fills res's client-side
+// fields (counts, Add latency, sends, GC, heap, CPU, profiles). It runs in
+// the process that measures the design: a child (runChild) or this one.
+func runClient(ctx context.Context, cfg Config, s runSpec, t clientTarget, h clientHooks, res *DesignResult) error {
+	spec := designSpecs[s.design]
 	var logFile io.WriteCloser
 	if s.dir != "" {
+		var err error
 		if logFile, err = os.Create(filepath.Join(s.dir, "client.log")); err != nil {
-			return fail(err)
+			return err
 		}
 	}
 	clog := newCountLog(logFile)
 	defer clog.Close()
 	env := designEnv{logger: newTextLogger(clog), seedQueue: cfg.SeedQueue}
 	var sends *sendStats
-	if kep, ok := ep.(*kafkaEndpoint); ok {
+	if len(t.KafkaBrokers) > 0 {
 		sends = new(sendStats)
-		env.kafka = kep.target(sends)
+		env.kafka = &kafkaTarget{brokers: t.KafkaBrokers, topic: t.KafkaTopic, stats: sends}
 		var prod *kafkaProducer
+		var err error
 		pprof.Do(ctx, pprof.Labels(labelSide, sideClient), func(context.Context) {
 			prod, err = newKafkaProducer(env.kafka)
 		})
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		defer prod.Close()
 		env.send = prod.send
@@ -366,7 +530,7 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 		defer tr.CloseIdleConnections()
 		rt := &countingTransport{rt: tr}
 		sends = &rt.sendStats
-		env.url, env.transport, env.poster = ep.URL(), rt, newPoster(ep.URL(), rt)
+		env.url, env.transport, env.poster = t.URL, rt, newPoster(t.URL, rt)
 		env.send = env.poster.post
 	}
 
@@ -375,15 +539,22 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 	var cpuFile *os.File
 	var heapBefore *profile.Profile
 	if s.profiles {
+		var err error
 		if heapBefore, err = HeapSnapshot(); err != nil {
-			return fail(err)
+			return err
 		}
 		if cpuFile, err = os.Create(filepath.Join(s.dir, "cpu.pprof")); err != nil {
-			return fail(err)
+			return err
+		}
+		if cfg.ProfileHz > 0 && cfg.ProfileHz != 100 {
+			// StartCPUProfile asks for 100 Hz, finds the rate set, and keeps
+			// it (printing "cannot set cpu profile rate" to stderr); the
+			// profile records the rate used, so its values stay in CPU time.
+			runtime.SetCPUProfileRate(cfg.ProfileHz)
 		}
 		if err := pprof.StartCPUProfile(cpuFile); err != nil {
 			cpuFile.Close()
-			return fail(err)
+			return err
 		}
 	}
 	stopCPU := func() {
@@ -397,13 +568,10 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 	gc0, cpu0 := readGC(), processCPU()
 	peak := startHeapPeak(10 * time.Millisecond)
 
-	var counters loadCounters
 	var lr loadResult
 	var shutdownErr error
 	var shutdownDur time.Duration
-	var inFlightAtStop int64
 	var buildErr error
-	stopProgress := pr.start(tag, s.design, cfg.Duration, s.rate, &counters, ep)
 	pprof.Do(ctx, pprof.Labels(labelSide, sideClient), func(ctx context.Context) {
 		c, err := spec.newClient(env)
 		if err != nil {
@@ -413,63 +581,39 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 		lr = runLoad(ctx, c, loadConfig{
 			Kind: s.load, Rate: s.rate, Duration: cfg.Duration, Handlers: cfg.Handlers,
 			EventSize: cfg.EventSize, RunID: runID(s),
-		}, &counters)
-		delivered, _ := ep.Delivered(ctx)
-		inFlightAtStop = lr.Offered - delivered
+		}, h.counters)
+		if h.loadDone != nil {
+			h.loadDone(lr.Offered)
+		}
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.StopTimeout)
 		defer cancel()
 		t := time.Now()
 		shutdownErr = c.Shutdown(sctx)
 		shutdownDur = time.Since(t)
 	})
-	stopProgress()
 	peakHeap, peakLive := peak.Stop()
 	gc1, cpu1 := readGC(), processCPU()
 	stopCPU()
 	if buildErr != nil {
-		return fail(buildErr)
-	}
-	var settleErr error
-	if kep, ok := ep.(*kafkaEndpoint); ok {
-		sctx, cancel := context.WithTimeout(ctx, cfg.StopTimeout)
-		settleErr = kep.settle(sctx)
-		cancel()
-	}
-
-	delivered, err := ep.Delivered(ctx)
-	if err != nil {
-		return fail(fmt.Errorf("counting deliveries: %w", err))
+		return buildErr
 	}
 	res.Requests = lr.Requests
 	res.Offered = lr.Offered
 	res.Rejected = lr.Rejected
 	res.NotOffered = lr.NotOffered
-	res.Delivered = delivered
 	res.DeliveredFromLogs = clog.Sum()
-	res.Lost = lr.Offered - delivered
-	res.InFlightAtStop = inFlightAtStop
-	minutes := cfg.Duration.Minutes()
-	if minutes > 0 {
-		res.DeliveredPerMin = float64(delivered) / minutes
-		res.DeliveredPerSec = res.DeliveredPerMin / 60
-	}
-	if res.Target > 0 {
-		res.DeliveredPctOfTarget = 100 * float64(delivered) / float64(res.Target)
-	}
 	res.GCCycles = int64(gc1.cycles - gc0.cycles)
 	res.GCPauseMs = ms(gc1.pause - gc0.pause)
 	res.PeakHeapBytes = peakHeap
 	res.PeakLiveHeapBytes = peakLive
+	res.ProcessCPUSeconds = (cpu1 - cpu0).Seconds()
 	if lr.Offered > 0 {
-		res.ProcessCPUSecondsPerMillion = (cpu1 - cpu0).Seconds() / float64(lr.Offered) * 1e6
+		res.ProcessCPUSecondsPerMillion = res.ProcessCPUSeconds / float64(lr.Offered) * 1e6
 	}
 	if lr.AddLatency != nil {
 		h := lr.AddLatency
 		res.AddLatencyNs = AddLatency{P50: h.ValueAtQuantile(50), P99: h.ValueAtQuantile(99),
 			P999: h.ValueAtQuantile(99.9), Max: h.Max()}
-	}
-	if h := ep.E2E(); h != nil && h.TotalCount() > 0 {
-		res.E2ELatencyMs = E2ELatency{P50: float64(h.ValueAtQuantile(50)) / 1e6, P99: float64(h.ValueAtQuantile(99)) / 1e6}
 	}
 	res.HTTPRequests = sends.requests.Load()
 	res.HTTPFailures = sends.failures.Load()
@@ -478,17 +622,12 @@ func runDesign(ctx context.Context, cfg Config, s runSpec, pr *progress, tag str
 	if shutdownErr != nil {
 		res.ShutdownError = shutdownErr.Error()
 	}
-
 	if s.profiles {
-		if err := analyzeProfiles(&res, s.dir, heapBefore); err != nil {
+		if err := analyzeProfiles(res, s.dir, heapBefore); err != nil {
 			res.Error = "profiles: " + err.Error()
 		}
 	}
-	if settleErr != nil && res.Error == "" {
-		res.Error = "kafka: " + settleErr.Error()
-	}
-	pr.done(tag, &res)
-	return res
+	return nil
 }
 
 // analyzeProfiles reads the run's CPU profile, takes the heap delta, writes
@@ -539,10 +678,19 @@ func analyzeProfiles(res *DesignResult, dir string, heapBefore *profile.Profile)
 	res.SelectOverheadShare = ca.SelectOverheadShare
 	res.SelectCPUSeconds = ca.SelectSeconds
 	res.RuntimeSyncShare = ca.RuntimeSyncShare
+	res.SelectSamples = ca.SelectSamples
+	res.CPUSamples = ca.Samples
+	if all := ca.CPUSeconds + ca.ExcludedSeconds; res.Isolated && all > 0 && res.Offered > 0 {
+		// The child's exact CPU time, split by its profile: the share of
+		// samples on the design's goroutines and in Add (side=client).
+		res.ClientCPUShare = ca.LabelledSeconds / all
+		res.DirectCPUSecondsPerMillion = res.ProcessCPUSeconds * res.ClientCPUShare / float64(res.Offered) * 1e6
+	}
 	res.CPUSeconds = ca.CPUSeconds
 	res.ReceiverCPUSeconds = ca.ExcludedSeconds
 	if res.Offered > 0 {
-		res.CPUSecondsPerMillion = ca.CPUSeconds / float64(res.Offered) * 1e6
+		res.ProfileCPUSecondsPerMillion = ca.CPUSeconds / float64(res.Offered) * 1e6
+		res.CPUSecondsPerMillion = res.ProfileCPUSecondsPerMillion // replaced by the isolated figure when there is one (calibrate)
 		res.ClientCPUSecondsPerMillion = ca.LabelledSeconds / float64(res.Offered) * 1e6
 	}
 	return nil

@@ -75,7 +75,8 @@ func registerTestDesign(t *testing.T, name string, newClient func(designEnv) (Cl
 
 func testConfig(t *testing.T, designs ...string) Config {
 	cfg := Config{Mode: ModeFixed, Duration: 400 * time.Millisecond, Rate: 1000, Designs: designs, Handlers: 10,
-		Loader: LoaderNull, LoaderLatencySet: true, Out: t.TempDir(), Progress: io.Discard}
+		Loader: LoaderNull, LoaderLatencySet: true, Out: t.TempDir(), Progress: io.Discard,
+		InProcess: true} // the test designs are registered in this process only
 	if err := cfg.defaults(); err != nil {
 		t.Fatal(err)
 	}

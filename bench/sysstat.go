@@ -6,18 +6,8 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"sync"
-	"syscall"
 	"time"
 )
-
-// processCPU is the process's user + system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // gcStats is a MemStats reading of the GC counters.
 type gcStats struct {

@@ -27,6 +27,9 @@ import (
 )
 
 func main() {
+	if bench.IsChild() { // a design run that bench.Run started in a child process
+		os.Exit(bench.ChildMain())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -52,6 +55,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Sink, "sink", bench.SinkHTTP, "http (POST to the loader) or kafka (produce to an in-process Kafka topic the loader consumes; -loader sqlite or discard)")
 	fs.StringVar(&cfg.Out, "out", "", "output directory (default results/<timestamp>)")
 	version := fs.Bool("version", false, "print the version (module, VCS revision, Go) and exit")
+	fs.IntVar(&cfg.Repeat, "repeat", 1, "runs per design (interleaved); the report shows the median run and the CPU figure's spread")
+	render := fs.String("render", "", "rewrite report.md and the charts of a finished run's directory from its report.json, and run nothing")
+	isolate := fs.Bool("isolate", true, "run each design in a child process and measure its CPU from the kernel's count, minus a no-op calibration design's (false: one process, CPU from the profile)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -71,6 +77,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !cfg.LoaderLatencySet {
 		cfg.LoaderLatency = 0 // bench's default: 400ms, or 0 in saturate
 	}
+	if *render != "" {
+		r, err := bench.Render(*render)
+		if err != nil {
+			fmt.Fprintln(stderr, "batchbench:", err)
+			return 1
+		}
+		fmt.Fprint(stdout, r.Summary())
+		return 0
+	}
+	cfg.InProcess = !*isolate
 	cfg.Progress = stdout
 	var err error
 	if cfg.Designs, err = bench.ParseDesigns(designs); err != nil {

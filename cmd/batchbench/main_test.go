@@ -13,7 +13,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if bench.IsChild() { // the design runs of TestCommand*, in a child process
+		os.Exit(bench.ChildMain())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // The whole command, a few seconds per design, against the in-process
 // SQLite loader: CI's check of the harness. It reads report.json as a
@@ -29,8 +34,9 @@ func TestCommandEndToEnd(t *testing.T) {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}
 	t.Logf("\n%s", stdout.String())
-	if !strings.Contains(stdout.String(), "| design | events delivered / min | select overhead (CPU) | memory overhead |") {
-		t.Error("the table was not printed")
+	// The terminal gets the compact summary; the wide tables are in report.md.
+	if !strings.Contains(stdout.String(), "delivered/min  % target  CPU s/M events") || strings.Contains(stdout.String(), "| design |") {
+		t.Error("the compact summary was not printed (or a wide table was)")
 	}
 	raw, err := os.ReadFile(filepath.Join(out, "report.json"))
 	if err != nil {
@@ -49,6 +55,7 @@ func TestCommandEndToEnd(t *testing.T) {
 		}
 	}
 	byName := map[string]map[string]any{}
+	num := func(d map[string]any, k string) float64 { v, _ := d[k].(float64); return v }
 	for _, d := range rep.Designs {
 		for _, k := range bench.ReportFields {
 			if _, ok := d[k]; !ok {
@@ -58,6 +65,10 @@ func TestCommandEndToEnd(t *testing.T) {
 		if e, ok := d["error"]; ok {
 			t.Errorf("%v: %v", d["name"], e)
 		}
+		// Isolated by default: the design's CPU from its child process.
+		if d["cpu_source"] != "isolated" || d["isolated"] != true || num(d, "process_cpu_seconds") <= 0 {
+			t.Errorf("%v: cpu_source %v, isolated %v, process CPU %v s", d["name"], d["cpu_source"], d["isolated"], d["process_cpu_seconds"])
+		}
 		byName[d["name"].(string)] = d
 	}
 	for _, n := range append(bench.AllDesigns, bench.SeedAsyncDefaultT) {
@@ -65,7 +76,6 @@ func TestCommandEndToEnd(t *testing.T) {
 			t.Errorf("design %s not in the report", n)
 		}
 	}
-	num := func(d map[string]any, k string) float64 { v, _ := d[k].(float64); return v }
 	for _, n := range []string{bench.Batchproc, bench.BatchprocPool10, bench.BatchprocOrdered, bench.SeedAsync} {
 		d := byName[n]
 		if d == nil {
@@ -102,6 +112,21 @@ func TestCommandEndToEnd(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", f, err)
 		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	for _, want := range []string{"![Events delivered per minute](delivered_per_min.png)", "(cpu_per_million.png)", "(add_latency.png)", "Calibration (the no-op design), closed loop"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
+	// -render rewrites the report from report.json, running nothing.
+	os.Remove(filepath.Join(out, "add_latency.png"))
+	stdout.Reset()
+	if code := run(context.Background(), []string{"-render", out}, &stdout, &stderr); code != 0 {
+		t.Fatalf("-render: exit %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "add_latency.png")); err != nil || !strings.Contains(stdout.String(), "batchproc") {
+		t.Errorf("-render: %v, %q", err, stdout.String())
 	}
 }
 

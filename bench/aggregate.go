@@ -1,0 +1,306 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// collect turns the runs into the report: the calibration per kind of
+// load, each run's design CPU (isolated: its process's CPU minus the
+// calibration's per request), and one row per design (per design, load and
+// latency in a sweep): the median run by CPU, with the spread over the
+// repeats.
+func (r *Report) collect(cfg Config) {
+	for i := range r.Runs {
+		sanitize(&r.Runs[i])
+	}
+	r.calibrate()
+	type key struct {
+		name, load string
+		latency    float64
+	}
+	var order []key
+	groups := map[key][]DesignResult{}
+	for _, d := range r.Runs {
+		if d.Name == Calibration {
+			continue
+		}
+		k := key{name: d.Name}
+		if cfg.Mode == ModeSweep {
+			k.load, k.latency = d.Load, d.LoaderLatencyMs
+		}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], d)
+	}
+	rows := []DesignResult{}
+	for _, k := range order {
+		rows = append(rows, medianRun(groups[k]))
+	}
+	if cfg.Mode == ModeSweep {
+		r.Sweep = rows
+	} else {
+		r.Designs = rows
+	}
+	if cfg.Repeat <= 1 {
+		r.Runs = nil
+	}
+}
+
+// calibrate fills r.Calibration from the calibration runs and applies it
+// to the other runs.
+//
+// The child process of a design run spends CPU on the design and on the
+// load generator (pacing the handlers, building each event, recording
+// Add's latency), the child's harness (progress, heap sampling, the
+// profiler) and the runtime work these cause. The calibration design's Add
+// does nothing, so its child's CPU per request is the second part, which is
+// charged per request: a design run's loadgen_cpu_seconds is that times its
+// own requests (a closed loop whose Adds block makes fewer).
+func (r *Report) calibrate() {
+	perLoad := map[string][]float64{}
+	var loads []string
+	for _, d := range r.Runs {
+		if d.Name != Calibration || d.Error != "" || d.Requests == 0 || !d.Isolated {
+			continue
+		}
+		if _, ok := perLoad[d.Load]; !ok {
+			loads = append(loads, d.Load)
+		}
+		perLoad[d.Load] = append(perLoad[d.Load], d.ProcessCPUSeconds/float64(d.Requests)*1e9)
+	}
+	nsPer := map[string]float64{}
+	for _, load := range loads {
+		v := perLoad[load]
+		m := median(v)
+		nsPer[load] = m
+		r.Calibration = append(r.Calibration, CalibrationResult{Load: load, Runs: len(v), NsPerRequest: m,
+			RunsNs: v, SpreadPct: spreadPct(v, m)})
+	}
+	for i := range r.Runs {
+		d := &r.Runs[i]
+		d.CPUSource = "profile"
+		if !d.Isolated || d.Error != "" {
+			continue
+		}
+		ns, ok := nsPer[d.Load]
+		switch {
+		case d.Name == Calibration:
+			d.DesignCPUSeconds = d.ProcessCPUSeconds
+			d.CPUSource = "isolated (calibration itself)"
+		case ok:
+			d.LoadgenCPUSeconds = ns * float64(d.Requests) / 1e9
+			d.DesignCPUSeconds = d.ProcessCPUSeconds - d.LoadgenCPUSeconds
+			d.CPUSource = "isolated"
+		default:
+			// Saturate (no calibration): the load generator stays in.
+			d.DesignCPUSeconds = d.ProcessCPUSeconds
+			d.CPUSource = "isolated, load generator included"
+		}
+		d.CPUSecondsPerMillion = 0
+		if d.Offered > 0 {
+			d.CPUSecondsPerMillion = d.DesignCPUSeconds / float64(d.Offered) * 1e6
+		}
+	}
+}
+
+// medianRun returns the run whose CPU per million is the median of runs
+// (the lower middle one of an even count), with Runs, CPURunsPerMillion and
+// CPUSpreadPct set. Failed runs are left out unless every run failed.
+func medianRun(runs []DesignResult) DesignResult {
+	ok := make([]DesignResult, 0, len(runs))
+	for _, d := range runs {
+		if d.Error == "" {
+			ok = append(ok, d)
+		}
+	}
+	if len(ok) == 0 {
+		return runs[0]
+	}
+	slices.SortStableFunc(ok, func(a, b DesignResult) int {
+		return cmpFloat(a.CPUSecondsPerMillion, b.CPUSecondsPerMillion)
+	})
+	row := ok[(len(ok)-1)/2]
+	if len(runs) == 1 {
+		return row
+	}
+	row.Repeat = 0
+	row.Runs = len(ok)
+	row.CPURunsPerMillion = nil
+	for _, d := range runs { // in run order
+		if d.Error == "" {
+			row.CPURunsPerMillion = append(row.CPURunsPerMillion, d.CPUSecondsPerMillion)
+		}
+	}
+	row.CPUSpreadPct = spreadPct(row.CPURunsPerMillion, row.CPUSecondsPerMillion)
+	if n := len(runs) - len(ok); n > 0 && row.Error == "" {
+		row.Error = fmt.Sprintf("%d of %d runs failed: %s", n, len(runs), firstError(runs))
+	}
+	return row
+}
+
+func firstError(runs []DesignResult) string {
+	for _, d := range runs {
+		if d.Error != "" {
+			return d.Error
+		}
+	}
+	return ""
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// median of v (the mean of the middle two of an even count); 0 when empty.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// spreadPct is half the range of v as a percentage of m: ±spread covers
+// every run. 0 when m is 0 or there is one value.
+func spreadPct(v []float64, m float64) float64 {
+	if len(v) < 2 || m == 0 {
+		return 0
+	}
+	return 100 * (slices.Max(v) - slices.Min(v)) / 2 / math.Abs(m)
+}
+
+// sanitize sets every non-finite float of d (NaN, ±Inf: a division by a
+// zero that slipped through, a broken profile) to 0, so that report.json
+// can be written (encoding/json refuses them) and no chart sees them, and
+// bounds every figure by ±maxFigure, so that no chart's axis reaches
+// ranges the rasteriser cannot draw (a report.json edited by hand).
+//
+// maxFigure is far above any real figure: 1e15 ns is 11 days, 1e15 events
+// per minute no machine delivers.
+func sanitize(d *DesignResult) {
+	sanitizeValue(reflect.ValueOf(d).Elem())
+}
+
+const maxFigure = 1e15
+
+func sanitizeValue(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Float32, reflect.Float64:
+		switch f := v.Float(); {
+		case math.IsNaN(f) || math.IsInf(f, 0):
+			v.SetFloat(0)
+		case math.Abs(f) > maxFigure:
+			v.SetFloat(math.Copysign(maxFigure, f))
+		}
+	case reflect.Int, reflect.Int64:
+		if n := v.Int(); n > maxFigure || n < -maxFigure {
+			v.SetInt(int64(math.Copysign(maxFigure, float64(n))))
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				sanitizeValue(v.Field(i))
+			}
+		}
+	case reflect.Slice:
+		for i := range v.Len() {
+			sanitizeValue(v.Index(i))
+		}
+	}
+}
+
+// Summary is what the terminal shows at the end: one line per design.
+// The wide tables are in report.md.
+func (r *Report) Summary() string {
+	var b strings.Builder
+	rows := r.Designs
+	if len(rows) == 0 {
+		rows = r.Sweep
+	}
+	if len(rows) == 0 {
+		return "no design ran\n"
+	}
+	nameW := len("design")
+	for _, d := range rows {
+		nameW = max(nameW, len(summaryName(d, r.Config.Mode)))
+	}
+	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s\n", nameW, "design", "delivered/min", "% target", "CPU s/M events", "Add p99", "e2e p99")
+	for _, d := range rows {
+		name := summaryName(d, r.Config.Mode)
+		if d.Error != "" && d.Offered == 0 {
+			fmt.Fprintf(&b, "%-*s  error: %s\n", nameW, name, d.Error)
+			continue
+		}
+		target := "-"
+		if d.Target > 0 {
+			target = fmt.Sprintf("%.1f%%", d.DeliveredPctOfTarget)
+		}
+		e2e := "-"
+		if d.E2ELatencyMs.P99 > 0 {
+			e2e = dur(int64(d.E2ELatencyMs.P99 * 1e6))
+		}
+		fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s", nameW, name, commas(int64(d.DeliveredPerMin+0.5)), target,
+			cpuCell(d), dur(d.AddLatencyNs.P99), e2e)
+		if d.Error != "" {
+			fmt.Fprintf(&b, "  (%s)", d.Error)
+		}
+		b.WriteString("\n")
+	}
+	for _, c := range r.Calibration {
+		fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.1f µs CPU per request", c.Load, c.NsPerRequest/1e3)
+		if c.Runs > 1 {
+			fmt.Fprintf(&b, ", ±%.1f%% over %d runs", c.SpreadPct, c.Runs)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func summaryName(d DesignResult, mode string) string {
+	if mode == ModeSweep {
+		return fmt.Sprintf("%s %s %gms", d.Name, d.Load, d.LoaderLatencyMs)
+	}
+	return d.Name
+}
+
+// cpuCell is the CPU per million events with its spread over repeats.
+func cpuCell(d DesignResult) string {
+	s := fmt.Sprintf("%.2f", d.CPUSecondsPerMillion)
+	if d.Runs > 1 {
+		s += fmt.Sprintf(" ±%.0f%%", d.CPUSpreadPct)
+	}
+	return s
+}
+
+// Render rewrites report.md and the charts of a finished run's directory
+// from its report.json, without running anything (batchbench -render).
+func Render(dir string) (*Report, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		return nil, err
+	}
+	var r Report
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("bench: %s/report.json: %w", dir, err)
+	}
+	return &r, r.write(dir)
+}
