@@ -16,13 +16,19 @@ import (
 // the queue's head (as golang.org/x/sync/semaphore does), and while anyone
 // waits nobody else takes new budget, so a blocked Add is never overtaken.
 type budget struct {
+	// waiters is read by every Add's fast path and written only when Adds
+	// queue: it has a cache line of its own, away from used, which every
+	// chunk reservation and release writes (sharing it cost RunParallel
+	// Adds a third).
+	waiters atomic.Int32 // len(queue), readable without mu
+	_       [60]byte
+
 	used  atomic.Int64 // bytes reserved
 	limit int64
 	chunk int64 // what a reservation takes when there is room, at least the cost asked
 
-	waiters atomic.Int32 // len(queue), readable without mu
-	mu      sync.Mutex
-	queue   []*waiter
+	mu    sync.Mutex
+	queue []*waiter
 }
 
 // waiter is an Add blocked on the budget.

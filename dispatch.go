@@ -100,15 +100,19 @@ func (p *Processor) exited(id uint64) {
 }
 
 // dispatcher is async dispatch: it takes batches in cut order, waits for
-// the concurrency limit to admit each, and sends it on a goroutine of its
-// own, which keeps the batch through its retries (acquiring the limit
-// again for each). So sends start in cut order, at most the limit are under
-// way, and a slow receiver holds goroutines only as far as the memory
-// budget holds batches. The limit is bounded by what the budget holds:
-// budget / the average batch's cost.
+// the concurrency limit to admit each, and hands it to a send goroutine,
+// which keeps the batch through its retries (acquiring the limit again for
+// each). So sends start in cut order and at most the limit are under way.
+// Send goroutines are kept for the next batch once done, and a new one is
+// started only when none is free, so their number is the highest
+// concurrency reached, not one per batch (registering a goroutine as a
+// callback goroutine costs a microsecond). The limit is bounded by what the
+// budget holds: budget / the average batch's cost.
 func (p *Processor) dispatcher(l *lane) {
 	id := p.callbacks.enter() // it fails batches itself when Shutdown aborts
 	defer p.exited(id)
+	jobs := make(chan sendJob) // unbuffered: a hand-off succeeds only to a free send goroutine
+	defer close(jobs)          // the send goroutines finish their batch and exit
 	var avg float64
 	for {
 		b := p.next(l)
@@ -125,12 +129,30 @@ func (p *Processor) dispatcher(l *lane) {
 			p.finish(l, b, 0, 0, &ShutdownError{Cause: context.Cause(p.sendCtx)})
 			continue
 		}
-		p.running.Add(1)
-		go func() {
-			id := p.callbacks.enter()
-			defer p.exited(id)
-			p.deliver(l, b, &tok)
-		}()
+		job := sendJob{l: l, b: b, tok: tok}
+		select {
+		case jobs <- job:
+		default:
+			p.running.Add(1)
+			go p.sendLoop(job, jobs)
+		}
+	}
+}
+
+// sendJob is one admitted batch for a send goroutine.
+type sendJob struct {
+	l   *lane
+	b   *Batch
+	tok token
+}
+
+// sendLoop is a send goroutine of async dispatch: it delivers job, then
+// the jobs handed to it, until the dispatcher closes jobs.
+func (p *Processor) sendLoop(job sendJob, jobs <-chan sendJob) {
+	id := p.callbacks.enter()
+	defer p.exited(id)
+	for ok := true; ok; job, ok = <-jobs {
+		p.deliver(job.l, job.b, &job.tok)
 	}
 }
 
@@ -234,9 +256,15 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 			tok = &t
 		}
 		p.inFlight.Add(1)
-		began := time.Now()
+		var began time.Time
+		if len(p.hooks.send) > 0 {
+			began = time.Now()
+		}
 		err := p.sink.Send(p.sendCtx, b)
-		took := time.Since(began)
+		var took time.Duration
+		if len(p.hooks.send) > 0 {
+			took = time.Since(began)
+		}
 		p.inFlight.Add(-1)
 		if p.limit != nil {
 			p.limit.release(*tok, outcomeOf(p.sendCtx, err))

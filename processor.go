@@ -32,16 +32,20 @@ type Processor struct {
 	// back to one shard when a batch has to linger (DESIGN.md has why).
 	// Worker-pool dispatch has one shard per worker; ordered dispatch has
 	// exactly one.
+	//
+	// The fields every Add reads come first and are written rarely (perP
+	// on a switch); what cuts and contention write is a cache line further.
 	shards    []shard
-	adaptive  bool          // async mode: may move from one shard to per-P shards
-	pool      bool          // worker pool: events go to a worker that can send them
-	perP      atomic.Bool   // shards are taken from shardPool
+	mem       *budget
+	adaptive  bool        // async mode: may move from one shard to per-P shards
+	pool      bool        // worker pool: events go to a worker that can send them
+	perP      atomic.Bool // shards are taken from shardPool
+	shardPool sync.Pool   // of *shard, for per-P locality
+	_         [64]byte
 	busy      atomic.Bool   // the last full batch filled within a quarter of the interval
-	shardPool sync.Pool     // of *shard, for per-P locality
 	rr        atomic.Uint32 // round-robin for shardPool.New
 	contended atomic.Uint64 // Adds that found their shard locked
 
-	mem   *budget
 	hooks hookSet
 
 	lanes []*lane
