@@ -75,7 +75,6 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"zero pool ordered", okSink, []batchproc.Option{batchproc.WithWorkerPool(0), batchproc.WithOrdered()}, "WithWorkerPool(0)"},
 		{"huge pool", okSink, []batchproc.Option{batchproc.WithWorkerPool(batchproc.MaxSendersLimit + 1)}, "WithWorkerPool(1025)"},
 		{"huge in flight", okSink, []batchproc.Option{batchproc.WithMaxInFlight(1 << 20)}, "WithMaxInFlight(1048576)"},
-		{"bytes past 32-bit offsets", okSink, []batchproc.Option{batchproc.WithMaxBatchBytes(1 << 31), batchproc.WithMemoryLimit(1 << 40)}, "WithMaxBatchBytes(2147483648)"},
 		{"memory equal to batch", okSink, []batchproc.Option{batchproc.WithMemoryLimit(2000), batchproc.WithMaxBatchBytes(2000)}, "WithMemoryLimit(2000)"},
 		{"ordered pool", okSink, []batchproc.Option{batchproc.WithOrdered(), batchproc.WithWorkerPool(2)}, "exclude each other"},
 		{"ordered in flight", okSink, []batchproc.Option{batchproc.WithOrdered(), batchproc.WithMaxInFlight(3)}, "WithMaxInFlight(3) contradicts"},
@@ -84,6 +83,17 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"retry unbounded", okSink, []batchproc.Option{batchproc.WithRetry(batchproc.RetryPolicy{InitialBackoff: time.Second, MaxBackoff: time.Second})}, "both unlimited"},
 		{"retry backoff order", okSink, []batchproc.Option{batchproc.WithRetry(batchproc.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Second, MaxBackoff: time.Millisecond})}, "below InitialBackoff"},
 		{"retry negative", okSink, []batchproc.Option{batchproc.WithRetry(batchproc.RetryPolicy{MaxAttempts: -1, InitialBackoff: time.Second, MaxBackoff: time.Second, MaxElapsed: time.Minute})}, "negative"},
+	}
+	if strconv.IntSize == 64 { // on 32-bit platforms an int cannot pass the 32-bit offsets
+		past, mem := 1, 1
+		past <<= 31
+		mem <<= 40
+		cases = append(cases, struct {
+			name string
+			sink batchproc.Sink
+			opts []batchproc.Option
+			want string
+		}{"bytes past 32-bit offsets", okSink, []batchproc.Option{batchproc.WithMaxBatchBytes(past), batchproc.WithMemoryLimit(mem)}, "WithMaxBatchBytes(2147483648)"})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -89,6 +89,23 @@ var designSpecs = map[string]designSpec{
 		newClient: func(env designEnv) (Client, error) { return newOtelClient(env), nil }},
 }
 
+// FixedLimits are the fixed send limits batchbench sets the adaptive one
+// against: design batchproc-fixed-N is batchproc with WithMaxInFlight(N).
+var FixedLimits = []int{1, 4, 16, 64, 256}
+
+// FixedDesign names the batchproc design with a fixed send limit n.
+func FixedDesign(n int) string { return "batchproc-fixed-" + strconv.Itoa(n) }
+
+func init() {
+	for _, n := range FixedLimits {
+		designSpecs[FixedDesign(n)] = designSpec{name: FixedDesign(n),
+			doc: "batchproc WithMaxInFlight(" + strconv.Itoa(n) + "): a fixed send limit instead of the adaptive one",
+			newClient: func(env designEnv) (Client, error) {
+				return newBatchprocClient(env, batchproc.WithMaxInFlight(n))
+			}}
+	}
+}
+
 // ParseDesigns checks a -designs list ("" or "all": every design).
 func ParseDesigns(list string) ([]string, error) {
 	if list == "" || list == "all" {
@@ -102,7 +119,7 @@ func ParseDesigns(list string) ([]string, error) {
 			continue
 		}
 		if _, ok := designSpecs[n]; !ok {
-			return nil, fmt.Errorf("bench: unknown design %q (known: %s, %s)", n, strings.Join(AllDesigns, ", "), SeedAsyncDefaultT)
+			return nil, fmt.Errorf("bench: unknown design %q (known: %s, %s, batchproc-fixed-{1,4,16,64,256})", n, strings.Join(AllDesigns, ", "), SeedAsyncDefaultT)
 		}
 		seen[n] = true
 		out = append(out, n)

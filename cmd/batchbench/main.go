@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Mode, "mode", bench.ModeFixed, "fixed (the seed's study), saturate (as fast as each design goes), or sweep (against loader latency)")
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "load duration per design (and per sweep point)")
 	fs.Float64Var(&cfg.Rate, "rate", 2000, "events (requests) per second")
-	fs.StringVar(&designs, "designs", "all", "comma-separated designs: "+strings.Join(bench.AllDesigns, ", ")+" (also "+bench.SeedAsyncDefaultT+")")
+	fs.StringVar(&designs, "designs", "all", "comma-separated designs: "+strings.Join(bench.AllDesigns, ", ")+" (also "+bench.SeedAsyncDefaultT+", and batchproc-fixed-N for N in 1, 4, 16, 64, 256: WithMaxInFlight(N))")
 	fs.StringVar(&cfg.Load, "load", bench.LoadClosed, "closed (handlers wait for Add) or open (requests at the rate regardless)")
 	fs.IntVar(&cfg.Handlers, "handlers", 100, "closed-loop request handlers (saturate: producers)")
 	fs.IntVar(&cfg.SeedQueue, "seed-queue", 0, "capacity of the seed designs' channel queue (0: unbuffered, as the seed)")
