@@ -3,7 +3,6 @@ package batchproc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -221,7 +220,7 @@ func (p *Processor) fail(b *Batch, stored, attempts int, err error) int {
 	attrs = append(attrs, slog.Int("events", b.Len()))
 	p.log.LogAttrs(context.Background(), slog.LevelError, msg, attrs...)
 	for _, h := range p.hooks.fail {
-		h.OnBatchFailed(FailureInfo{Key: b.key, Events: b.Len(), Err: err})
+		h.OnBatchFailed(FailureInfo{Key: b.key, Events: b.Len(), Attempts: attempts, Err: err})
 	}
 	if p.cfg.onFailure != nil {
 		p.cfg.onFailure(b, err)
@@ -293,7 +292,7 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 		}
 		if pol.MaxAttempts > 0 && attempt >= pol.MaxAttempts {
 			report(SendFailed)
-			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: %w", attempt, err)
+			return attempt, stored, &GiveUpError{Attempts: attempt, Elapsed: time.Since(start), Err: err}
 		}
 		wait := backoff(pol, attempt)
 		if ra, ok := errors.AsType[*RetryAfterError](err); ok {
@@ -306,7 +305,7 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 		}
 		if pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
 			report(SendFailed)
-			return attempt, stored, fmt.Errorf("batchproc: giving up after %d attempts: next retry would pass %v: %w", attempt, pol.MaxElapsed, err)
+			return attempt, stored, &GiveUpError{Attempts: attempt, Elapsed: time.Since(start), Deadline: pol.MaxElapsed, Err: err}
 		}
 		report(SendRetrying)
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "send failed, retrying",

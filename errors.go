@@ -129,6 +129,25 @@ func Partial(err error, n int) error {
 	return &PartialError{Err: err, Delivered: n}
 }
 
+// GiveUpError is the reason handed to the failure callback for a batch
+// whose retries the [RetryPolicy] ended: after MaxAttempts sends, or when
+// the next wait would pass MaxElapsed. It wraps the last send error.
+type GiveUpError struct {
+	Attempts int           // sends made
+	Elapsed  time.Duration // since the first send
+	Deadline time.Duration // MaxElapsed when that was the limit reached, else 0
+	Err      error         // the last send error
+}
+
+func (e *GiveUpError) Error() string {
+	if e.Deadline > 0 {
+		return fmt.Sprintf("batchproc: giving up after %d attempts: next retry would pass %v: %v", e.Attempts, e.Deadline, e.Err)
+	}
+	return fmt.Sprintf("batchproc: giving up after %d attempts: %v", e.Attempts, e.Err)
+}
+
+func (e *GiveUpError) Unwrap() error { return e.Err }
+
 // ShutdownError is the reason handed to the failure callback for a batch
 // that was not delivered before [Processor.Shutdown]'s context ended. It
 // wraps the context's error and the last send error, if any.

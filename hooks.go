@@ -54,9 +54,10 @@ type FailureHook interface {
 // FailureInfo describes a failed batch (or the failed rest of one whose
 // prefix was delivered).
 type FailureInfo struct {
-	Key    string
-	Events int   // events that failed
-	Err    error // why
+	Key      string
+	Events   int   // events that failed
+	Attempts int   // sends made (0 if Shutdown ended before the first)
+	Err      error // why: a Permanent error, a [*GiveUpError] or a [*ShutdownError]
 }
 
 // RejectHook is told about every Add or TryAdd that was refused, with the

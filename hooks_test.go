@@ -89,7 +89,7 @@ func TestHooks(t *testing.T) {
 				t.Errorf("batch %s: outcomes %v, want %v", k, got[k], w)
 			}
 		}
-		if len(h.fails) != 1 || h.fails[0].Events != 2 || !strings.Contains(h.fails[0].Err.Error(), "400") {
+		if len(h.fails) != 1 || h.fails[0].Events != 2 || h.fails[0].Attempts != 1 || !strings.Contains(h.fails[0].Err.Error(), "400") {
 			t.Errorf("failures %+v", h.fails)
 		}
 		if len(h.rejects) != 2 || !errors.Is(h.rejects[0], batchproc.ErrInvalidEvent) || !errors.Is(h.rejects[1], batchproc.ErrClosed) {

@@ -500,6 +500,9 @@ func TestRetryBackoffAndKeys(t *testing.T) {
 				t.Fatalf("wait before retry %d was %v, want in [0, %v)", i, gap, ceil)
 			}
 		}
+		if ge, ok := errors.AsType[*batchproc.GiveUpError](failErr); !ok || ge.Attempts != 6 || ge.Err == nil {
+			t.Fatalf("failure reason %v: want a GiveUpError after 6 attempts", failErr)
+		}
 		if !strings.Contains(failErr.Error(), "giving up after 6 attempts") {
 			t.Fatalf("failure reason %q", failErr)
 		}

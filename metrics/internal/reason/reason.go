@@ -52,14 +52,15 @@ func Reject(err error) string {
 
 // Failure classifies why a batch failed ([batchproc.FailureHook]). The
 // processor fails a batch for one of three reasons: Shutdown's context
-// ended first, the error was permanent, or the retry policy gave up (its
-// errors carry no type of their own, so that is the remaining case).
+// ended first ([batchproc.ShutdownError]), the retry policy gave up
+// ([batchproc.GiveUpError]), or the error was permanent (the rest: a sink's
+// Permanent error carries no type of its own).
 func Failure(err error) string {
 	if _, ok := errors.AsType[*batchproc.ShutdownError](err); ok {
 		return Shutdown
 	}
-	if batchproc.IsPermanent(err) {
-		return Permanent
+	if _, ok := errors.AsType[*batchproc.GiveUpError](err); ok {
+		return GaveUp
 	}
-	return GaveUp
+	return Permanent
 }

@@ -32,7 +32,8 @@ func TestFailure(t *testing.T) {
 	perm := batchproc.Permanent(errors.New("400"))
 	for err, want := range map[error]string{
 		perm: reason.Permanent,
-		fmt.Errorf("batchproc: giving up after 3 attempts: %w", errors.New("503")): reason.GaveUp,
+		&batchproc.GiveUpError{Attempts: 3, Err: errors.New("503")}:               reason.GaveUp,
+		fmt.Errorf("wrapped: %w", &batchproc.GiveUpError{Err: errors.New("503")}): reason.GaveUp,
 		// Shutdown wins over the last error's class.
 		&batchproc.ShutdownError{Cause: context.Canceled, LastErr: perm}: reason.Shutdown,
 		&batchproc.ShutdownError{Cause: context.DeadlineExceeded}:        reason.Shutdown,
