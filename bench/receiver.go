@@ -101,11 +101,13 @@ func serveLabelled(srv *http.Server, ln net.Listener, serve func(net.Listener) e
 // acknowledge repeats, waits the configured latency and answers 200. It
 // stores nothing: the client-side ceiling.
 type nullEndpoint struct {
-	rec     *receiver
-	latency time.Duration
-	srv     *http.Server
-	ln      net.Listener
-	done    chan error
+	rec      *receiver
+	latency  time.Duration
+	knee     int          // requests at once past which latency grows (0: none)
+	inflight atomic.Int64 // requests in their latency wait
+	srv      *http.Server
+	ln       net.Listener
+	done     chan error
 
 	keysMu sync.Mutex
 	keys   map[string]struct{}
@@ -113,11 +115,17 @@ type nullEndpoint struct {
 }
 
 func startNullEndpoint(latency time.Duration) (*nullEndpoint, error) {
+	return startNullEndpointKnee(latency, 0)
+}
+
+// startNullEndpointKnee is startNullEndpoint with a capacity knee (see
+// Config.LoaderKnee).
+func startNullEndpointKnee(latency time.Duration, knee int) (*nullEndpoint, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	n := &nullEndpoint{rec: newReceiver(), latency: latency, ln: ln, keys: map[string]struct{}{}}
+	n := &nullEndpoint{rec: newReceiver(), latency: latency, knee: knee, ln: ln, keys: map[string]struct{}{}}
 	n.bufs.New = func() any { return new(bytes.Buffer) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/batches", (&receiverHandler{n}).batches)
@@ -158,13 +166,16 @@ func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if n.latency > 0 {
-		t := time.NewTimer(n.latency)
+		at := n.inflight.Add(1)
+		t := time.NewTimer(n.wait(at))
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
+			n.inflight.Add(-1)
 			return
 		}
+		n.inflight.Add(-1)
 	}
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		n.keysMu.Lock()
@@ -180,6 +191,15 @@ func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 	n.rec.committed(len(lines), func(i int) []byte { return lines[i] })
 	w.Header().Set("Content-Type", "application/json")
 	fmt.Fprintf(w, `{"accepted":%d,"duplicate":false}`, len(lines))
+}
+
+// wait is the latency of a request that found at requests in their wait,
+// itself included: the base latency, stretched past the knee.
+func (n *nullEndpoint) wait(at int64) time.Duration {
+	if n.knee <= 0 || at <= int64(n.knee) {
+		return n.latency
+	}
+	return time.Duration(float64(n.latency) * float64(at) / float64(n.knee))
 }
 
 func (h *receiverHandler) stats(w http.ResponseWriter, _ *http.Request) {

@@ -80,6 +80,11 @@ type Config struct {
 	SeedQueue     int           // the seed designs' channel capacity; default 0 (unbuffered)
 	Loader        string        // sqlite (default), discard, null
 	LoaderLatency time.Duration // added per request by the in-process receiver; default 400ms (saturate: 0)
+	// LoaderKnee, with the null endpoint, gives the receiver a capacity
+	// knee: past LoaderKnee requests at once, each waits LoaderLatency
+	// times (requests at once / LoaderKnee), as a server queueing work
+	// beyond its capacity does. 0: no knee.
+	LoaderKnee int
 	// LoaderLatencySet says LoaderLatency was given (so 0 means 0, not the default).
 	LoaderLatencySet bool
 	Target           string // URL of an external loader; overrides Loader
@@ -168,6 +173,9 @@ func (c *Config) defaults() error {
 		// would measure max in-flight / latency instead, so there it is 0
 		// unless asked for.
 		c.LoaderLatency = 400 * time.Millisecond
+	}
+	if c.LoaderKnee < 0 || c.LoaderKnee > 0 && c.Loader != LoaderNull {
+		return fmt.Errorf("bench: -loader-knee %d: want 0 (none) or a positive count with -loader null", c.LoaderKnee)
 	}
 	if c.LoaderLatency < 0 {
 		return errors.New("bench: -loader-latency is negative")
@@ -372,7 +380,7 @@ func startEndpoint(ctx context.Context, cfg Config, s runSpec) (endpoint, error)
 		return newExternalEndpoint(ctx, strings.TrimRight(cfg.Target, "/"))
 	}
 	if cfg.Loader == LoaderNull {
-		return startNullEndpoint(s.latency)
+		return startNullEndpointKnee(s.latency, cfg.LoaderKnee)
 	}
 	var logW io.WriteCloser
 	if s.dir != "" {

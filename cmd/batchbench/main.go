@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Handlers, "handlers", 100, "closed-loop request handlers (saturate: producers)")
 	fs.IntVar(&cfg.SeedQueue, "seed-queue", 0, "capacity of the seed designs' channel queue (0: unbuffered, as the seed)")
 	fs.StringVar(&cfg.Loader, "loader", bench.LoaderSQLite, "receiving side: sqlite, discard (loader storing nothing) or null (counting endpoint)")
+	fs.IntVar(&cfg.LoaderKnee, "loader-knee", 0, "with -loader null: a capacity knee, past which each request's latency grows with the requests at once (latency x at-once / knee); 0: none")
 	fs.DurationVar(&cfg.LoaderLatency, "loader-latency", 400*time.Millisecond, "latency the in-process receiver adds per request (saturate: 0 unless given; ignored with -sink kafka)")
 	fs.StringVar(&cfg.Target, "target", "", "base URL of an external Batch Loader (instead of an in-process one)")
 	fs.StringVar(&cfg.Sink, "sink", bench.SinkHTTP, "http (POST to the loader) or kafka (produce to an in-process Kafka topic the loader consumes; -loader sqlite or discard)")
