@@ -28,12 +28,7 @@ bench:
 
 # Every fuzz target, briefly (go test -fuzz takes one target per run).
 fuzz:
-	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
-		for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-			echo "fuzz $$pkg $$t"; \
-			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
-		done; \
-	done
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
 
 # Every package and both binaries for linux, darwin, windows x amd64, arm64
 # (build + vet), then the library's tests on linux/386.
