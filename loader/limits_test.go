@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
+	"github.com/batchproc/batchproc/internal/testutil"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -20,23 +20,6 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 )
-
-// zstdRLEFrame builds a zstd frame declaring a window of 1<<windowLog
-// bytes, made of blocks RLE blocks of 128 KiB of 'a' each: 4 bytes of input
-// per 128 KiB of output.
-func zstdRLEFrame(windowLog, blocks int) []byte {
-	b := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, byte(windowLog-10) << 3}
-	const blockSize = 128 << 10
-	for i := range blocks {
-		h := uint32(blockSize<<3 | 1<<1) // RLE
-		if i == blocks-1 {
-			h |= 1 // last block
-		}
-		b = binary.LittleEndian.AppendUint32(b, h)[:len(b)+3]
-		b = append(b, 'a')
-	}
-	return b
-}
 
 // gzipBomb returns about 512 KiB of gzip that expands to 512 MiB: one
 // member of 8 MiB of zeros, repeated (gzip readers read concatenated
@@ -71,8 +54,8 @@ func TestDecompressionBombs(t *testing.T) {
 	}
 	defer s.Shutdown(t.Context())
 
-	zstdBomb := zstdRLEFrame(20, 8192) // 32 KiB → 1 GiB, 1 MiB window
-	hugeWindow := zstdRLEFrame(29, 9400)
+	zstdBomb := testutil.ZstdRLEFrame(20, 8192) // 32 KiB → 1 GiB, 1 MiB window
+	hugeWindow := testutil.ZstdRLEFrame(29, 9400)
 	if len(hugeWindow) > 38<<10 {
 		t.Fatalf("frame is %d bytes", len(hugeWindow))
 	}

@@ -3,8 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
 	"fmt"
+	"github.com/batchproc/batchproc/internal/testutil"
 	"io"
 	"net/http"
 	"os"
@@ -307,23 +307,6 @@ func TestWarnsWithoutTokenBeyondLoopback(t *testing.T) {
 	}
 }
 
-// zstdRLEFrame builds a zstd frame declaring a window of 1<<windowLog
-// bytes, made of blocks RLE blocks of 128 KiB of 'a' each: 4 bytes of input
-// per 128 KiB of output.
-func zstdRLEFrame(windowLog, blocks int) []byte {
-	b := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, byte(windowLog-10) << 3}
-	const blockSize = 128 << 10
-	for i := range blocks {
-		h := uint32(blockSize<<3 | 1<<1) // RLE
-		if i == blocks-1 {
-			h |= 1 // last block
-		}
-		b = binary.LittleEndian.AppendUint32(b, h)[:len(b)+3]
-		b = append(b, 'a')
-	}
-	return b
-}
-
 // gzipBomb returns about 1 MiB of gzip that expands to 1 GiB of '\n'-free
 // JSON-looking bytes: one member of 8 MiB, repeated.
 func gzipBomb(t *testing.T) []byte {
@@ -356,8 +339,8 @@ func TestBombsBoundedRSS(t *testing.T) {
 		body []byte
 	}{
 		{"gzip", gzipBomb(t)},
-		{"zstd", zstdRLEFrame(20, 8192)},  // 32 KiB → 1 GiB, 1 MiB window
-		{"zstd", zstdRLEFrame(23, 16384)}, // 64 KiB → 2 GiB, 8 MiB window (the default limit)
+		{"zstd", testutil.ZstdRLEFrame(20, 8192)},  // 32 KiB → 1 GiB, 1 MiB window
+		{"zstd", testutil.ZstdRLEFrame(23, 16384)}, // 64 KiB → 2 GiB, 8 MiB window (the default limit)
 	}
 	for _, b := range bombs {
 		t.Logf("%s bomb: %d KiB", b.enc, len(b.body)>>10)

@@ -2,7 +2,6 @@ package postgres_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -152,33 +151,7 @@ func TestMigrateSchema1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := open(t, dsn)
-	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 3}); got != want {
-		t.Fatalf("Counts after migration = %+v, want %+v", got, want)
-	}
-	for _, ns := range []string{"", "0123456789abcdef", store.NamespaceKafka} {
-		for _, key := range []string{"old-http-key", "kafka:events:0:41"} {
-			b := &store.Batch{Namespace: ns, Key: key, Events: []store.Event{{ID: "other", Payload: []byte(`{"id":"other"}`)}}}
-			if dup, err := s.Store(ctx, b); err != nil || !dup {
-				t.Errorf("namespace %q, old key %q: Store = %v, %v; want a duplicate", ns, key, dup, err)
-			}
-		}
-	}
-	nb := &store.Batch{Namespace: "0123456789abcdef", Key: "new-key", Events: []store.Event{{ID: "c", Payload: []byte(`{"id":"c"}`)}}}
-	if dup, err := s.Store(ctx, nb); err != nil || dup {
-		t.Fatalf("new key after migration: Store = %v, %v; want stored", dup, err)
-	}
-	if _, err := s.Store(ctx, &store.Batch{Namespace: nb.Namespace, Key: nb.Key}); !errors.Is(err, store.ErrKeyReused) {
-		t.Fatalf("new key reused with other content: error %v, want store.ErrKeyReused", err)
-	}
-	got, err := s.Batches(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 4 || got[0].Key != "old-http-key" || len(got[0].Events) != 2 || got[0].Events[0].ID != "a" ||
-		got[1].Key != "kafka:events:0:41" || got[2].Key != "" || got[3].Key != "new-key" || got[3].Namespace != nb.Namespace {
-		t.Fatalf("read back %+v, want the three old batches and the new one", got)
-	}
+	storetest.CheckMigrated(t, open(t, dsn))
 	// A second Open (as a second loader would) migrates nothing again.
 	s2 := open(t, dsn)
 	if got, want := s2.Counts(), (store.Counts{Events: 5, Batches: 4}); got != want {

@@ -3,7 +3,6 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"testing"
@@ -132,33 +131,7 @@ func TestMigrateSchema1(t *testing.T) {
 
 	ctx := context.Background()
 	s := open(t, path)
-	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 3}); got != want {
-		t.Fatalf("Counts after migration = %+v, want %+v", got, want)
-	}
-	for _, ns := range []string{"", "0123456789abcdef", store.NamespaceKafka} {
-		for _, key := range []string{"old-http-key", "kafka:events:0:41"} {
-			// Any content: the old rows have no digest to compare.
-			b := &store.Batch{Namespace: ns, Key: key, Events: []store.Event{{ID: "other", Payload: []byte(`{"id":"other"}`)}}}
-			if dup, err := s.Store(ctx, b); err != nil || !dup {
-				t.Errorf("namespace %q, old key %q: Store = %v, %v; want a duplicate", ns, key, dup, err)
-			}
-		}
-	}
-	nb := &store.Batch{Namespace: "0123456789abcdef", Key: "new-key", Events: []store.Event{{ID: "c", Payload: []byte(`{"id":"c"}`)}}}
-	if dup, err := s.Store(ctx, nb); err != nil || dup {
-		t.Fatalf("new key after migration: Store = %v, %v; want stored", dup, err)
-	}
-	if _, err := s.Store(ctx, &store.Batch{Namespace: nb.Namespace, Key: nb.Key, Events: nb.Events[:0:0]}); !errors.Is(err, store.ErrKeyReused) {
-		t.Fatalf("new key reused with other content: error %v, want store.ErrKeyReused", err)
-	}
-	got, err := s.Batches(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 4 || got[0].Key != "old-http-key" || len(got[0].Events) != 2 || got[0].Events[0].ID != "a" ||
-		got[1].Key != "kafka:events:0:41" || got[2].Key != "" || got[3].Key != "new-key" || got[3].Namespace != nb.Namespace {
-		t.Fatalf("read back %+v, want the three old batches and the new one", got)
-	}
+	got := storetest.CheckMigrated(t, s)
 	if want := time.Date(2026, 11, 1, 9, 59, 59, 123456000, time.UTC); !got[0].Events[0].TS.Equal(want) {
 		t.Errorf("old ts read back as %v, want %v", got[0].Events[0].TS, want)
 	}

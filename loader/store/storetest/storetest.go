@@ -64,6 +64,53 @@ type Reader interface {
 	Batches(ctx context.Context) ([]store.Batch, error)
 }
 
+// MigratedStore is a store that can read back what it stored: what
+// CheckMigrated needs.
+type MigratedStore interface {
+	store.Store
+	Reader
+}
+
+// CheckMigrated checks a store just opened on a database that a backend's
+// test filled with the first schema (before namespaces and digests): three
+// batches, keys "old-http-key" (2 events, the first with id "a"),
+// "kafka:events:0:41" and none, 4 events in all. The old keys stay taken in
+// every namespace whatever the content (they have no digest), a new key is
+// stored and then refused for other content, and the rows read back in
+// order. It returns them.
+func CheckMigrated(t *testing.T, s MigratedStore) []store.Batch {
+	t.Helper()
+	ctx := context.Background()
+	if got, want := s.Counts(), (store.Counts{Events: 4, Batches: 3}); got != want {
+		t.Fatalf("Counts after migration = %+v, want %+v", got, want)
+	}
+	for _, ns := range []string{"", "0123456789abcdef", store.NamespaceKafka} {
+		for _, key := range []string{"old-http-key", "kafka:events:0:41"} {
+			// Any content: the old rows have no digest to compare.
+			b := &store.Batch{Namespace: ns, Key: key, Events: []store.Event{{ID: "other", Payload: []byte(`{"id":"other"}`)}}}
+			if dup, err := s.Store(ctx, b); err != nil || !dup {
+				t.Errorf("namespace %q, old key %q: Store = %v, %v; want a duplicate", ns, key, dup, err)
+			}
+		}
+	}
+	nb := &store.Batch{Namespace: "0123456789abcdef", Key: "new-key", Events: []store.Event{{ID: "c", Payload: []byte(`{"id":"c"}`)}}}
+	if dup, err := s.Store(ctx, nb); err != nil || dup {
+		t.Fatalf("new key after migration: Store = %v, %v; want stored", dup, err)
+	}
+	if _, err := s.Store(ctx, &store.Batch{Namespace: nb.Namespace, Key: nb.Key, Events: []store.Event{{ID: "d", Payload: []byte(`{"id":"d"}`)}}}); !errors.Is(err, store.ErrKeyReused) {
+		t.Fatalf("new key reused with other content: error %v, want store.ErrKeyReused", err)
+	}
+	got, err := s.Batches(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 4 || got[0].Key != "old-http-key" || len(got[0].Events) != 2 || got[0].Events[0].ID != "a" ||
+		got[1].Key != "kafka:events:0:41" || got[2].Key != "" || got[3].Key != "new-key" || got[3].Namespace != nb.Namespace {
+		t.Fatalf("read back %+v, want the three old batches and the new one", got)
+	}
+	return got
+}
+
 // Run runs the conformance suite as subtests of t. open must return a new,
 // empty store each time it is called; Run closes it (calling Close again is
 // harmless for a conforming store, so open may also register a t.Cleanup).
