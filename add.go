@@ -369,8 +369,13 @@ func (p *Processor) cutAll() {
 // leaves others queued, and after a release that could not serve the
 // queue's head. (A batch is marked complete before its budget is released,
 // so the release that empties the pipeline sees it empty.)
+//
+// With a journal, the queued batches that are in it leave memory too.
 func (p *Processor) cutIfIdle() {
 	if p.completion.idle() {
 		p.cutAll()
+	}
+	if p.jr != nil {
+		p.spillQueued()
 	}
 }

@@ -29,6 +29,8 @@ type Batch struct {
 	seq      uint64 // position in cut order, for Flush
 	cost     int    // memory budget used by the events
 	reserved int    // memory budget held, >= cost
+
+	journaled bool // appended to the processor's journal: buf may be spilled (nil) while it waits
 }
 
 // Key returns the batch's idempotency key: unique per batch (it embeds a
@@ -156,6 +158,7 @@ func (b *Batch) reset() {
 	b.seq = 0
 	b.cost = 0
 	b.reserved = 0
+	b.journaled = false
 }
 
 // batchPool recycles batches and their buffers across processors: a

@@ -165,12 +165,22 @@ func (c *completion) result(w *watcher) outcome {
 // after Shutdown. It is safe to call concurrently. From a callback
 // ([Sink.Send] or the [WithOnFailure] function) it returns [ErrInCallback]
 // at once: it would wait for the batch of that very callback.
+//
+// With a journal, Flush first waits until what a previous processor left
+// there was read back (Stats.Replayed), so it covers those events too.
 func (p *Processor) Flush(ctx context.Context) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
 	if p.callbacks.current() {
 		return fmt.Errorf("batchproc: Flush: %w", ErrInCallback)
+	}
+	if p.jr != nil {
+		select {
+		case <-p.jr.replayDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	p.cutAll()
 	w := p.completion.watch()

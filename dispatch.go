@@ -23,16 +23,34 @@ type lane struct {
 	ready   chan struct{} // one token per push, up to senders
 
 	// outstanding counts the lane's batches queued or being sent: the
-	// worker pool routes events away from a worker that has some.
+	// worker pool routes events away from a worker that has some. counter
+	// points to it, or, behind a journal's append lane, to that lane's.
 	outstanding atomic.Int32
+	counter     *atomic.Int32
+
+	// closing is closed once nothing more can be pushed: the processor's
+	// closing, or, behind a journal's append lane, when its appenders exited.
+	closing <-chan struct{}
+	end     chan struct{} // behind an append lane: its closing, closed by the last appender
+	to      *lane         // an append lane's lane
+	left    atomic.Int32  // an append lane's appenders still running
 }
 
 func newLane(senders int) *lane {
-	return &lane{senders: senders, ready: make(chan struct{}, senders)}
+	l := &lane{senders: senders, ready: make(chan struct{}, senders)}
+	l.counter = &l.outstanding
+	return l
 }
 
+// push queues a cut batch.
 func (l *lane) push(b *Batch) {
-	l.outstanding.Add(1)
+	l.counter.Add(1)
+	l.forward(b)
+}
+
+// forward queues a batch already counted: one an append lane passes on,
+// or one replayed from the journal.
+func (l *lane) forward(b *Batch) {
 	l.mu.Lock()
 	l.q = append(l.q, b)
 	l.mu.Unlock()
@@ -82,9 +100,10 @@ func (p *Processor) next(l *lane) *Batch {
 		}
 		select {
 		case <-l.ready:
-		case <-p.closing:
-			// Every shard was cut before closing was closed, so once the lane
-			// is empty nothing more can arrive.
+		case <-l.closing:
+			// Every shard was cut before closing was closed (and every
+			// appender in front of the lane exited), so once the lane is
+			// empty nothing more can arrive.
 			return l.pop()
 		}
 	}
@@ -176,21 +195,28 @@ func (p *Processor) deliver(l *lane, b *Batch, tok *token) {
 	p.finish(l, b, attempts, stored, err)
 }
 
-// finish accounts for b, sent or failed, and recycles it.
+// finish accounts for b, sent or failed, and recycles it. With a journal,
+// a batch that Shutdown's abort interrupted stays in the journal instead of
+// failing, and one the journal dropped meanwhile was reported failed then.
 func (p *Processor) finish(l *lane, b *Batch, attempts, stored int, err error) {
 	n := b.Len()
 	failed := 0
-	if err == nil {
+	switch {
+	case p.jr != nil && isShutdown(err) && p.leave(b):
+		err = nil // kept for the next start: still pending
+	case p.jr != nil && p.journalDone(b, err):
+		failed, err = n, ErrDropped
+	case err == nil:
 		p.delivered.Add(uint64(n))
 		p.batches.Add(1)
 		p.info.LogAttrs(context.Background(), slog.LevelInfo, "batch delivered",
 			slog.Int("count", n), slog.String("key", b.key), slog.Int("attempts", attempts))
-	} else {
+	default:
 		failed = p.fail(b, stored, attempts, err)
 	}
 	seq, reserved := b.seq, b.reserved
 	putBatch(b)
-	l.outstanding.Add(-1)
+	l.counter.Add(-1)
 	// complete before release: an Add woken by the release must find this
 	// batch done, or cutIfIdle would wrongly wait for it. Flush and
 	// Shutdown wake after the release: what they covered holds no budget.
@@ -199,6 +225,12 @@ func (p *Processor) finish(l *lane, b *Batch, attempts, stored int, err error) {
 		p.cutIfIdle()
 	}
 	wakeAll(woken)
+}
+
+// isShutdown reports whether err is Shutdown's abort.
+func isShutdown(err error) bool {
+	_, ok := errors.AsType[*ShutdownError](err)
+	return ok
 }
 
 // fail hands b to the failure callback and returns how many of its events
@@ -254,6 +286,23 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 			}
 			tok = &t
 		}
+		if b.buf == nil { // spilled: its payloads are in the journal
+			if err := p.load(b); err != nil {
+				if errors.Is(err, ErrDropped) {
+					p.releaseToken(tok)
+					return attempt - 1, stored, err
+				}
+				p.releaseToken(tok)
+				tok = nil
+				lastErr = err
+				p.log.LogAttrs(context.Background(), slog.LevelError, "journal read failed, retrying",
+					slog.String("key", b.key), slog.Int("attempt", attempt), slog.Any("error", err))
+				if !p.sleep(backoff(pol, attempt)) {
+					return attempt - 1, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
+				}
+				continue
+			}
+		}
 		p.inFlight.Add(1)
 		var began time.Time
 		if len(p.hooks.send) > 0 {
@@ -290,7 +339,9 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 			report(SendFailed)
 			return attempt, stored, err
 		}
-		if pol.MaxAttempts > 0 && attempt >= pol.MaxAttempts {
+		// A batch in the journal never gives up on a retryable error: it
+		// waits on disk, not in memory.
+		if !b.journaled && pol.MaxAttempts > 0 && attempt >= pol.MaxAttempts {
 			report(SendFailed)
 			return attempt, stored, &GiveUpError{Attempts: attempt, Elapsed: time.Since(start), Err: err}
 		}
@@ -303,7 +354,7 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 				p.limit.pauseUntil(time.Now().Add(ra.After))
 			}
 		}
-		if pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
+		if !b.journaled && pol.MaxElapsed > 0 && wait > pol.MaxElapsed-time.Since(start) { // not Since+wait: a huge hint would overflow
 			report(SendFailed)
 			return attempt, stored, &GiveUpError{Attempts: attempt, Elapsed: time.Since(start), Deadline: pol.MaxElapsed, Err: err}
 		}
@@ -311,9 +362,21 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 		p.log.LogAttrs(context.Background(), slog.LevelWarn, "send failed, retrying",
 			slog.Int("events", b.Len()), slog.String("key", b.key), slog.Int("attempt", attempt),
 			slog.Duration("wait", wait), slog.Any("error", err))
+		if p.jr != nil { // it waits in the journal, not in memory
+			if n := p.jr.spill(b); n > 0 && p.mem.release(n) {
+				p.cutIfIdle()
+			}
+		}
 		if !p.sleep(wait) {
 			return attempt, stored, &ShutdownError{Cause: context.Cause(p.sendCtx), LastErr: err}
 		}
+	}
+}
+
+// releaseToken hands back an admission not used for a send.
+func (p *Processor) releaseToken(tok *token) {
+	if p.limit != nil && tok != nil {
+		p.limit.release(*tok, sendIgnored)
 	}
 }
 

@@ -2,6 +2,7 @@ package batchproc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -32,6 +33,10 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 		p.closed.Store(true)
 		close(p.stopLinger)
 		<-p.lingerDone
+		if p.jr != nil { // what was not replayed stays in the journal
+			close(p.jr.stopReplay)
+			<-p.jr.replayDone
+		}
 		st := p.Stats()
 		p.info.LogAttrs(ctx, slog.LevelInfo, "stopping, waiting for remaining events to be sent",
 			slog.Uint64("pending", st.Pending), slog.Int("in_flight", st.InFlight))
@@ -46,15 +51,36 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 	}
 	select {
 	case <-p.done:
-		return p.drainErr()
+		return errors.Join(p.drainErr(), p.closeJournal())
 	case <-ctx.Done():
 		p.abort(ctx.Err())
 		<-p.done // senders exit promptly once their sends see the cancellation
-		if err := p.drainErr(); err != nil {
+		jerr := p.closeJournal()
+		var left error
+		if p.jr != nil {
+			if n := p.jr.leftBatch.Load(); n > 0 {
+				left = &LeftInJournalError{Batches: int(n), Events: int(p.jr.leftEvents.Load())}
+			}
+		}
+		if err := errors.Join(p.drainErr(), left, jerr); err != nil {
 			return fmt.Errorf("batchproc: Shutdown: %w: %w", ctx.Err(), err)
 		}
 		return ctx.Err()
 	}
+}
+
+// closeJournal closes the journal once, after the processor's goroutines
+// exited.
+func (p *Processor) closeJournal() error {
+	if p.jr == nil {
+		return nil
+	}
+	p.jr.closeOnce.Do(func() {
+		if err := p.jr.j.Close(); err != nil {
+			p.jr.closeErr = fmt.Errorf("batchproc: closing the journal: %w", err)
+		}
+	})
+	return p.jr.closeErr
 }
 
 // drainErr returns the failures of the batches the drain covered; call it

@@ -100,6 +100,7 @@ type config struct {
 	loggerSet   bool
 	onFailure   func(*Batch, error)
 	hooks       []Hook
+	openJournal func() (Journal, error)
 
 	inFlightSet bool // WithMaxInFlight was given (it conflicts with the other modes)
 }
@@ -297,4 +298,34 @@ func WithLogger(l *slog.Logger) Option {
 // and returns [ErrInCallback] at once: both would wait for f itself.
 func WithOnFailure(f func(b *Batch, err error)) Option {
 	return optionFunc(func(c *config) { c.onFailure = f })
+}
+
+// WithJournal makes every cut batch durable before its first send: New
+// calls open and fails with its error; the processor then writes each
+// batch to the journal, acks it once delivered or failed permanently,
+// sends first what a previous processor left there (Stats.Replayed), and
+// closes the journal at the end of Shutdown. The spool package's WithSpool
+// is this option with a disk journal; its documentation states what each
+// sync mode survives.
+//
+// With a journal:
+//   - a batch in the journal is never given up on a retryable error (the
+//     retry policy's MaxAttempts and MaxElapsed do not apply to it; its
+//     backoff does), and while it waits for its next attempt its payloads
+//     leave memory, so an outage fills the journal, not the memory budget;
+//     so do queued batches when an Add waits for budget. A batch read back
+//     for its send takes its budget even past the limit: with the sends
+//     under way bounded by the send limit, the heap stays within about
+//     twice the budget;
+//   - a batch the journal refuses (full, or failed) is sent from memory
+//     only and counted in Stats.Unjournaled: the memory budget then pushes
+//     back as without a journal;
+//   - when Shutdown's context ends, batches not delivered stay in the
+//     journal (a [*LeftInJournalError] says how many) instead of failing.
+//
+// What a journal cannot cover: the batches being filled, and a cut batch
+// until its Append returned. Those are lost by a crash: at most the events
+// of one flush interval (WithFlushInterval), or of one full batch per shard.
+func WithJournal(open func() (Journal, error)) Option {
+	return optionFunc(func(c *config) { c.openJournal = open })
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
@@ -49,6 +50,10 @@ type Processor struct {
 	hooks hookSet
 
 	lanes []*lane
+	// With a journal, the shards feed appendLanes, one in front of each
+	// lane, whose appenders journal each batch and pass it on.
+	appendLanes []*lane
+	jr          *journal
 	// limit bounds async dispatch's sends: adaptive by default, fixed with
 	// WithMaxInFlight. nil for the worker pool and ordered dispatch.
 	limit *adaptiveLimit
@@ -106,6 +111,17 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	var jrnl Journal
+	if cfg.openJournal != nil {
+		j, err := cfg.openJournal()
+		if err != nil {
+			return nil, fmt.Errorf("batchproc: New: journal: %w", err)
+		}
+		if j == nil {
+			return nil, errors.New("batchproc: New: journal: the open function returned nil")
+		}
+		jrnl = j
 	}
 	var prefix [8]byte
 	_, _ = rand.Read(prefix[:]) // crypto/rand.Read never fails (Go 1.24+)
@@ -167,6 +183,15 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 	// A batch reserves budget in chunks of at most 32 KiB, and at most a
 	// sixteenth of the budget is ever held in chunk remainders.
 	p.mem = newBudget(cfg.memLimit, min(32<<10, cfg.memLimit/(16*nshards)))
+	for _, l := range p.lanes {
+		l.closing = p.closing
+	}
+	if jrnl != nil {
+		p.startJournal(jrnl)
+		for i := range p.shards {
+			p.shards[i].lane = p.appendLanes[i%len(p.appendLanes)]
+		}
+	}
 
 	for _, l := range p.lanes {
 		for range l.senders {
@@ -210,11 +235,10 @@ func (p *Processor) Stats() Stats {
 	if p.limit != nil {
 		limit = p.limit.limit()
 	}
-	return Stats{
+	st := Stats{
 		Added:         added,
 		Delivered:     delivered,
 		Failed:        failed,
-		Pending:       added - delivered - failed,
 		Rejected:      p.rejected.Load(),
 		Batches:       p.batches.Load(),
 		Retries:       p.retries.Load(),
@@ -222,11 +246,18 @@ func (p *Processor) Stats() Stats {
 		InFlightLimit: limit,
 		BufferedBytes: p.mem.used.Load(),
 	}
+	if jr := p.jr; jr != nil {
+		st.Replayed = jr.replayed.Load()
+		st.Journaled = jr.appended.Load()
+		st.Unjournaled = jr.unjournal.Load()
+	}
+	st.Pending = st.Added + st.Replayed - delivered - failed
+	return st
 }
 
-// Stats are a processor's counters since New. Every added event is exactly
-// one of delivered, failed or pending, so Added == Delivered + Failed +
-// Pending in every snapshot.
+// Stats are a processor's counters since New. Every added or replayed
+// event is exactly one of delivered, failed or pending, so Added + Replayed
+// == Delivered + Failed + Pending in every snapshot.
 type Stats struct {
 	Added     uint64 // events accepted by Add or TryAdd
 	Delivered uint64 // events in batches the sink accepted
@@ -240,4 +271,9 @@ type Stats struct {
 	InFlight      int   // Send calls under way
 	InFlightLimit int   // async dispatch: sends allowed at once now (adaptive unless WithMaxInFlight); 0 otherwise
 	BufferedBytes int64 // bytes held against the memory limit (see WithMemoryLimit for what counts)
+
+	// With a journal (WithJournal, spool.WithSpool):
+	Replayed    uint64 // events a previous processor left in the journal, read back to be sent
+	Journaled   uint64 // batches appended to the journal before their first send
+	Unjournaled uint64 // batches the journal refused (full or failed): sent from memory only
 }

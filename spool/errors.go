@@ -27,6 +27,10 @@ var (
 	// wraps [batchproc.ErrEventTooLarge].
 	ErrTooLarge = fmt.Errorf("spool: batch too large for the disk budget: %w", batchproc.ErrEventTooLarge)
 
+	// ErrUnknownKey is returned by [Spool.Load] for a key that is not in the
+	// spool: never appended, or acked.
+	ErrUnknownKey = errors.New("spool: no batch with this key is spooled")
+
 	// ErrDuplicateKey is returned by [Spool.Append] for a batch whose key is
 	// already in the spool (appended and not acked): keys identify batches
 	// in Ack, so they must be unique.

@@ -2,25 +2,34 @@ package spool
 
 import "github.com/batchproc/batchproc"
 
-// Journal makes sealed batches durable before they are sent. It is the
-// interface the processor uses; *[Spool] implements it. It is declared here
-// as documentation of the contract, to be copied where the processor needs it.
-type Journal interface {
-	// Append records b (its Key(), every event's Payload and ID, in order) before its
-	// first send. With SyncBatch it returns after the record is fsynced (group commit:
-	// concurrent Appends share one fsync). It returns ErrFull (a spool error that
-	// wraps batchproc.ErrFull) when the disk budget has no room, and a sticky error
-	// once a write or fsync failed (the spool then takes no more writes).
-	Append(b *batchproc.Batch) error
-	// Ack records that the batch with this key left the spool: delivered, or failed
-	// permanently. Acked batches are never replayed; their space is reclaimed when a
-	// whole segment is acked.
-	Ack(key string) error
-	// Replay calls f, in Append order, for every batch appended and not acked,
-	// as found at Open (recovery). The batch passed is valid during the call only.
-	Replay(f func(b *batchproc.Batch) error) error
-	Stats() Stats
-	Close() error
-}
+// Journal is the interface the processor writes through ([batchproc.WithJournal]);
+// *[Spool] implements it, and [batchproc.JournalDropper] for WithDropOldest.
+type Journal = batchproc.Journal
 
-var _ Journal = (*Spool)(nil)
+var _ batchproc.JournalDropper = (*Spool)(nil)
+
+// WithSpool is the processor option that journals every batch in a spool in
+// dir, opened by [batchproc.New] with opts ([Open]'s options):
+//
+//	p, err := batchproc.New(sink, spool.WithSpool("/var/lib/myservice/spool"))
+//
+// New fails if the spool cannot be opened (another process holds the
+// directory, say); the processor closes it at the end of Shutdown. What a
+// batch in the spool survives is its sync mode's promise (the package
+// documentation has the table); [batchproc.WithJournal] has what the
+// processor does with a journal, and what it cannot cover: the batches
+// still being filled.
+//
+// With WithDropOldest, a batch dropped to make room counts as failed in the
+// processor's Stats and goes to its failure callback with
+// [batchproc.ErrDropped]; the option's own function, which may be nil, is
+// called first.
+func WithSpool(dir string, opts ...Option) batchproc.Option {
+	return batchproc.WithJournal(func() (batchproc.Journal, error) {
+		s, err := Open(dir, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	})
+}

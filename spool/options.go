@@ -55,6 +55,7 @@ type config struct {
 	maxBytes    int64
 	segmentSize int64
 	dropOldest  func(*batchproc.Batch)
+	drop        bool // WithDropOldest was given
 	logger      *slog.Logger
 
 	fs fileSystem // the real filesystem unless a test sets another
@@ -116,9 +117,9 @@ func WithSegmentSize(n int64) Option { return optionFunc(func(c *config) { c.seg
 // call only. A dropped batch may be in flight at that moment: the caller
 // decides how to count it (the processor counts it as failed). Without
 // this option (the default), Append returns ErrFull when the budget is
-// full.
+// full. f may be nil: with WithSpool the processor is told of every drop.
 func WithDropOldest(f func(b *batchproc.Batch)) Option {
-	return optionFunc(func(c *config) { c.dropOldest = f })
+	return optionFunc(func(c *config) { c.dropOldest = f; c.drop = true })
 }
 
 // WithLogger sets a logger for the spool's rare events: a recovery that

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/batchproc/batchproc"
@@ -25,14 +26,17 @@ type Spool struct {
 	closed bool
 	err    error // sticky *FailedError
 
-	segs     []*segment // by id; the last one is the active segment
-	live     map[string]*entry
-	order    []*entry // batches in Append order; acked ones are skipped lazily
-	head     int      // order[:head] are all acked
-	nextSeq  uint64
-	nextSeg  uint64
-	usage    int64
-	replayed []*entry // the batches found at Open, in order
+	segs []*segment // by id; the last one is the active segment
+	live map[string]*entry
+	// droppedKeys are keys WithDropOldest dropped: a Load of one says so,
+	// once. Their owner loads or acks each of them, which removes it.
+	droppedKeys map[string]struct{}
+	order       []*entry // batches in Append order; acked ones are skipped lazily
+	head        int      // order[:head] are all acked
+	nextSeq     uint64
+	nextSeg     uint64
+	usage       int64
+	replayed    []*entry // the batches found at Open, in order
 
 	writeGen    uint64 // counts records written
 	syncedGen   uint64 // every record up to this one is fsynced
@@ -42,6 +46,8 @@ type Spool struct {
 	st     Stats  // counters; Bytes, Batches, Segments and Err are filled in by Stats
 	buf    []byte // batch record being written
 	ackBuf []byte // ack record being written
+
+	onDrop atomic.Pointer[func(*batchproc.Batch)] // OnDrop's function
 
 	stop chan struct{} // closes the SyncInterval goroutine
 	done chan struct{}
@@ -83,7 +89,7 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Spool{dir: dir, cfg: cfg, fs: cfg.fs, live: map[string]*entry{}}
+	s := &Spool{dir: dir, cfg: cfg, fs: cfg.fs, live: map[string]*entry{}, droppedKeys: map[string]struct{}{}}
 	s.cond = sync.NewCond(&s.mu)
 	if err := s.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
@@ -130,9 +136,45 @@ func (s *Spool) Append(b *batchproc.Batch) error {
 	}
 	s.mu.Unlock()
 	for _, d := range dropped {
-		s.cfg.dropOldest(d)
+		if s.cfg.dropOldest != nil {
+			s.cfg.dropOldest(d)
+		}
+		if f := s.onDrop.Load(); f != nil {
+			(*f)(d)
+		}
 	}
 	return err
+}
+
+// OnDrop adds f to the functions told of each batch that WithDropOldest
+// drops (after the option's own): the processor counts it as failed and
+// hands it to its failure callback. It implements
+// [batchproc.JournalDropper].
+func (s *Spool) OnDrop(f func(b *batchproc.Batch)) { s.onDrop.Store(&f) }
+
+// Load returns a copy of the batch with this key, appended and not acked,
+// read back from its segment. For a key the spool does not hold it returns
+// an error wrapping [batchproc.ErrDropped] if WithDropOldest dropped it,
+// and [ErrUnknownKey] otherwise.
+func (s *Spool) Load(key string) (*batchproc.Batch, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	e := s.live[key]
+	if e == nil {
+		if _, ok := s.droppedKeys[key]; ok {
+			delete(s.droppedKeys, key)
+			return nil, fmt.Errorf("spool: load %s: %w", key, batchproc.ErrDropped)
+		}
+		return nil, fmt.Errorf("spool: load %s: %w", key, ErrUnknownKey)
+	}
+	b, err := s.readBatch(e)
+	if err != nil {
+		return nil, fmt.Errorf("spool: load %s: %w", key, err)
+	}
+	return b, nil
 }
 
 func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e *entry, gen uint64, err error) {
@@ -158,7 +200,7 @@ func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e 
 		return nil, nil, 0, fmt.Errorf("%w: record of %d bytes, budget %d bytes", ErrTooLarge, need, s.cfg.maxBytes)
 	}
 	for s.usage+need > s.cfg.maxBytes {
-		if s.cfg.dropOldest == nil {
+		if !s.cfg.drop {
 			return nil, nil, 0, ErrFull
 		}
 		d, err := s.dropOldestLocked()
@@ -220,6 +262,7 @@ func (s *Spool) dropOldestLocked() (*batchproc.Batch, error) {
 		}
 		err = s.ackLocked(e) // even if the ack record failed, b left the spool's state
 		s.st.Dropped++
+		s.droppedKeys[e.key] = struct{}{}
 		s.st.Acked-- // counted as dropped, not acked
 		return b, err
 	}
@@ -231,7 +274,9 @@ func (s *Spool) dropOldestLocked() (*batchproc.Batch, error) {
 // interval or rotation, or Close), so after a power loss an acked batch may
 // be replayed once more, which the loader's de-duplication by key absorbs;
 // after a process crash it is never replayed. Acking a key that is not in
-// the spool (never appended, already acked or dropped) does nothing. An
+// the spool (never appended, or already acked) does nothing; acking one
+// that WithDropOldest dropped returns an error wrapping
+// [batchproc.ErrDropped], once. An
 // error (the sticky one, or ErrFull if even the ack found no room) means
 // the ack may not survive a restart; the batch is dropped from this
 // spool's state all the same.
@@ -243,6 +288,10 @@ func (s *Spool) Ack(key string) error {
 	}
 	e := s.live[key]
 	if e == nil {
+		if _, ok := s.droppedKeys[key]; ok {
+			delete(s.droppedKeys, key)
+			return fmt.Errorf("spool: ack %s: %w", key, batchproc.ErrDropped)
+		}
 		return nil
 	}
 	return s.ackLocked(e)

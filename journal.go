@@ -1,0 +1,411 @@
+package batchproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// A Journal keeps cut batches on durable storage from before their first
+// send until they leave the processor (delivered, or failed permanently),
+// so that a crash of the process loses none of them: the next processor on
+// the same journal sends them again, under the same keys. The spool package
+// implements it on disk (spool.WithSpool); [WithJournal] plugs any
+// implementation in.
+//
+// The processor calls its methods from its own goroutines, concurrently;
+// none of them from the Add path.
+type Journal interface {
+	// Append records b (its key, and every event's ID and payload, in
+	// order) before b's first send. An error wrapping [ErrFull] means no
+	// room: the processor keeps and sends b from memory, unjournaled, so
+	// the memory budget fills and Add pushes back. Any other error is
+	// logged and treated the same way. Append must not keep b.
+	Append(b *Batch) error
+	// Ack records that the batch with this key left the processor:
+	// delivered, or failed permanently. It is never replayed after that.
+	Ack(key string) error
+	// Load returns a copy of a batch appended and not acked, read back: a
+	// batch waiting for a retry leaves memory and is loaded again for its
+	// next attempt. For a batch the journal dropped on its own (see
+	// [JournalDropper]) it returns an error wrapping [ErrDropped].
+	Load(key string) (*Batch, error)
+	// Replay calls f, in Append order, for each batch a previous processor
+	// left in the journal (appended, never acked). f owns the batch it is
+	// given. Replay stops at f's first error and returns it; the batches not
+	// replayed stay in the journal.
+	Replay(f func(b *Batch) error) error
+	// Close releases the journal. What was not acked stays for the next
+	// processor.
+	Close() error
+}
+
+// A JournalDropper is a [Journal] that may drop batches on its own, a
+// disk budget full with drop-oldest: New calls OnDrop once with the
+// function the journal must call for each batch it drops. The processor
+// counts the batch's events as failed and hands it to the failure callback
+// with [ErrDropped].
+type JournalDropper interface {
+	Journal
+	OnDrop(f func(b *Batch))
+}
+
+// ErrDropped is the failure reason of a batch the journal dropped to make
+// room ([JournalDropper]).
+var ErrDropped = errors.New("batchproc: batch dropped from the journal to make room")
+
+// LeftInJournalError is part of the error [Processor.Shutdown] returns when
+// its context ended with batches not yet delivered that are in the journal:
+// they are not failed but kept there, and the next processor on the same
+// journal sends them.
+type LeftInJournalError struct {
+	Batches int
+	Events  int
+}
+
+func (e *LeftInJournalError) Error() string {
+	return fmt.Sprintf("batchproc: %d events in %d batches left in the journal for the next start", e.Events, e.Batches)
+}
+
+// journal is the processor's side of a Journal: the append stage in front
+// of each lane, the batches read back, and the counters.
+type journal struct {
+	j Journal
+
+	appended   atomic.Uint64 // batches appended
+	unjournal  atomic.Uint64 // batches the journal refused (full or failed), sent from memory only
+	replayed   atomic.Uint64 // events replayed from a previous processor
+	leftBatch  atomic.Int64  // batches left in the journal by an aborted Shutdown
+	leftEvents atomic.Int64
+	refusing   atomic.Bool // the last Append was refused: log the next success
+
+	mu   sync.Mutex
+	held map[string]holdState // journaled batches the processor holds
+	// unheld are keys dropped before the processor read them back (a
+	// replay): replay skips them. Cleared when replay ends.
+	unheld map[string]struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+
+	stopReplay chan struct{} // closed by Shutdown: replay no more
+	replayDone chan struct{}
+}
+
+// holdState is where a journaled batch the processor holds is, as seen by
+// a journal that may drop it ([JournalDropper]). Transitions happen under
+// journal.mu, so that a drop and the processor's own moves agree on who
+// reports the batch.
+type holdState uint8
+
+const (
+	inMemory        holdState = iota + 1 // journaled, payloads in memory (0: not held)
+	spilled                              // journaled, payloads only in the journal
+	droppedFailed                        // dropped while spilled: reported failed at the drop; the processor discards it
+	droppedInMemory                      // dropped while in memory: no longer journaled, sent from memory
+	finishedPending                      // finished by the processor before the drop's report came: it is ignored
+	awaitingReport                       // discarded by the processor (a Load said dropped) before the report came: the report fails it
+)
+
+// appenders is how many goroutines append to the journal in front of a
+// lane: concurrent Appends share an fsync (group commit). Ordered dispatch
+// has one, so that batches keep their order.
+const appenders = 4
+
+// startJournal opens the journal's stage: each lane gets an append lane in
+// front of it, which the shards feed, and appender goroutines that move
+// batches from one to the other; a replay goroutine feeds what a previous
+// processor left.
+func (p *Processor) startJournal(j Journal) {
+	p.jr = &journal{j: j, held: map[string]holdState{}, unheld: map[string]struct{}{},
+		stopReplay: make(chan struct{}), replayDone: make(chan struct{})}
+	if d, ok := j.(JournalDropper); ok {
+		d.OnDrop(p.journalDropped)
+	}
+	n := appenders
+	if p.cfg.ordered || p.cfg.workers > 0 {
+		n = 1
+	}
+	p.appendLanes = make([]*lane, len(p.lanes))
+	for i, l := range p.lanes {
+		in := newLane(n)
+		in.closing = p.closing
+		in.to = l
+		in.left.Store(int32(n))
+		l.end = make(chan struct{}) // closed when in's last appender exits
+		l.closing = l.end
+		l.counter = &in.outstanding // routing reads the append lane's count
+		p.appendLanes[i] = in
+		for range n {
+			p.running.Add(1)
+			go p.appender(in)
+		}
+	}
+	go p.replay()
+}
+
+// appender moves batches from an append lane to its lane, appending each
+// to the journal on the way.
+// Its goroutine runs callbacks: a journal that drops batches reports them
+// during an Append, and they go to the failure callback.
+func (p *Processor) appender(in *lane) {
+	id := p.callbacks.enter()
+	defer p.exited(id)
+	defer func() {
+		if in.left.Add(-1) == 0 {
+			close(in.to.end)
+		}
+	}()
+	for {
+		b := p.next(in)
+		if b == nil {
+			return
+		}
+		p.journalAppend(b)
+		in.to.forward(b)
+	}
+}
+
+// journalAppend appends b to the journal, or keeps it in memory only if
+// the journal refuses it.
+func (p *Processor) journalAppend(b *Batch) {
+	jr := p.jr
+	// Held before the Append: an Append of another appender may drop b as
+	// soon as b is in the journal.
+	jr.mu.Lock()
+	jr.held[b.key] = inMemory
+	jr.mu.Unlock()
+	err := jr.j.Append(b)
+	if err != nil {
+		jr.mu.Lock()
+		delete(jr.held, b.key)
+		jr.mu.Unlock()
+		jr.unjournal.Add(1)
+		if !jr.refusing.Swap(true) {
+			p.log.LogAttrs(context.Background(), slog.LevelWarn, "journal refused a batch: sending it from memory only until it takes batches again",
+				slog.String("key", b.key), slog.Any("error", err))
+		}
+		return
+	}
+	if jr.refusing.Swap(false) {
+		p.log.LogAttrs(context.Background(), slog.LevelInfo, "journal takes batches again", slog.String("key", b.key))
+	}
+	jr.appended.Add(1)
+	b.journaled = true
+}
+
+// replay feeds the batches a previous processor left in the journal into
+// the lanes, each taking its budget as an Add would (so a backlog larger
+// than the budget is read as the budget frees). Shutdown stops it; what
+// it did not replay stays in the journal.
+func (p *Processor) replay() {
+	jr := p.jr
+	defer close(jr.replayDone)
+	i := 0
+	err := jr.j.Replay(func(b *Batch) error {
+		n := b.Len()
+		if n == 0 {
+			return jr.j.Ack(b.key)
+		}
+		cost := len(b.buf) - b.off + n*eventOverhead + batchOverhead
+		grant, err := p.mem.wait(context.Background(), jr.stopReplay, cost, p.cutIfIdle)
+		if err != nil {
+			return err
+		}
+		b.cost, b.reserved = cost, grant
+		b.journaled = true
+		jr.mu.Lock()
+		if _, gone := jr.unheld[b.key]; gone { // dropped while being read: reported then
+			delete(jr.unheld, b.key)
+			jr.mu.Unlock()
+			return nil
+		}
+		jr.held[b.key] = inMemory
+		jr.mu.Unlock()
+		jr.replayed.Add(uint64(n))
+		b.seq = p.completion.number()
+		l := p.lanes[i%len(p.lanes)]
+		i++
+		l.forward(b)
+		return nil
+	})
+	jr.mu.Lock()
+	clear(jr.unheld)
+	jr.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrClosed) {
+		p.log.LogAttrs(context.Background(), slog.LevelError, "journal replay stopped; the batches not replayed stay in the journal",
+			slog.Any("error", err))
+	}
+}
+
+// spillQueued drops from memory the payloads of the queued batches that
+// are in the journal: an Add waits for budget they hold.
+func (p *Processor) spillQueued() {
+	freed := 0
+	for _, l := range p.lanes {
+		freed += l.spill(p.jr)
+	}
+	if freed > 0 && p.mem.release(freed) && p.completion.idle() {
+		p.cutAll()
+	}
+}
+
+// spill drops the payloads of l's queued journaled batches from memory
+// (they are loaded again before their send) and returns the bytes freed.
+func (l *lane) spill(jr *journal) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	freed := 0
+	for _, b := range l.q[l.head:] {
+		freed += jr.spill(b)
+	}
+	return freed
+}
+
+// spill drops a journaled batch's payloads and returns the budget freed;
+// its count, IDs and key stay. A batch the journal dropped meanwhile stays
+// in memory: it is sent from there.
+func (jr *journal) spill(b *Batch) int {
+	if !b.journaled || b.buf == nil {
+		return 0
+	}
+	jr.mu.Lock()
+	ok := jr.held[b.key] == inMemory
+	if ok {
+		jr.held[b.key] = spilled
+	}
+	jr.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	n := len(b.buf)
+	b.buf, b.off = nil, 0
+	b.cost -= n
+	b.reserved -= n
+	return n
+}
+
+// load reads a spilled batch's payloads back from the journal, taking
+// their budget even past the limit: the batches loaded at once are the
+// sends under way, which the send limit bounds (see WithMemoryLimit). It
+// returns an error wrapping ErrDropped if the journal dropped b: b was
+// reported failed then, and is not sent.
+func (p *Processor) load(b *Batch) error {
+	jr := p.jr
+	c, err := jr.j.Load(b.key)
+	jr.mu.Lock()
+	defer jr.mu.Unlock()
+	switch st := jr.held[b.key]; {
+	case st == droppedFailed:
+		return fmt.Errorf("batchproc: load %s: %w", b.key, ErrDropped)
+	case errors.Is(err, ErrDropped): // the drop's report is on its way
+		jr.held[b.key] = awaitingReport
+		return err
+	case err != nil:
+		return err
+	}
+	if c.Len() != b.Len() {
+		return fmt.Errorf("batchproc: journal returned %d events for batch %s of %d", c.Len(), b.key, b.Len())
+	}
+	jr.held[b.key] = inMemory
+	n := len(c.buf) - c.off
+	p.mem.force(n)
+	b.buf, b.off, b.ends = c.buf, c.off, c.ends
+	b.cost += n
+	b.reserved += n
+	return nil
+}
+
+// journalDone is called as b leaves the processor, err being why (nil:
+// delivered): it acks b. It reports whether b was reported failed when the
+// journal dropped it: then the caller counts nothing.
+func (p *Processor) journalDone(b *Batch, err error) (dropped bool) {
+	jr := p.jr
+	if !b.journaled {
+		return false
+	}
+	var aerr error
+	if !errors.Is(err, ErrDropped) { // else a Load found it dropped: nothing to ack
+		aerr = jr.j.Ack(b.key)
+		if aerr != nil && !errors.Is(aerr, ErrDropped) {
+			p.log.LogAttrs(context.Background(), slog.LevelWarn, "journal ack failed: the batch may be sent again after a restart (the receiver de-duplicates it by key)",
+				slog.String("key", b.key), slog.Any("error", aerr))
+		}
+	}
+	jr.mu.Lock()
+	defer jr.mu.Unlock()
+	switch jr.held[b.key] {
+	case droppedFailed:
+		delete(jr.held, b.key)
+		return true
+	case awaitingReport: // the report deletes it
+		return true
+	case droppedInMemory:
+		delete(jr.held, b.key)
+	default:
+		if errors.Is(aerr, ErrDropped) {
+			// Dropped just now, and the drop's report has not come: it
+			// will find finishedPending and ignore b, sent from memory.
+			jr.held[b.key] = finishedPending
+			return false
+		}
+		delete(jr.held, b.key)
+	}
+	return false
+}
+
+// journalDropped is the JournalDropper callback: the journal dropped b to
+// make room. A batch the processor has in memory is sent from there; one
+// that is only in the journal fails here, once, with its payloads.
+func (p *Processor) journalDropped(b *Batch) {
+	jr := p.jr
+	jr.mu.Lock()
+	st, held := jr.held[b.key]
+	fail := true
+	switch {
+	case !held: // a replay the processor had not read: it enters the counts here
+		jr.unheld[b.key] = struct{}{}
+		jr.replayed.Add(uint64(b.Len()))
+	case st == inMemory:
+		jr.held[b.key] = droppedInMemory
+		fail = false
+	case st == finishedPending:
+		delete(jr.held, b.key)
+		fail = false
+	case st == awaitingReport:
+		delete(jr.held, b.key)
+	default: // spilled
+		jr.held[b.key] = droppedFailed
+	}
+	jr.mu.Unlock()
+	if fail {
+		p.fail(b, 0, 0, ErrDropped)
+	}
+}
+
+// leave keeps b in the journal at an aborted Shutdown, appending it first
+// if it is not there; it reports whether b is kept.
+func (p *Processor) leave(b *Batch) bool {
+	jr := p.jr
+	if jr == nil {
+		return false
+	}
+	if b.journaled {
+		jr.mu.Lock()
+		st := jr.held[b.key]
+		if st != inMemory && st != spilled { // dropped: finish accounts for it
+			jr.mu.Unlock()
+			return false
+		}
+		delete(jr.held, b.key)
+		jr.mu.Unlock()
+	} else if b.buf == nil || jr.j.Append(b) != nil {
+		return false
+	}
+	jr.leftBatch.Add(1)
+	jr.leftEvents.Add(int64(b.Len()))
+	return true
+}

@@ -1,0 +1,339 @@
+package spool_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/batchproctest"
+	"github.com/batchproc/batchproc/spool"
+)
+
+// These tests run a processor over a real spool directory. The sink is a
+// batchproctest.Recorder told to fail while the "loader" is down.
+
+var errDown = errors.New("loader down") // retryable
+
+// quiet keeps the processor's retry and failure lines out of the test log.
+var quiet = batchproc.WithLogger(slog.New(slog.DiscardHandler))
+
+// fastRetry keeps retries quick; a batch in the spool ignores MaxAttempts.
+var fastRetry = batchproc.WithRetry(batchproc.RetryPolicy{
+	MaxAttempts: 3, InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, MaxElapsed: time.Minute,
+})
+
+func payload(i int) []byte {
+	return fmt.Appendf(nil, `{"i":%d,"pad":"%0180d"}`, i, i)
+}
+
+// downSink returns a recorder that fails with errDown while down is set.
+func downSink(down *atomic.Bool) *batchproctest.Recorder {
+	return &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, attempt int) error {
+		if down.Load() {
+			return errDown
+		}
+		return nil
+	}}
+}
+
+// delivered counts the events a recorder stored, by payload, once per key
+// (the loader de-duplicates by key), and fails on an event stored under two
+// keys.
+func delivered(t *testing.T, r *batchproctest.Recorder) map[string]int {
+	t.Helper()
+	seen := map[string]bool{}
+	got := map[string]int{}
+	for _, s := range r.Delivered() {
+		if seen[s.Key] {
+			continue
+		}
+		seen[s.Key] = true
+		for _, e := range s.Events {
+			got[string(e.Payload)]++
+		}
+	}
+	return got
+}
+
+func checkIdentity(t *testing.T, st batchproc.Stats) {
+	t.Helper()
+	if st.Added+st.Replayed != st.Delivered+st.Failed+st.Pending {
+		t.Errorf("accounting: added %d + replayed %d != delivered %d + failed %d + pending %d",
+			st.Added, st.Replayed, st.Delivered, st.Failed, st.Pending)
+	}
+}
+
+// TestProcessorOutageFillsSpoolNotMemory: with the sink down, 8 times the
+// memory budget of events is accepted (Add never waits for the sink), and
+// the budget holds; once the sink is back every event is delivered once.
+// Without spilling, retrying batches keep the budget and Add waits until
+// its ctx ends.
+func TestProcessorOutageFillsSpoolNotMemory(t *testing.T) {
+	const memLimit = 1 << 20
+	var down atomic.Bool
+	down.Store(true)
+	rec := downSink(&down)
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSegmentSize(1<<20), spool.WithSync(spool.SyncNever)),
+		batchproc.WithMemoryLimit(memLimit), batchproc.WithMaxBatchEvents(100), batchproc.WithMaxBatchBytes(64<<10), fastRetry,
+		batchproc.WithFlushInterval(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 8 * memLimit / 200
+	var maxBuffered int64
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		// Add waits while budget is held by batches being cut and
+		// journaled: they leave memory once in the spool. It must never
+		// wait for the sink, which stays down.
+		if err := p.Add(ctx, batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatalf("Add %d of %d with the sink down: %v; stats %+v", i, n, err, p.Stats())
+		}
+		maxBuffered = max(maxBuffered, p.Stats().BufferedBytes)
+	}
+	if maxBuffered > 2*memLimit {
+		t.Errorf("buffered %d bytes with a %d budget: spilled batches must leave memory", maxBuffered, memLimit)
+	}
+	st := p.Stats()
+	if st.Delivered != 0 || st.Failed != 0 || st.Journaled == 0 {
+		t.Errorf("sink down: %+v", st)
+	}
+	down.Store(false)
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st = p.Stats()
+	checkIdentity(t, st)
+	got := delivered(t, rec)
+	if len(got) != n || st.Delivered != uint64(n) {
+		t.Fatalf("delivered %d distinct events (stats %d), want %d", len(got), st.Delivered, n)
+	}
+	for pl, c := range got {
+		if c != 1 {
+			t.Fatalf("event %s delivered %d times", pl[:12], c)
+		}
+	}
+}
+
+// TestProcessorShutdownLeavesBatchesInSpool: a Shutdown whose ctx ends with
+// the sink down fails nothing: the batches stay in the spool, Shutdown says
+// how many, and the next processor on the directory delivers them under
+// the same keys.
+func TestProcessorShutdownLeavesBatchesInSpool(t *testing.T) {
+	dir := t.TempDir()
+	var down atomic.Bool
+	down.Store(true)
+	rec := downSink(&down)
+	var failures atomic.Int64
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(dir), batchproc.WithMaxBatchEvents(10), fastRetry,
+		batchproc.WithOnFailure(func(b *batchproc.Batch, err error) { failures.Add(int64(b.Len())) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 95
+	for i := range n {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	err = p.Shutdown(ctx)
+	left, ok := errors.AsType[*batchproc.LeftInJournalError](err)
+	if !ok || left.Events != n || left.Batches != 10 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v; want %d events in 10 batches left in the journal", err, n)
+	}
+	if failures.Load() != 0 || p.Stats().Failed != 0 {
+		t.Fatalf("%d events failed: an interrupted batch must stay in the spool", failures.Load())
+	}
+	firstKeys := map[string]bool{}
+	for _, s := range rec.Sent() {
+		firstKeys[s.Key] = true
+	}
+
+	down.Store(false)
+	rec2 := &batchproctest.Recorder{}
+	p2, err := batchproc.New(rec2, spool.WithSpool(dir), fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Flush(t.Context()); err != nil { // covers the replay
+		t.Fatal(err)
+	}
+	if err := p2.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st := p2.Stats()
+	checkIdentity(t, st)
+	if st.Replayed != n || st.Delivered != n || st.Added != 0 {
+		t.Fatalf("second processor: %+v; want %d replayed and delivered", st, n)
+	}
+	for _, s := range rec2.Delivered() {
+		if !firstKeys[s.Key] {
+			t.Errorf("replayed batch under a new key %s: the loader could not de-duplicate it", s.Key)
+		}
+	}
+	if got := delivered(t, rec2); len(got) != n {
+		t.Fatalf("replayed %d distinct events, want %d", len(got), n)
+	}
+	// Delivered batches were acked: a third processor has nothing to send.
+	p3, err := batchproc.New(&batchproctest.Recorder{}, spool.WithSpool(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p3.Shutdown(t.Context()); err != nil || p3.Stats().Replayed != 0 {
+		t.Fatalf("third processor replayed %d (%v): acked batches came back", p3.Stats().Replayed, err)
+	}
+}
+
+// TestProcessorSpooledBatchNeverGivesUp: a retry policy of 3 attempts does
+// not fail a batch in the spool on retryable errors; a permanent error
+// still fails it, and it leaves the spool.
+func TestProcessorSpooledBatchNeverGivesUp(t *testing.T) {
+	dir := t.TempDir()
+	rec := &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, attempt int) error {
+		if string(b.Event(0).Payload) == string(payload(1)) {
+			return batchproc.Permanent(errors.New("400 bad batch"))
+		}
+		if attempt <= 10 {
+			return errDown
+		}
+		return nil
+	}}
+	var failed []error
+	var mu sync.Mutex
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(dir), batchproc.WithMaxBatchEvents(1), fastRetry,
+		batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
+			mu.Lock()
+			failed = append(failed, err)
+			mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = p.Flush(t.Context())
+	if de, ok := errors.AsType[*batchproc.DeliveryError](err); !ok || de.Events != 1 {
+		t.Fatalf("Flush = %v; want the permanent failure alone", err)
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	if st.Delivered != 1 || st.Failed != 1 || len(failed) != 1 || !batchproc.IsPermanent(failed[0]) {
+		t.Fatalf("stats %+v, failures %v: the retryable batch must be delivered after 11 attempts", st, failed)
+	}
+	p2, err := batchproc.New(&batchproctest.Recorder{}, spool.WithSpool(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Shutdown(t.Context()); err != nil || p2.Stats().Replayed != 0 {
+		t.Fatalf("replayed %d after restart: a permanently failed batch must leave the spool", p2.Stats().Replayed)
+	}
+}
+
+// TestProcessorSpoolDropOldest: a full spool with drop-oldest hands what it
+// drops, of the batches waiting on disk only, to the failure callback as
+// ErrDropped, counted once; what it drops of batches still in memory is
+// sent from memory. The accounting identity holds and every event is
+// delivered or failed, never both.
+func TestProcessorSpoolDropOldest(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	rec := downSink(&down)
+	var dropped atomic.Int64
+	var failedKeys sync.Map
+	p, err := batchproc.New(rec, quiet,
+		spool.WithSpool(t.TempDir(), spool.WithSegmentSize(16<<10), spool.WithMaxBytes(64<<10), spool.WithDropOldest(nil), spool.WithSync(spool.SyncNever)),
+		batchproc.WithMaxBatchEvents(10),
+		// Batches wait on disk only, between attempts: those are what a drop fails.
+		batchproc.WithRetry(batchproc.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxElapsed: time.Minute}),
+		batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
+			if errors.Is(err, batchproc.ErrDropped) {
+				dropped.Add(int64(b.Len()))
+			}
+			failedKeys.Store(b.Key(), err)
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Add until a batch waiting on disk was dropped (at 64 KiB, the spool
+	// is full after about 300 events), at most 20,000 events.
+	n := 0
+	for ; n < 20000 && (n < 2000 || dropped.Load() == 0); n++ {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: payload(n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	down.Store(false)
+	err = p.Shutdown(t.Context())
+	st := p.Stats()
+	checkIdentity(t, st)
+	if err != nil && !errors.Is(err, batchproc.ErrDropped) {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if dropped.Load() == 0 || st.Failed != uint64(dropped.Load()) {
+		t.Fatalf("dropped %d, stats %+v, Shutdown %v: drops must fail, once each", dropped.Load(), st, err)
+	}
+	for _, d := range rec.Delivered() {
+		if e, ok := failedKeys.Load(d.Key); ok {
+			t.Errorf("batch %s delivered and failed (%v)", d.Key, e)
+		}
+	}
+	if st.Delivered+st.Failed != uint64(n) {
+		t.Fatalf("delivered %d + failed %d != %d", st.Delivered, st.Failed, n)
+	}
+	// A batch dropped while in memory is sent from there (and counted
+	// delivered); one dropped while only on disk failed and is never sent.
+	got := delivered(t, rec)
+	if len(got) != int(st.Delivered) {
+		t.Fatalf("recorder stored %d distinct events, stats say %d delivered", len(got), st.Delivered)
+	}
+}
+
+// TestProcessorSpoolRefusesSendsFromMemory: a batch the spool cannot take
+// (larger than its budget) is sent from memory and counted.
+func TestProcessorSpoolRefusesSendsFromMemory(t *testing.T) {
+	rec := &batchproctest.Recorder{}
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSegmentSize(1<<10), spool.WithMaxBytes(2<<10)),
+		batchproc.WithMaxBatchEvents(100), batchproc.WithFlushInterval(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Unjournaled != 1 || st.Journaled != 0 || st.Delivered != 100 {
+		t.Fatalf("stats %+v: want the 20 kB batch sent from memory, unjournaled", st)
+	}
+}
+
+// TestWithSpoolOpenFails: New fails, and starts nothing, when the spool
+// cannot be opened: here another processor holds the directory.
+func TestWithSpoolOpenFails(t *testing.T) {
+	dir := t.TempDir()
+	p, err := batchproc.New(&batchproctest.Recorder{}, spool.WithSpool(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	if _, err := batchproc.New(&batchproctest.Recorder{}, spool.WithSpool(dir)); !errors.Is(err, spool.ErrLocked) {
+		t.Fatalf("second New on the same spool: %v, want ErrLocked", err)
+	}
+}
