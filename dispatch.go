@@ -33,6 +33,7 @@ type lane struct {
 	closing <-chan struct{}
 	end     chan struct{} // behind an append lane: its closing, closed by the last appender
 	to      *lane         // an append lane's lane
+	gate    *appendGate   // an append lane's bound on batches not yet journaled
 	left    atomic.Int32  // an append lane's appenders still running
 }
 
@@ -42,9 +43,13 @@ func newLane(senders int) *lane {
 	return l
 }
 
-// push queues a cut batch.
+// push queues a cut batch. An append lane admits at most a few batches
+// not yet journaled: the cut waits for room (see appendGate).
 func (l *lane) push(b *Batch) {
 	l.counter.Add(1)
+	if l.gate != nil {
+		l.gate.enter()
+	}
 	l.forward(b)
 }
 

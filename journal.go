@@ -115,6 +115,47 @@ const (
 // has one, so that batches keep their order.
 const appenders = 4
 
+// appendGate bounds the batches of an append lane not yet journaled, so
+// that a crash loses at most those and the open batches: a cut finding it
+// full waits, under its shard's lock (so an Add or TryAdd that fills a
+// batch, and the Adds behind it, wait while the journal is that far
+// behind), except on a callback goroutine, whose wait could be for a send
+// the journal's Append is waiting on.
+type appendGate struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	n     int
+	limit int
+	cb    *callbackGoroutines
+}
+
+func newAppendGate(limit int, cb *callbackGoroutines) *appendGate {
+	g := &appendGate{limit: limit, cb: cb}
+	g.cond.L = &g.mu
+	return g
+}
+
+func (g *appendGate) enter() {
+	g.mu.Lock()
+	if g.n >= g.limit && !g.cb.current() {
+		for g.n >= g.limit {
+			g.cond.Wait()
+		}
+	}
+	g.n++
+	g.mu.Unlock()
+}
+
+func (g *appendGate) exit() {
+	g.mu.Lock()
+	g.n--
+	g.mu.Unlock()
+	g.cond.Signal()
+}
+
+// appendQueue is how many batches per appender may wait for the journal.
+const appendQueue = 2
+
 // startJournal opens the journal's stage: each lane gets an append lane in
 // front of it, which the shards feed, and appender goroutines that move
 // batches from one to the other; a replay goroutine feeds what a previous
@@ -132,6 +173,7 @@ func (p *Processor) startJournal(j Journal) {
 	p.appendLanes = make([]*lane, len(p.lanes))
 	for i, l := range p.lanes {
 		in := newLane(n)
+		in.gate = newAppendGate(n*(1+appendQueue), &p.callbacks)
 		in.closing = p.closing
 		in.to = l
 		in.left.Store(int32(n))
@@ -165,6 +207,7 @@ func (p *Processor) appender(in *lane) {
 			return
 		}
 		p.journalAppend(b)
+		in.gate.exit()
 		in.to.forward(b)
 	}
 }
@@ -382,7 +425,14 @@ func (p *Processor) journalDropped(b *Batch) {
 	}
 	jr.mu.Unlock()
 	if fail {
-		p.fail(b, 0, 0, ErrDropped)
+		// Not on the appender: the failure callback may Add, and an Add
+		// may wait on the append gate, which waits for the appender.
+		p.running.Add(1) // the appender reporting this is running: done is not closed yet
+		go func() {
+			id := p.callbacks.enter()
+			defer p.exited(id)
+			p.fail(b, 0, 0, ErrDropped)
+		}()
 	}
 }
 

@@ -324,8 +324,13 @@ func WithOnFailure(f func(b *Batch, err error)) Option {
 //     journal (a [*LeftInJournalError] says how many) instead of failing.
 //
 // What a journal cannot cover: the batches being filled, and a cut batch
-// until its Append returned. Those are lost by a crash: at most the events
-// of one flush interval (WithFlushInterval), or of one full batch per shard.
+// until its Append returned. Those are lost by a crash of the process: the
+// batch being filled in each shard (the events of at most one flush
+// interval, WithFlushInterval, or one full batch), and at most three cut
+// batches per appender waiting for their Append (async dispatch has four
+// appenders, the worker pool and ordered dispatch one per lane; a cut
+// finding three waiting waits for the journal, so an Add that fills a
+// batch may wait for a slow disk).
 func WithJournal(open func() (Journal, error)) Option {
 	return optionFunc(func(c *config) { c.openJournal = open })
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -30,7 +31,12 @@ import (
 	"github.com/batchproc/batchproc/loader/store/storetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(crashEnvDir) != "" {
+		crashChild() // a child process of TestCrashSpoolKill9: never returns
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // sumCounts sums the count=N attributes of lines with the given message.
 func sumCounts(logs, msg string) int {

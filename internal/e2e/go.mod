@@ -13,12 +13,14 @@ replace (
 	github.com/batchproc/batchproc/internal/testutil/pgtest => ../testutil/pgtest
 	github.com/batchproc/batchproc/kafkasink => ../../kafkasink
 	github.com/batchproc/batchproc/loader => ../../loader
+	github.com/batchproc/batchproc/spool => ../../spool
 )
 
 require (
 	github.com/batchproc/batchproc v0.0.0-00010101000000-000000000000
 	github.com/batchproc/batchproc/internal/testutil/pgtest v0.0.0-00010101000000-000000000000
 	github.com/batchproc/batchproc/loader v0.0.0-00010101000000-000000000000
+	github.com/batchproc/batchproc/spool v0.0.0-00010101000000-000000000000
 	go.uber.org/goleak v1.3.0
 )
 

@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/httpsink"
+	"github.com/batchproc/batchproc/loader"
+	"github.com/batchproc/batchproc/loader/store/sqlite"
+	"github.com/batchproc/batchproc/loader/store/storetest"
+	"github.com/batchproc/batchproc/spool"
+)
+
+var crashIterations = flag.Int("crash.iterations", 30, "TestCrashSpoolKill9: child processes killed with SIGKILL (1000 for a soak)")
+
+// The child process of TestCrashSpoolKill9 runs when these are set.
+const (
+	crashEnvDir  = "BATCHPROC_CRASH_DIR"
+	crashEnvURL  = "BATCHPROC_CRASH_URL"
+	crashEnvIter = "BATCHPROC_CRASH_ITER"
+	crashEnvSync = "BATCHPROC_CRASH_SYNC"
+	crashEnvLast = "BATCHPROC_CRASH_LAST"
+)
+
+// Crash child settings. What a crash may lose (WithJournal) is the
+// batches being filled, at most one flush interval of events each, and the
+// cut batches waiting for their Append, a few per appender. So every
+// event lost must have been accepted within crashFlush plus crashSlack of
+// the kill (the slack covers the Appends under way: an fsync, with
+// SyncBatch).
+const (
+	crashBatch = 50
+	crashFlush = 20 * time.Millisecond
+	crashSlack = 100 * time.Millisecond
+)
+
+func crashSyncModes() []spool.SyncMode {
+	return []spool.SyncMode{spool.SyncBatch, spool.SyncInterval(10 * time.Millisecond), spool.SyncNever}
+}
+
+// crashChild adds events through a spooled processor to the loader until it
+// is killed, writing each event's id and the monotonic time since it
+// started to stdout once its Add returned nil.
+// With crashEnvLast it adds nothing: it replays what the spool holds,
+// shuts down cleanly and exits 0.
+func crashChild() {
+	mode, _ := strconv.Atoi(os.Getenv(crashEnvSync))
+	iter := os.Getenv(crashEnvIter)
+	sink, err := httpsink.New(os.Getenv(crashEnvURL), httpsink.WithTimeout(5*time.Second))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	p, err := batchproc.New(sink,
+		spool.WithSpool(os.Getenv(crashEnvDir), spool.WithSync(crashSyncModes()[mode]), spool.WithSegmentSize(1<<20), spool.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil)))),
+		batchproc.WithMaxBatchEvents(crashBatch), batchproc.WithFlushInterval(crashFlush),
+		batchproc.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))),
+		batchproc.WithOnFailure(func(b *batchproc.Batch, err error) {
+			fmt.Fprintf(os.Stderr, "batch %s failed: %v\n", b.Key(), err)
+		}))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	if os.Getenv(crashEnvLast) != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := p.Flush(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "flush:", err)
+			os.Exit(3)
+		}
+		if err := p.Shutdown(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "shutdown:", err)
+			os.Exit(3)
+		}
+		fmt.Fprintf(os.Stdout, "replayed %d\n", p.Stats().Replayed)
+		os.Exit(0)
+	}
+	out := bufio.NewWriterSize(os.Stdout, 64)
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond) // 20 events a millisecond: the child lives long enough to journal most
+	for i := 0; ; i++ {
+		if i%20 == 0 {
+			<-tick.C
+		}
+		id := iter + "-" + strconv.Itoa(i)
+		payload := fmt.Sprintf(`{"id":%q,"type":"crash","ts":"2026-12-01T10:00:00Z","pad":"%0100d"}`, id, i)
+		if err := p.Add(context.Background(), batchproc.Event{ID: id, Payload: []byte(payload)}); err != nil {
+			fmt.Fprintln(os.Stderr, "add:", err)
+			os.Exit(4)
+		}
+		out.WriteString(id)
+		out.WriteByte(' ')
+		out.WriteString(strconv.FormatInt(int64(time.Since(start)), 10))
+		out.WriteByte('\n')
+		out.Flush() // the parent counts the event as accepted once it reads the line
+	}
+}
+
+// TestCrashSpoolKill9: a child process adds events through a spooled
+// processor to a real loader (SQLite, over loopback) and is killed with
+// SIGKILL after a random number of accepted events, then the next child
+// starts on the same spool directory (replaying what the last one left),
+// for -crash.iterations kills, the loader answering 503 during every
+// other child's life, cycling through the sync modes. A last child
+// replays what is left and shuts down. Then every event whose Add returned
+// nil is in the store exactly once, except events accepted within the last
+// flush interval (plus slack) before their child's kill: the batches still
+// being filled or not yet journaled, which WithJournal documents as the
+// crash bound. Nothing is stored twice.
+func TestCrashSpoolKill9(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "crash.db")
+	st, err := sqlite.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := loader.New(loader.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The loader is down (503) during every other child's life: its batches
+	// wait in the spool, retrying, when the kill comes.
+	var down atomic.Bool
+	h := srv.Handler()
+	hs := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down for the test", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	url := "http://" + ln.Addr().String()
+	dir := t.TempDir()
+
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	type acceptedEvent struct {
+		id string
+		at time.Duration // since the child started
+	}
+	var order [][]acceptedEvent // per child, in acceptance order
+	run := func(iter int, last bool) (ids []acceptedEvent) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashSpoolKill9$")
+		cmd.Env = append(os.Environ(), crashEnvDir+"="+dir, crashEnvURL+"="+url,
+			crashEnvIter+"="+strconv.Itoa(iter), crashEnvSync+"="+strconv.Itoa(iter%3))
+		if last {
+			cmd.Env = append(cmd.Env, crashEnvLast+"=1")
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stdout)
+		if last {
+			for sc.Scan() {
+				t.Logf("last child: %s", sc.Text())
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("last child: %v: %s", err, stderr.String())
+			}
+			if stderr.Len() > 0 {
+				t.Logf("last child stderr: %s", stderr.String())
+			}
+			return nil
+		}
+		killAt := 1 + rng.IntN(8000) // a random point: after this many accepted events (up to 0.4 s)
+		parse := func(line string) acceptedEvent {
+			id, at, ok := strings.Cut(line, " ")
+			ns, err := strconv.ParseInt(at, 10, 64)
+			if !ok || err != nil {
+				t.Fatalf("child %d wrote %q", iter, line)
+			}
+			return acceptedEvent{id, time.Duration(ns)}
+		}
+		for sc.Scan() {
+			ids = append(ids, parse(sc.Text()))
+			if len(ids) == killAt {
+				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				break
+			}
+		}
+		for sc.Scan() { // lines written before the kill landed
+			ids = append(ids, parse(sc.Text()))
+		}
+		err = cmd.Wait()
+		if stderr.Len() > 0 {
+			t.Logf("child %d stderr: %s", iter, stderr.String())
+		}
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Fatalf("child %d: %v (want killed by SIGKILL after %d events): %s", iter, err, killAt, stderr.String())
+		}
+		return ids
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for iter := range *crashIterations {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d iterations in 10 minutes", iter)
+		}
+		down.Store(iter%2 == 1)
+		order = append(order, run(iter, false))
+	}
+	down.Store(false)
+	run(*crashIterations, true)
+
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := hs.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-served
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := sqlite.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	batches, err := storetest.Reader(s2).Batches(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[string]bool{}
+	for _, b := range batches {
+		for _, e := range b.Events {
+			if stored[e.ID] {
+				t.Fatalf("event %s stored twice", e.ID)
+			}
+			stored[e.ID] = true
+		}
+	}
+	total, lost := 0, 0
+	for iter, evs := range order {
+		total += len(evs)
+		if len(evs) == 0 {
+			continue
+		}
+		// The kill came after the last line the parent read.
+		window := evs[len(evs)-1].at - crashFlush - crashSlack
+		n, early := 0, 0
+		for _, e := range evs {
+			if stored[e.id] {
+				continue
+			}
+			n++
+			if e.at < window {
+				early++
+			}
+		}
+		lost += n
+		if early > 0 {
+			t.Errorf("child %d (sync mode %v): %d of %d accepted events lost, %d of them accepted more than %v before the kill",
+				iter, crashSyncModes()[iter%3], n, len(evs), early, crashFlush+crashSlack)
+		}
+	}
+	t.Logf("%d kills, %d events accepted, %d stored, %d lost (each within %v of its child's kill)",
+		len(order), total, len(stored), lost, crashFlush+crashSlack)
+	if total == 0 {
+		t.Fatal("no events accepted")
+	}
+}
