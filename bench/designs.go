@@ -41,7 +41,7 @@ const (
 
 // AllDesigns is the default -designs list, in report order. The
 // default-transport variant of seed-async is run once, in fixed mode.
-var AllDesigns = []string{SeedPool10, SeedPool100, SeedAsync, Batchproc, BatchprocPool10, BatchprocOrdered, OtelLog}
+var AllDesigns = []string{SeedPool10, SeedPool100, SeedAsync, Batchproc, BatchprocSpool, BatchprocPool10, BatchprocOrdered, OtelLog}
 
 // designEnv is what a design is built with.
 type designEnv struct {

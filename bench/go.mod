@@ -13,6 +13,7 @@ replace (
 	github.com/batchproc/batchproc/internal/testutil/pgtest => ../internal/testutil/pgtest
 	github.com/batchproc/batchproc/kafkasink => ../kafkasink
 	github.com/batchproc/batchproc/loader => ../loader
+	github.com/batchproc/batchproc/spool => ../spool
 )
 
 require (
@@ -20,6 +21,7 @@ require (
 	github.com/batchproc/batchproc v0.0.0-00010101000000-000000000000
 	github.com/batchproc/batchproc/kafkasink v0.0.0-00010101000000-000000000000
 	github.com/batchproc/batchproc/loader v0.0.0-00010101000000-000000000000
+	github.com/batchproc/batchproc/spool v0.0.0-00010101000000-000000000000
 	github.com/google/pprof v0.0.0-20261105003125-4bf881d7fb0b
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,7 +206,7 @@ func TestCountLog(t *testing.T) {
 
 func TestParseDesigns(t *testing.T) {
 	all, err := ParseDesigns("")
-	if err != nil || len(all) != 7 {
+	if err != nil || len(all) != len(AllDesigns) || !slices.Contains(all, BatchprocSpool) {
 		t.Fatalf("all designs: %v %v", all, err)
 	}
 	got, err := ParseDesigns("batchproc, seed-pool-10,batchproc")

@@ -13,6 +13,7 @@ replace (
 	github.com/batchproc/batchproc/internal/testutil/pgtest => ../../internal/testutil/pgtest
 	github.com/batchproc/batchproc/kafkasink => ../../kafkasink
 	github.com/batchproc/batchproc/loader => ../../loader
+	github.com/batchproc/batchproc/spool => ../../spool
 )
 
 require (
@@ -30,6 +31,7 @@ require (
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
 	github.com/batchproc/batchproc/kafkasink v0.0.0-00010101000000-000000000000 // indirect
 	github.com/batchproc/batchproc/loader v0.0.0-00010101000000-000000000000 // indirect
+	github.com/batchproc/batchproc/spool v0.0.0-00010101000000-000000000000 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/dustin/go-humanize v1.1.0 // indirect
