@@ -36,8 +36,9 @@
 //     prefix of it, with [Partial], only the rest fails);
 //   - pending: buffered, queued or being sent.
 //
-// [Processor.Stats] counts all three, and Added == Delivered + Failed +
-// Pending in every snapshot. Nothing is dropped silently: a failed batch is
+// [Processor.Stats] counts all three, and Added + Replayed == Delivered +
+// Failed + Pending in every snapshot (Replayed: events a previous process
+// left in the journal, below). Nothing is dropped silently: a failed batch is
 // logged (to [slog.Default] without [WithLogger]), handed to the callback,
 // and reported by the [Processor.Flush] or [Processor.Shutdown] that covered
 // it as a [*DeliveryError].
@@ -52,6 +53,25 @@
 // the same [Batch.Key], which a receiver uses to store a retried batch once:
 // delivery is at least once to the sink, exactly once into a store that
 // de-duplicates keys (the Batch Loader does).
+//
+// # What a crash loses
+//
+// Without a journal, everything pending: a process killed with SIGKILL,
+// a panic or an OOM kill loses what it had buffered, queued or in flight.
+// With one ([WithJournal]; the spool package's WithSpool keeps it on disk),
+// every cut batch is written to the journal before its first send and
+// stays there until it is delivered or fails permanently; the next process
+// on the same journal sends it again under the same key, so a receiver
+// that de-duplicates keys stores it once. What a crash of the process can
+// then lose is bounded: the batches still being filled (in each shard, at
+// most one flush interval of events, or one full batch) and at most three
+// cut batches per appender whose Append had not returned. Whether a
+// journaled batch also survives a power loss is the journal's sync mode
+// (spool.SyncBatch, the default: yes). A journaled batch is never given up
+// on a retryable error, and waits on disk rather than in memory, so an
+// outage fills the journal's disk budget, not the memory budget; when
+// Shutdown's context ends, undelivered batches stay in the journal rather
+// than failing.
 //
 // # Back-pressure
 //
