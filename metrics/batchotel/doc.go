@@ -43,6 +43,9 @@
 //	batchproc.send.inflight      UpDownCounter  {send}   Stats.InFlight
 //	batchproc.send.limit         UpDownCounter  {send}   Stats.InFlightLimit (0 unless async dispatch)
 //	batchproc.buffer.usage       UpDownCounter  By       Stats.BufferedBytes
+//	batchproc.event.replayed     Counter        {event}  Stats.Replayed (with a journal, as the next two)
+//	batchproc.batch.journaled    Counter        {batch}  Stats.Journaled
+//	batchproc.batch.unjournaled  Counter        {batch}  Stats.Unjournaled
 //
 // The levels are UpDownCounters rather than Gauges, as the conventions'
 // queue sizes, in-flight counts, usages and limits are: they add up across
@@ -60,7 +63,7 @@
 // batchproc.send.outcome is delivered, retrying, failed or aborted
 // ([batchproc.SendOutcome]). error.type is, for rejections, full, closed,
 // too_large, invalid, canceled, deadline_exceeded or _OTHER; for failed
-// batches, permanent, retries_exhausted or shutdown.
+// batches, permanent, retries_exhausted, shutdown or dropped.
 //
 // Hooks run on the processor's goroutines; their cost there is one
 // measurement per send, failure or rejection, with attribute sets made in

@@ -57,8 +57,11 @@ func Example() {
 	}
 	// Output:
 	// batchproc.batch.delivered 1 {batch}
+	// batchproc.batch.journaled 0 {batch}
+	// batchproc.batch.unjournaled 0 {batch}
 	// batchproc.event.added 3 {event}
 	// batchproc.event.delivered 3 {event}
 	// batchproc.event.failed 0 {event}
+	// batchproc.event.replayed 0 {event}
 	// batchproc.send.retried 0 {send}
 }

@@ -51,6 +51,7 @@ type Metrics struct {
 	// Observed from Stats at every collection.
 	added, delivered, failed, batches, retries metric.Int64ObservableCounter
 	pending, inflight, limit, buffer           metric.Int64ObservableUpDownCounter
+	replayed, journaled, unjournaled           metric.Int64ObservableCounter // with a journal
 
 	// Recorded by the hooks.
 	duration     metric.Float64Histogram
@@ -140,6 +141,9 @@ func New(opts ...Option) (*Metrics, error) {
 	m.inflight = updown("batchproc.send.inflight", "{send}", "Sink.Send calls under way (Stats.InFlight).")
 	m.limit = updown("batchproc.send.limit", "{send}", "Sends allowed at once now by async dispatch; 0 in the other modes (Stats.InFlightLimit).")
 	m.buffer = updown("batchproc.buffer.usage", "By", "Bytes held against the memory limit (Stats.BufferedBytes).")
+	m.replayed = counter("batchproc.event.replayed", "{event}", "Events a previous process left in the journal, read back to be sent (Stats.Replayed).")
+	m.journaled = counter("batchproc.batch.journaled", "{batch}", "Batches written to the journal before their first send (Stats.Journaled).")
+	m.unjournaled = counter("batchproc.batch.unjournaled", "{batch}", "Batches the journal refused, sent from memory only (Stats.Unjournaled).")
 
 	var err error
 	m.duration, err = meter.Float64Histogram("batchproc.send.duration", metric.WithUnit("s"),
@@ -181,7 +185,7 @@ func New(opts ...Option) (*Metrics, error) {
 	}
 	m.byLimit = make(map[string][]metric.AddOption)
 
-	m.reg, err = meter.RegisterCallback(m.observe, m.added, m.delivered, m.failed, m.batches, m.retries, m.pending, m.inflight, m.limit, m.buffer)
+	m.reg, err = meter.RegisterCallback(m.observe, m.added, m.delivered, m.failed, m.batches, m.retries, m.pending, m.inflight, m.limit, m.buffer, m.replayed, m.journaled, m.unjournaled)
 	if err != nil {
 		return nil, fmt.Errorf("batchotel: registering the Stats callback: %w", err)
 	}
@@ -246,6 +250,9 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	o.ObserveInt64(m.inflight, int64(s.InFlight), opts...)
 	o.ObserveInt64(m.limit, int64(s.InFlightLimit), opts...)
 	o.ObserveInt64(m.buffer, s.BufferedBytes, opts...)
+	o.ObserveInt64(m.replayed, clamp(s.Replayed), opts...)
+	o.ObserveInt64(m.journaled, clamp(s.Journaled), opts...)
+	o.ObserveInt64(m.unjournaled, clamp(s.Unjournaled), opts...)
 	return nil
 }
 

@@ -70,6 +70,9 @@ func statsMetrics(s batchproc.Stats, attrs ...attribute.KeyValue) []metricdata.M
 		sum("batchproc.send.inflight", "{send}", "Sink.Send calls under way (Stats.InFlight).", int64(s.InFlight), false),
 		sum("batchproc.send.limit", "{send}", "Sends allowed at once now by async dispatch; 0 in the other modes (Stats.InFlightLimit).", int64(s.InFlightLimit), false),
 		sum("batchproc.buffer.usage", "By", "Bytes held against the memory limit (Stats.BufferedBytes).", s.BufferedBytes, false),
+		sum("batchproc.event.replayed", "{event}", "Events a previous process left in the journal, read back to be sent (Stats.Replayed).", int64(s.Replayed), true),
+		sum("batchproc.batch.journaled", "{batch}", "Batches written to the journal before their first send (Stats.Journaled).", int64(s.Journaled), true),
+		sum("batchproc.batch.unjournaled", "{batch}", "Batches the journal refused, sent from memory only (Stats.Unjournaled).", int64(s.Unjournaled), true),
 	}
 }
 
@@ -219,8 +222,8 @@ func TestMetricsAttributesAndClose(t *testing.T) {
 		p := metricstest.Basic(t, m, m.Observe)
 		got := collect(t, reader)
 		checkStatsMetrics(t, got, p.Stats(), proc)
-		if len(got) != 15 {
-			t.Errorf("%d instruments reported, want 15", len(got))
+		if len(got) != 18 {
+			t.Errorf("%d instruments reported, want 18", len(got))
 		}
 		for name, mt := range got {
 			switch d := mt.Data.(type) {

@@ -22,6 +22,7 @@ type Collector struct {
 	// Read from Stats at scrape time.
 	added, delivered, failed, batches, retries *prometheus.Desc
 	pending, inFlight, inFlightLimit, buffered *prometheus.Desc
+	replayed, journaled, unjournaled           *prometheus.Desc // with a journal
 
 	// Fed by the hooks.
 	rejected     *prometheus.CounterVec
@@ -121,6 +122,9 @@ func New(opts ...Option) *Collector {
 	c.inFlight = desc("sends_in_flight", "Sink.Send calls under way (Stats.InFlight).")
 	c.inFlightLimit = desc("sends_in_flight_limit", "Sends allowed at once now by async dispatch; 0 in the other modes (Stats.InFlightLimit).")
 	c.buffered = desc("buffered_bytes", "Bytes held against the memory limit (Stats.BufferedBytes).")
+	c.replayed = desc("events_replayed_total", "Events a previous process left in the journal, read back to be sent (Stats.Replayed).")
+	c.journaled = desc("batches_journaled_total", "Batches written to the journal before their first send (Stats.Journaled).")
+	c.unjournaled = desc("batches_unjournaled_total", "Batches the journal refused, sent from memory only (Stats.Unjournaled).")
 
 	c.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("events_rejected_total"), ConstLabels: cfg.constLabels,
@@ -128,7 +132,7 @@ func New(opts ...Option) *Collector {
 	}, []string{"reason"})
 	c.failedByWhy = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("batches_failed_total"), ConstLabels: cfg.constLabels,
-		Help: "Batches (or failed rests of batches) handed to the failure callback, by reason: permanent, retries_exhausted, shutdown.",
+		Help: "Batches (or failed rests of batches) handed to the failure callback, by reason: permanent, retries_exhausted, shutdown, dropped.",
 	}, []string{"reason"})
 	c.limitChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("send_limit_changes_total"), ConstLabels: cfg.constLabels,
@@ -190,7 +194,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- prometheus.NewInvalidDesc(c.err)
 		return
 	}
-	for _, d := range []*prometheus.Desc{c.added, c.delivered, c.failed, c.batches, c.retries, c.pending, c.inFlight, c.inFlightLimit, c.buffered} {
+	for _, d := range []*prometheus.Desc{c.added, c.delivered, c.failed, c.batches, c.retries, c.pending, c.inFlight, c.inFlightLimit, c.buffered, c.replayed, c.journaled, c.unjournaled} {
 		ch <- d
 	}
 	c.rejected.Describe(ch)
@@ -225,6 +229,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.inFlight, float64(s.InFlight))
 		gauge(c.inFlightLimit, float64(s.InFlightLimit))
 		gauge(c.buffered, float64(s.BufferedBytes))
+		counter(c.replayed, s.Replayed)
+		counter(c.journaled, s.Journaled)
+		counter(c.unjournaled, s.Unjournaled)
 	}
 	c.rejected.Collect(ch)
 	c.failedByWhy.Collect(ch)

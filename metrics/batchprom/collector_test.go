@@ -52,13 +52,23 @@ batchproc_sends_in_flight_limit %d
 # HELP batchproc_buffered_bytes Bytes held against the memory limit (Stats.BufferedBytes).
 # TYPE batchproc_buffered_bytes gauge
 batchproc_buffered_bytes %d
-`, s.Added, s.Delivered, s.Failed, s.Batches, s.Retries, s.Pending, s.InFlight, s.InFlightLimit, s.BufferedBytes)
+# HELP batchproc_events_replayed_total Events a previous process left in the journal, read back to be sent (Stats.Replayed).
+# TYPE batchproc_events_replayed_total counter
+batchproc_events_replayed_total %d
+# HELP batchproc_batches_journaled_total Batches written to the journal before their first send (Stats.Journaled).
+# TYPE batchproc_batches_journaled_total counter
+batchproc_batches_journaled_total %d
+# HELP batchproc_batches_unjournaled_total Batches the journal refused, sent from memory only (Stats.Unjournaled).
+# TYPE batchproc_batches_unjournaled_total counter
+batchproc_batches_unjournaled_total %d
+`, s.Added, s.Delivered, s.Failed, s.Batches, s.Retries, s.Pending, s.InFlight, s.InFlightLimit, s.BufferedBytes, s.Replayed, s.Journaled, s.Unjournaled)
 }
 
 var statsNames = []string{
 	"batchproc_events_added_total", "batchproc_events_delivered_total", "batchproc_events_failed_total",
 	"batchproc_batches_delivered_total", "batchproc_send_retries_total", "batchproc_events_pending",
 	"batchproc_sends_in_flight", "batchproc_sends_in_flight_limit", "batchproc_buffered_bytes",
+	"batchproc_events_replayed_total", "batchproc_batches_journaled_total", "batchproc_batches_unjournaled_total",
 }
 
 func checkStats(t *testing.T, got, want batchproc.Stats) {
@@ -162,8 +172,9 @@ batchproc_events_rejected_total{reason="full"} 0
 batchproc_events_rejected_total{reason="invalid"} 1
 batchproc_events_rejected_total{reason="other"} 0
 batchproc_events_rejected_total{reason="too_large"} 1
-# HELP batchproc_batches_failed_total Batches (or failed rests of batches) handed to the failure callback, by reason: permanent, retries_exhausted, shutdown.
+# HELP batchproc_batches_failed_total Batches (or failed rests of batches) handed to the failure callback, by reason: permanent, retries_exhausted, shutdown, dropped.
 # TYPE batchproc_batches_failed_total counter
+batchproc_batches_failed_total{reason="dropped"} 0
 batchproc_batches_failed_total{reason="permanent"} 1
 batchproc_batches_failed_total{reason="retries_exhausted"} 0
 batchproc_batches_failed_total{reason="shutdown"} 0
@@ -196,8 +207,9 @@ batchproc_events_rejected_total{reason="full"} 1
 batchproc_events_rejected_total{reason="invalid"} 1
 batchproc_events_rejected_total{reason="other"} 0
 batchproc_events_rejected_total{reason="too_large"} 1
-# HELP batchproc_batches_failed_total Batches (or failed rests of batches) handed to the failure callback, by reason: permanent, retries_exhausted, shutdown.
+# HELP batchproc_batches_failed_total Batches (or failed rests of batches) handed to the failure callback, by reason: permanent, retries_exhausted, shutdown, dropped.
 # TYPE batchproc_batches_failed_total counter
+batchproc_batches_failed_total{reason="dropped"} 0
 batchproc_batches_failed_total{reason="permanent"} 1
 batchproc_batches_failed_total{reason="retries_exhausted"} 1
 batchproc_batches_failed_total{reason="shutdown"} 1
@@ -238,8 +250,8 @@ func TestCollectorLint(t *testing.T) {
 			t.Errorf("lint: %s: %s", p.Metric, p.Text)
 		}
 		mfs := gather(t, c)
-		if len(mfs) != 15 {
-			t.Errorf("%d families, want 15", len(mfs))
+		if len(mfs) != 18 {
+			t.Errorf("%d families, want 18", len(mfs))
 		}
 		for name, mf := range mfs {
 			if !strings.HasPrefix(name, "myservice_batchproc_") {
@@ -312,6 +324,8 @@ func TestCollectorScrapeOverHTTP(t *testing.T) {
 		"batchproc_sends_in_flight":         uint64(s.InFlight),
 		"batchproc_sends_in_flight_limit":   uint64(s.InFlightLimit),
 		"batchproc_buffered_bytes":          uint64(s.BufferedBytes),
+		"batchproc_events_replayed_total":   s.Replayed,
+		"batchproc_batches_journaled_total": s.Journaled,
 	} {
 		if got := value(name); got != float64(want) {
 			t.Errorf("%s = %v, Stats say %d", name, got, want)

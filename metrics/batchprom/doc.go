@@ -27,11 +27,14 @@
 //	batchproc_sends_in_flight           gauge     Stats.InFlight
 //	batchproc_sends_in_flight_limit     gauge     Stats.InFlightLimit (0 unless async dispatch)
 //	batchproc_buffered_bytes            gauge     Stats.BufferedBytes
+//	batchproc_events_replayed_total     counter   Stats.Replayed (with a journal, as the next two)
+//	batchproc_batches_journaled_total   counter   Stats.Journaled
+//	batchproc_batches_unjournaled_total counter   Stats.Unjournaled
 //
 // The hooks feed the metrics Stats cannot give:
 //
 //	batchproc_events_rejected_total{reason}    counter    Add/TryAdd refused; the reasons sum to Stats.Rejected
-//	batchproc_batches_failed_total{reason}     counter    failed batches: permanent, retries_exhausted, shutdown
+//	batchproc_batches_failed_total{reason}     counter    failed batches: permanent, retries_exhausted, shutdown, dropped
 //	batchproc_send_duration_seconds{outcome}   histogram  each Send attempt: delivered, retrying, failed, aborted
 //	batchproc_batch_events                     histogram  events per batch, at its first send
 //	batchproc_batch_bytes                      histogram  bytes per batch, at its first send

@@ -45,4 +45,5 @@ func Example() {
 	// myservice_batchproc_events_delivered_total 3
 	// myservice_batchproc_events_failed_total 0
 	// myservice_batchproc_events_pending 0
+	// myservice_batchproc_events_replayed_total 0
 }

@@ -22,6 +22,7 @@ const (
 	Shutdown  = "shutdown"          // a batch Shutdown's context cut short (batchproc.ShutdownError)
 	Permanent = "permanent"         // the sink returned a batchproc.Permanent error
 	GaveUp    = "retries_exhausted" // the RetryPolicy gave up
+	Dropped   = "dropped"           // the journal dropped it to make room (batchproc.ErrDropped)
 )
 
 // Rejects lists every value [Reject] returns, for adapters that
@@ -29,7 +30,7 @@ const (
 var Rejects = []string{Full, Closed, TooLarge, Invalid, Canceled, Deadline, Other}
 
 // Failures lists every value [Failure] returns.
-var Failures = []string{Shutdown, Permanent, GaveUp}
+var Failures = []string{Shutdown, Permanent, GaveUp, Dropped}
 
 // Reject classifies the error an Add or TryAdd returned.
 func Reject(err error) string {
@@ -51,7 +52,8 @@ func Reject(err error) string {
 }
 
 // Failure classifies why a batch failed ([batchproc.FailureHook]). The
-// processor fails a batch for one of three reasons: Shutdown's context
+// processor fails a batch for one of four reasons: the journal dropped
+// it to make room ([batchproc.ErrDropped]), Shutdown's context
 // ended first ([batchproc.ShutdownError]), the retry policy gave up
 // ([batchproc.GiveUpError]), or the error was permanent (the rest: a sink's
 // Permanent error carries no type of its own).
@@ -61,6 +63,9 @@ func Failure(err error) string {
 	}
 	if _, ok := errors.AsType[*batchproc.GiveUpError](err); ok {
 		return GaveUp
+	}
+	if errors.Is(err, batchproc.ErrDropped) {
+		return Dropped
 	}
 	return Permanent
 }
