@@ -53,6 +53,18 @@ type JournalDropper interface {
 	OnDrop(f func(b *Batch))
 }
 
+// A JournalWriter is a [Journal] that can write a batch without waiting
+// for it to be durable against a power loss: Write returns once a crash
+// of the process can no longer lose b, with a function that waits until b
+// is durable and returns the error that kept it from being so. The
+// processor writes with it when it can: an appender then has the next
+// batches written while an fsync runs, and the batches waiting for a
+// journal (the crash bound) are those not yet written.
+type JournalWriter interface {
+	Journal
+	Write(b *Batch) (durable func() error, err error)
+}
+
 // ErrDropped is the failure reason of a batch the journal dropped to make
 // room ([JournalDropper]).
 var ErrDropped = errors.New("batchproc: batch dropped from the journal to make room")
@@ -90,6 +102,10 @@ type journal struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	w       JournalWriter     // j, if it is one
+	durable chan func() error // JournalWriter: the waits, run in order by the syncer
+	writers atomic.Int32      // appenders still running, for closing durable
 
 	stopReplay chan struct{} // closed by Shutdown: replay no more
 	replayDone chan struct{}
@@ -166,6 +182,12 @@ func (p *Processor) startJournal(j Journal) {
 	if d, ok := j.(JournalDropper); ok {
 		d.OnDrop(p.journalDropped)
 	}
+	if w, ok := j.(JournalWriter); ok {
+		p.jr.w = w
+		p.jr.durable = make(chan func() error, 256)
+		p.running.Add(1)
+		go p.syncer()
+	}
 	n := appenders
 	if p.cfg.ordered || p.cfg.workers > 0 {
 		n = 1
@@ -183,6 +205,7 @@ func (p *Processor) startJournal(j Journal) {
 		p.appendLanes[i] = in
 		for range n {
 			p.running.Add(1)
+			p.jr.writers.Add(1)
 			go p.appender(in)
 		}
 	}
@@ -199,6 +222,9 @@ func (p *Processor) appender(in *lane) {
 	defer func() {
 		if in.left.Add(-1) == 0 {
 			close(in.to.end)
+		}
+		if p.jr.writers.Add(-1) == 0 && p.jr.durable != nil {
+			close(p.jr.durable)
 		}
 	}()
 	for {
@@ -221,7 +247,15 @@ func (p *Processor) journalAppend(b *Batch) {
 	jr.mu.Lock()
 	jr.held[b.key] = inMemory
 	jr.mu.Unlock()
-	err := jr.j.Append(b)
+	var err error
+	if jr.w != nil {
+		var durable func() error
+		if durable, err = jr.w.Write(b); err == nil {
+			jr.durable <- durable
+		}
+	} else {
+		err = jr.j.Append(b)
+	}
 	if err != nil {
 		jr.mu.Lock()
 		delete(jr.held, b.key)
@@ -238,6 +272,27 @@ func (p *Processor) journalAppend(b *Batch) {
 	}
 	jr.appended.Add(1)
 	b.journaled = true
+}
+
+// syncer waits, in order, for the batches a JournalWriter wrote to become
+// durable: the first wait runs the fsync that covers every batch written
+// so far, and the next ones it covered return at once. A failure is
+// logged once (the journal stops taking batches: they are sent from memory
+// only).
+func (p *Processor) syncer() {
+	defer func() {
+		if p.running.Add(-1) == 0 {
+			close(p.done)
+		}
+	}()
+	logged := false
+	for wait := range p.jr.durable {
+		if err := wait(); err != nil && !logged {
+			logged = true
+			p.log.LogAttrs(context.Background(), slog.LevelError, "journal could not make batches durable; they stay in it, but a power loss may lose them",
+				slog.Any("error", err))
+		}
+	}
 }
 
 // replay feeds the batches a previous processor left in the journal into

@@ -6,7 +6,10 @@ import "github.com/batchproc/batchproc"
 // *[Spool] implements it, and [batchproc.JournalDropper] for WithDropOldest.
 type Journal = batchproc.Journal
 
-var _ batchproc.JournalDropper = (*Spool)(nil)
+var (
+	_ batchproc.JournalDropper = (*Spool)(nil)
+	_ batchproc.JournalWriter  = (*Spool)(nil)
+)
 
 // WithSpool is the processor option that journals every batch in a spool in
 // dir, opened by [batchproc.New] with opts ([Open]'s options):

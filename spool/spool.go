@@ -112,6 +112,52 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 	return s, nil
 }
 
+// Write is Append without waiting for the fsync: it returns once b's
+// record is written (in the page cache: a crash of the process no longer
+// loses it), with a function that waits until the record is fsynced and
+// returns that fsync's error; it returns nil at once except with
+// [SyncBatch]. Concurrent Writes and Appends share fsyncs. The errors are
+// Append's; an fsync that fails leaves the batch in the spool's state (its
+// record is in the file, so Load still reads it), the spool failed. It
+// implements [batchproc.JournalWriter]: the processor writes with it, so
+// that one appender has many batches waiting for the same fsync.
+func (s *Spool) Write(b *batchproc.Batch) (durable func() error, err error) {
+	s.mu.Lock()
+	dropped, _, gen, err := s.appendLocked(b)
+	if err == nil {
+		s.st.Appended++
+	} else if errors.Is(err, ErrFull) {
+		s.st.Full++
+	}
+	s.mu.Unlock()
+	s.reportDropped(dropped)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.sync != SyncBatch {
+		return noWait, nil
+	}
+	return func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.waitSynced(gen)
+	}, nil
+}
+
+func noWait() error { return nil }
+
+// reportDropped hands the batches a full spool dropped to the callbacks.
+func (s *Spool) reportDropped(dropped []*batchproc.Batch) {
+	for _, d := range dropped {
+		if s.cfg.dropOldest != nil {
+			s.cfg.dropOldest(d)
+		}
+		if f := s.onDrop.Load(); f != nil {
+			(*f)(d)
+		}
+	}
+}
+
 // Append writes b to the spool as one record, with one write call. With
 // [SyncBatch] it returns once the record is fsynced; Appends that arrive
 // while an fsync runs share the next one. It returns [ErrFull] when the
@@ -135,14 +181,7 @@ func (s *Spool) Append(b *batchproc.Batch) error {
 		s.st.Full++
 	}
 	s.mu.Unlock()
-	for _, d := range dropped {
-		if s.cfg.dropOldest != nil {
-			s.cfg.dropOldest(d)
-		}
-		if f := s.onDrop.Load(); f != nil {
-			(*f)(d)
-		}
-	}
+	s.reportDropped(dropped)
 	return err
 }
 
