@@ -65,9 +65,11 @@
 // that de-duplicates keys stores it once. What a crash of the process can
 // then lose is bounded: the batches still being filled (in each shard, at
 // most one flush interval of events, or one full batch) and at most three
-// cut batches per appender whose Append had not returned. Whether a
-// journaled batch also survives a power loss is the journal's sync mode
-// (spool.SyncBatch, the default: yes). A journaled batch is never given up
+// cut batches per appender not yet written to it. Whether a journaled
+// batch also survives a power loss is the journal's sync mode
+// (spool.SyncBatch, the default: yes, once the fsync that follows its
+// write returned, which group commit shares among every batch written
+// meanwhile; its send does not wait for it). A journaled batch is never given up
 // on a retryable error, and waits on disk rather than in memory, so an
 // outage fills the journal's disk budget, not the memory budget; when
 // Shutdown's context ends, undelivered batches stay in the journal rather
