@@ -604,3 +604,57 @@ func TestConcurrentSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadWriteAndDroppedKeys: Load reads back a batch appended with Write
+// (whose durable function, with SyncBatch, returns after an fsync covering
+// it); a key never appended is ErrUnknownKey; a dropped key says
+// batchproc.ErrDropped once, to Load or to Ack, and is unknown after.
+func TestLoadWriteAndDroppedKeys(t *testing.T) {
+	m := newMemFS()
+	s := mustOpen(t, "/d", withFS(m), WithSegmentSize(4096), WithMaxBytes(16384), WithDropOldest(nil))
+	defer s.Close()
+	durable, err := s.Write(testBatch(t, "w0", 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats().Fsyncs
+	if err := durable(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Stats().Fsyncs != before+1 {
+		t.Errorf("durable() ran %d fsyncs, want 1", s.Stats().Fsyncs-before)
+	}
+	if err := durable(); err != nil || s.Stats().Fsyncs != before+1 {
+		t.Errorf("a second durable() = %v and fsynced again: it was covered", err)
+	}
+	b, err := s.Load("w0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := diffBatch(b, "w0", 5); d != "" {
+		t.Fatalf("Load: %s", d)
+	}
+	if _, err := s.Load("nope"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Load of an unknown key: %v", err)
+	}
+	for i := 1; s.Stats().Dropped < 2; i++ { // fill until w0 and one more were dropped
+		if i > 1000 {
+			t.Fatal("nothing dropped")
+		}
+		if err := s.Append(testBatch(t, fmt.Sprintf("k%03d", i), 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Load("w0"); !errors.Is(err, batchproc.ErrDropped) {
+		t.Fatalf("Load of a dropped key: %v, want ErrDropped", err)
+	}
+	if _, err := s.Load("w0"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("second Load of a dropped key: %v, want ErrUnknownKey", err)
+	}
+	if err := s.Ack("k001"); !errors.Is(err, batchproc.ErrDropped) {
+		t.Fatalf("Ack of a dropped key: %v, want ErrDropped", err)
+	}
+	if err := s.Ack("k001"); err != nil {
+		t.Fatalf("second Ack of a dropped key: %v, want nil", err)
+	}
+}
