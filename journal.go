@@ -213,9 +213,10 @@ func (p *Processor) startJournal(j Journal) {
 }
 
 // appender moves batches from an append lane to its lane, appending each
-// to the journal on the way.
-// Its goroutine runs callbacks: a journal that drops batches reports them
-// during an Append, and they go to the failure callback.
+// to the journal on the way. Its goroutine is a callback goroutine: a
+// journal may run user code in its Append (spool.WithDropOldest's
+// function). With ordered dispatch, the batches a previous processor left
+// go first: the appender passes nothing on before the replay ended.
 func (p *Processor) appender(in *lane) {
 	id := p.callbacks.enter()
 	defer p.exited(id)
@@ -227,6 +228,7 @@ func (p *Processor) appender(in *lane) {
 			close(p.jr.durable)
 		}
 	}()
+	waitReplay := p.cfg.ordered
 	for {
 		b := p.next(in)
 		if b == nil {
@@ -234,6 +236,18 @@ func (p *Processor) appender(in *lane) {
 		}
 		p.journalAppend(b)
 		in.gate.exit()
+		if waitReplay {
+			select {
+			case <-p.jr.replayDone:
+			default:
+				// The replay may need the budget b holds: b waits on disk.
+				if n := p.jr.spill(b); n > 0 && p.mem.release(n) {
+					p.cutIfIdle()
+				}
+				<-p.jr.replayDone // Shutdown ends it, so this cannot hang the drain
+			}
+			waitReplay = false
+		}
 		in.to.forward(b)
 	}
 }
@@ -309,6 +323,9 @@ func (p *Processor) replay() {
 			return jr.j.Ack(b.key)
 		}
 		cost := len(b.buf) - b.off + n*eventOverhead + batchOverhead
+		for _, id := range b.ids {
+			cost += len(id)
+		}
 		grant, err := p.mem.wait(context.Background(), jr.stopReplay, cost, p.cutIfIdle)
 		if err != nil {
 			return err

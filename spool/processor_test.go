@@ -345,3 +345,56 @@ func TestWithSpoolOpenFails(t *testing.T) {
 		t.Fatalf("second New on the same spool: %v, want ErrLocked", err)
 	}
 }
+
+// TestProcessorOrderedReplaysFirst: with WithOrdered, what the previous
+// processor left in the spool reaches the sink before anything added
+// since, in its order, even with a budget that holds only two batches.
+func TestProcessorOrderedReplaysFirst(t *testing.T) {
+	dir := t.TempDir()
+	var down atomic.Bool
+	down.Store(true)
+	opts := []batchproc.Option{quiet, spool.WithSpool(dir), batchproc.WithOrdered(), batchproc.WithMaxBatchEvents(10),
+		batchproc.WithMaxBatchBytes(4 << 10), batchproc.WithMemoryLimit(8 << 10), fastRetry}
+	p, err := batchproc.New(downSink(&down), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, ok := errors.AsType[*batchproc.LeftInJournalError](p.Shutdown(ctx)); !ok {
+		t.Fatal("nothing left in the spool")
+	}
+
+	rec := &batchproctest.Recorder{}
+	p2, err := batchproc.New(rec, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 50; i < 100; i++ {
+		if err := p2.Add(t.Context(), batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p2.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range rec.Delivered() {
+		for _, e := range s.Events {
+			got = append(got, string(e.Payload))
+		}
+	}
+	if len(got) != 100 {
+		t.Fatalf("delivered %d events, want 100", len(got))
+	}
+	for i, pl := range got {
+		if pl != string(payload(i)) {
+			t.Fatalf("event %d delivered is %.12s, want %.12s: the replay must come first, in order", i, pl, payload(i))
+		}
+	}
+}
