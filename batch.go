@@ -30,7 +30,20 @@ type Batch struct {
 	cost     int    // memory budget used by the events
 	reserved int    // memory budget held, >= cost
 
-	journaled bool // appended to the processor's journal: buf may be spilled (nil) while it waits
+	journaled bool // appended to the processor's journal: it may be spilled while it waits
+	// A spilled batch keeps only its key, seq and counts: its events are in
+	// the journal, loaded again before its send. spilled is its event count
+	// then (Len is 0), loadCost the budget it takes once loaded.
+	spilled  int
+	loadCost int
+}
+
+// count is Len, also for a spilled batch.
+func (b *Batch) count() int {
+	if b.spilled > 0 {
+		return b.spilled
+	}
+	return len(b.ends)
 }
 
 // Key returns the batch's idempotency key: unique per batch (it embeds a
@@ -159,6 +172,7 @@ func (b *Batch) reset() {
 	b.cost = 0
 	b.reserved = 0
 	b.journaled = false
+	b.spilled, b.loadCost = 0, 0
 }
 
 // batchPool recycles batches and their buffers across processors: a

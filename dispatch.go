@@ -142,10 +142,11 @@ func (p *Processor) dispatcher(l *lane) {
 		if b == nil {
 			return
 		}
+		cost := float64(max(b.reserved, b.loadCost)) // a spilled batch costs this once loaded for its send
 		if avg == 0 {
-			avg = float64(b.reserved)
+			avg = cost
 		}
-		avg += (float64(b.reserved) - avg) / 16
+		avg += (cost - avg) / 16
 		p.limit.setBudgetCap(max(1, int(float64(p.cfg.memLimit)/max(avg, 1))))
 		tok, err := p.limit.acquire(p.sendCtx)
 		if err != nil { // Shutdown's ctx ended: the batch is not sent
@@ -204,7 +205,7 @@ func (p *Processor) deliver(l *lane, b *Batch, tok *token) {
 // a batch that Shutdown's abort interrupted stays in the journal instead of
 // failing, and one the journal dropped meanwhile was reported failed then.
 func (p *Processor) finish(l *lane, b *Batch, attempts, stored int, err error) {
-	n := b.Len()
+	n := b.count()
 	failed := 0
 	switch {
 	case p.jr != nil && isShutdown(err) && p.leave(b):
@@ -291,7 +292,7 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 			}
 			tok = &t
 		}
-		if b.buf == nil { // spilled: its payloads are in the journal
+		if b.spilled > 0 { // its events are in the journal
 			if err := p.load(b); err != nil {
 				if errors.Is(err, ErrDropped) {
 					p.releaseToken(tok)

@@ -228,25 +228,44 @@ func (p *Processor) appender(in *lane) {
 			close(p.jr.durable)
 		}
 	}()
-	waitReplay := p.cfg.ordered
+	// Ordered: batches journaled while the replay runs wait here, spilled
+	// (the replay may need the budget they hold), and follow it in order.
+	var held []*Batch
+	replaying := p.cfg.ordered
+	pass := func() {
+		for _, h := range held {
+			in.to.forward(h)
+		}
+		held, replaying = nil, false
+	}
 	for {
+		if replaying && len(held) > 0 {
+			select {
+			case <-p.jr.replayDone:
+				pass()
+				continue
+			case <-in.ready: // a batch arrived: next takes it
+			case <-in.closing: // Shutdown ended the replay before closing
+			}
+		}
 		b := p.next(in)
 		if b == nil {
+			pass()
 			return
 		}
 		p.journalAppend(b)
 		in.gate.exit()
-		if waitReplay {
+		if replaying {
 			select {
 			case <-p.jr.replayDone:
+				pass()
 			default:
-				// The replay may need the budget b holds: b waits on disk.
 				if n := p.jr.spill(b); n > 0 && p.mem.release(n) {
 					p.cutIfIdle()
 				}
-				<-p.jr.replayDone // Shutdown ends it, so this cannot hang the drain
+				held = append(held, b)
+				continue
 			}
-			waitReplay = false
 		}
 		in.to.forward(b)
 	}
@@ -288,6 +307,15 @@ func (p *Processor) journalAppend(b *Batch) {
 	b.journaled = true
 }
 
+// batchCost is what b takes of the budget, as Add counts it.
+func batchCost(b *Batch) int {
+	cost := len(b.buf) - b.off + b.Len()*eventOverhead + batchOverhead
+	for _, id := range b.ids {
+		cost += len(id)
+	}
+	return cost
+}
+
 // syncer waits, in order, for the batches a JournalWriter wrote to become
 // durable: the first wait runs the fsync that covers every batch written
 // so far, and the next ones it covered return at once. A failure is
@@ -322,10 +350,7 @@ func (p *Processor) replay() {
 		if n == 0 {
 			return jr.j.Ack(b.key)
 		}
-		cost := len(b.buf) - b.off + n*eventOverhead + batchOverhead
-		for _, id := range b.ids {
-			cost += len(id)
-		}
+		cost := batchCost(b)
 		grant, err := p.mem.wait(context.Background(), jr.stopReplay, cost, p.cutIfIdle)
 		if err != nil {
 			return err
@@ -380,11 +405,16 @@ func (l *lane) spill(jr *journal) int {
 	return freed
 }
 
-// spill drops a journaled batch's payloads and returns the budget freed;
-// its count, IDs and key stay. A batch the journal dropped meanwhile stays
-// in memory: it is sent from there.
+// spilledCost is what a spilled batch holds of the budget: the Batch
+// itself. Its events, their offsets and IDs are in the journal only, so a
+// backlog of any size on disk holds 128 bytes a batch in memory.
+const spilledCost = 128
+
+// spill drops a journaled batch's events from memory and returns the
+// budget freed; its key, seq and count stay. A batch the journal dropped
+// meanwhile stays in memory: it is sent from there.
 func (jr *journal) spill(b *Batch) int {
-	if !b.journaled || b.buf == nil {
+	if !b.journaled || b.spilled > 0 || b.reserved <= spilledCost {
 		return 0
 	}
 	jr.mu.Lock()
@@ -396,11 +426,11 @@ func (jr *journal) spill(b *Batch) int {
 	if !ok {
 		return 0
 	}
-	n := len(b.buf)
-	b.buf, b.off = nil, 0
-	b.cost -= n
-	b.reserved -= n
-	return n
+	freed := b.reserved - spilledCost
+	b.spilled, b.loadCost = len(b.ends), b.cost
+	b.buf, b.off, b.ends, b.ids = nil, 0, nil, nil
+	b.cost, b.reserved = spilledCost, spilledCost
+	return freed
 }
 
 // load reads a spilled batch's payloads back from the journal, taking
@@ -422,15 +452,15 @@ func (p *Processor) load(b *Batch) error {
 	case err != nil:
 		return err
 	}
-	if c.Len() != b.Len() {
-		return fmt.Errorf("batchproc: journal returned %d events for batch %s of %d", c.Len(), b.key, b.Len())
+	if c.Len() != b.spilled {
+		return fmt.Errorf("batchproc: journal returned %d events for batch %s of %d", c.Len(), b.key, b.spilled)
 	}
 	jr.held[b.key] = inMemory
-	n := len(c.buf) - c.off
-	p.mem.force(n)
-	b.buf, b.off, b.ends = c.buf, c.off, c.ends
-	b.cost += n
-	b.reserved += n
+	cost := batchCost(c)
+	p.mem.force(cost - b.reserved)
+	b.buf, b.off, b.ends, b.ids = c.buf, c.off, c.ends, c.ids
+	b.cost, b.reserved = cost, cost
+	b.spilled, b.loadCost = 0, 0
 	return nil
 }
 
@@ -524,10 +554,10 @@ func (p *Processor) leave(b *Batch) bool {
 		}
 		delete(jr.held, b.key)
 		jr.mu.Unlock()
-	} else if b.buf == nil || jr.j.Append(b) != nil {
+	} else if jr.j.Append(b) != nil {
 		return false
 	}
 	jr.leftBatch.Add(1)
-	jr.leftEvents.Add(int64(b.Len()))
+	jr.leftEvents.Add(int64(b.count()))
 	return true
 }

@@ -398,3 +398,40 @@ func TestProcessorOrderedReplaysFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessorOutageOfTinyEventsFillsSpoolNotMemory: with events of 10
+// bytes, what a waiting batch keeps in memory must not grow with its
+// events (their offsets and IDs are 20 bytes an event in memory, twice
+// the payload): 500,000 events, 12 times the budget in events' cost, are
+// accepted with the sink down.
+func TestProcessorOutageOfTinyEventsFillsSpoolNotMemory(t *testing.T) {
+	const memLimit = 1 << 20
+	var down atomic.Bool
+	down.Store(true)
+	rec := downSink(&down)
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
+		batchproc.WithMemoryLimit(memLimit), batchproc.WithMaxBatchBytes(64<<10), fastRetry,
+		batchproc.WithFlushInterval(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	const n = 500_000
+	ev := batchproc.Event{Payload: []byte(`{"i":1234}`)}
+	for i := range n {
+		if err := p.Add(ctx, ev); err != nil {
+			t.Fatalf("Add %d of %d with the sink down: %v; stats %+v", i, n, err, p.Stats())
+		}
+	}
+	if st := p.Stats(); st.BufferedBytes > 2*memLimit {
+		t.Errorf("buffered %d bytes with a %d budget", st.BufferedBytes, memLimit)
+	}
+	down.Store(false)
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Delivered != n {
+		t.Fatalf("delivered %d of %d", st.Delivered, n)
+	}
+}

@@ -190,6 +190,28 @@ func TestCrashSpoolKill9(t *testing.T) {
 			return nil
 		}
 		killAt := 1 + rng.IntN(8000) // a random point: after this many accepted events (up to 0.4 s)
+		// A child that stops accepting events is a hang: dump its
+		// goroutines (SIGQUIT) and fail, rather than wait forever.
+		progress := make(chan struct{}, 1)
+		stuck := make(chan struct{})
+		watchdogDone := make(chan struct{})
+		defer close(watchdogDone)
+		go func() {
+			t := time.NewTimer(30 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-progress:
+					t.Reset(30 * time.Second)
+				case <-t.C:
+					close(stuck)
+					cmd.Process.Signal(syscall.SIGQUIT)
+					return
+				case <-watchdogDone:
+					return
+				}
+			}
+		}()
 		parse := func(line string) acceptedEvent {
 			id, at, ok := strings.Cut(line, " ")
 			ns, err := strconv.ParseInt(at, 10, 64)
@@ -200,6 +222,10 @@ func TestCrashSpoolKill9(t *testing.T) {
 		}
 		for sc.Scan() {
 			ids = append(ids, parse(sc.Text()))
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
 			if len(ids) == killAt {
 				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 					t.Fatal(err)
@@ -211,6 +237,11 @@ func TestCrashSpoolKill9(t *testing.T) {
 			ids = append(ids, parse(sc.Text()))
 		}
 		err = cmd.Wait()
+		select {
+		case <-stuck:
+			t.Fatalf("child %d (sync mode %v) accepted no event for 30 s after %d: %s", iter, crashSyncModes()[iter%3], len(ids), stderr.String())
+		default:
+		}
 		if stderr.Len() > 0 {
 			t.Logf("child %d stderr: %s", iter, stderr.String())
 		}
