@@ -48,7 +48,7 @@ const (
 	faultTick      = 10 * time.Millisecond
 	faultBacklog   = 250 * time.Millisecond // of events the client catches up after a delay
 	faultSlowAddAt = 100 * time.Millisecond // an Add this long is logged
-	// WithMemoryLimit: ~35 s of events at faultRate (~240 bytes each). Not
+	// WithMemoryLimit: ~18 s of events at faultRate (~230 bytes each). Not
 	// 4 MiB: a spilled batch keeps len(ID)+20 bytes per event in the
 	// budget (TestSpoolOutageBudgetWithIDs, skipped as a BUG), which fills
 	// 4 MiB after ~57 s of outage with these 15-byte IDs; 8 MiB after ~2
