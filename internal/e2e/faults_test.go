@@ -603,11 +603,11 @@ func (p *loaderProc) stop(t *testing.T, sig syscall.Signal) {
 
 // faultKills: a real batchloader process on one SQLite file, behind a TCP
 // proxy (so the client's URL stays valid), is killed with SIGKILL every
-// 5 s and restarted at once, 5 times; the client adds for 30 s. While it
-// is down the proxy resets new connections; connections open at the kill
-// die with it.
+// 3.5 s, as the next request's bytes reach it, and restarted at once, 8
+// times; the client adds for 30 s. While it is down the proxy resets new
+// connections; connections open at the kill die with it.
 func faultKills(t *testing.T, run, spoolDir, bin string) faultRow {
-	const kills = 5
+	const kills = 8
 	dbPath := filepath.Join(t.TempDir(), "faults.db")
 	lp := startLoaderProc(t, bin, dbPath)
 	proxy, err := faults.NewProxy(lp.addr)
@@ -619,9 +619,24 @@ func faultKills(t *testing.T, run, spoolDir, bin string) faultRow {
 	<-c.ready
 	start := time.Now()
 	var downFor time.Duration
+	midRequest := 0
 	for k := range kills {
-		tm := time.NewTimer(time.Duration(k+1)*5*time.Second - time.Since(start))
+		tm := time.NewTimer(time.Duration(k+1)*3500*time.Millisecond - time.Since(start))
 		select {
+		case <-tm.C:
+		case <-c.done:
+		}
+		tm.Stop()
+		// Kill as the next request's bytes reach the loader (waiting at
+		// most 2 s for one): mid-request, or mid-commit.
+		select {
+		case <-proxy.Sending():
+		default:
+		}
+		tm = time.NewTimer(2 * time.Second)
+		select {
+		case <-proxy.Sending():
+			midRequest++
 		case <-tm.C:
 		case <-c.done:
 		}
@@ -642,7 +657,10 @@ func faultKills(t *testing.T, run, spoolDir, bin string) faultRow {
 	if err := proxy.Close(); err != nil {
 		t.Error(err)
 	}
-	row.injected = fmt.Sprintf("%d kills, down %v in all, %d conns reset", kills, downFor.Round(time.Millisecond), proxy.Refused())
+	row.injected = fmt.Sprintf("%d kills (%d as a request arrived), down %v in all, %d conns reset", kills, midRequest, downFor.Round(time.Millisecond), proxy.Refused())
+	if midRequest == 0 {
+		t.Errorf("%s: no kill landed as a request arrived", run)
+	}
 	row.count(t, dbPath, run)
 	return row
 }
@@ -688,7 +706,8 @@ func faultProxy(t *testing.T, run, spoolDir string) faultRow {
 //   - outage: the loader (in-process loader.New) answers 503 for
 //     -faults.outage (60 s);
 //   - kill: a batchloader process (cmd/batchloader, built with go build)
-//     behind a TCP proxy is killed with SIGKILL and restarted 5 times;
+//     behind a TCP proxy is killed with SIGKILL as a request arrives and
+//     restarted, 8 times;
 //   - proxy: a proxy in front of the in-process loader resets, drops after
 //     the commit, delays past the sink's timeout and answers 503 with
 //     Retry-After, one request in 8 each.

@@ -15,8 +15,9 @@ import (
 // peer", as a load balancer with no backend answers). A connection whose
 // other side closes is closed too.
 type Proxy struct {
-	ln net.Listener
-	wg sync.WaitGroup
+	ln       net.Listener
+	wg       sync.WaitGroup
+	requests chan struct{}
 
 	mu      sync.Mutex
 	target  string
@@ -31,7 +32,7 @@ func NewProxy(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}, requests: make(chan struct{}, 1)}
 	p.wg.Go(p.serve)
 	return p, nil
 }
@@ -46,6 +47,11 @@ func (p *Proxy) SetTarget(addr string) {
 	p.target = addr
 	p.mu.Unlock()
 }
+
+// Sending is signalled (it holds one signal at most) each time bytes from
+// a client were forwarded to the backend: a test waits on it to act while
+// a request is under way, e.g. to kill the backend mid-request.
+func (p *Proxy) Sending() <-chan struct{} { return p.requests }
 
 // Refused returns how many connections were reset because there was no
 // target or it refused.
@@ -126,14 +132,35 @@ func (p *Proxy) forward(client net.Conn) {
 	}
 	defer p.untrack(backend)
 	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
+	pipe := func(dst, src net.Conn) { // backend to client
 		_, _ = io.Copy(dst, src)
 		// Either side ending ends both: HTTP/1.1 does not half-close.
 		_ = dst.Close()
 		_ = src.Close()
 		done <- struct{}{}
 	}
-	go pipe(backend, client)
+	go func() {
+		// client to backend, signalling Sending for each read
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				select {
+				case p.requests <- struct{}{}:
+				default:
+				}
+				if _, werr := backend.Write(buf[:n]); werr != nil {
+					break
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		_ = backend.Close()
+		_ = client.Close()
+		done <- struct{}{}
+	}()
 	go pipe(client, backend)
 	<-done
 	<-done
