@@ -3,7 +3,9 @@ package faults
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/batchproc/batchproc/internal/leakcheck"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The root module keeps to the standard library, tests included:
+// leakcheck is its goleak.
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
