@@ -337,6 +337,14 @@ func startFaultClient(t *testing.T, cfg faultClientConfig) *faultChild {
 			c.err = err
 		}
 	}()
+	t.Cleanup(func() { // a test that failed early leaves no child behind
+		select {
+		case <-c.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-c.done
+		}
+	})
 	return c
 }
 
@@ -453,7 +461,7 @@ func inProcessLoader(t *testing.T, fh *faults.Handler) (url, dbPath string, stop
 	hs := &http.Server{Handler: fh, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
-	return "http://" + ln.Addr().String(), dbPath, func() int64 {
+	stop = sync.OnceValue(func() int64 {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := hs.Shutdown(ctx); err != nil {
@@ -465,7 +473,9 @@ func inProcessLoader(t *testing.T, fh *faults.Handler) (url, dbPath string, stop
 			t.Error(err)
 		}
 		return dups
-	}
+	})
+	t.Cleanup(func() { stop() }) // after a test that failed early
+	return "http://" + ln.Addr().String(), dbPath, stop
 }
 
 func onlyBatches(f func(n int) faults.Fault) func(n int, r *http.Request) faults.Fault {
@@ -558,6 +568,14 @@ func startLoaderProc(t *testing.T, bin, dbPath string) *loaderProc {
 		t.Fatal(err)
 	}
 	p := &loaderProc{cmd: cmd, exited: make(chan struct{})}
+	t.Cleanup(func() { // a test that failed early leaves no loader behind
+		select {
+		case <-p.exited:
+		default:
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+	})
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -614,6 +632,7 @@ func faultKills(t *testing.T, run, spoolDir, bin string) faultRow {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = proxy.Close() }) // a second Close only waits
 	cfg := faultClientConfig{URL: "http://" + proxy.Addr(), SpoolDir: spoolDir, Run: run, Duration: 30 * time.Second, SyncNever: *faultSyncNever}
 	c := startFaultClient(t, cfg)
 	<-c.ready
