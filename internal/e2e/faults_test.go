@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/metrics"
 	"slices"
 	"strconv"
@@ -56,6 +57,7 @@ const (
 	// 8 MiB to its limit during the drain that follows.
 	faultMemLimit    = 16 << 20
 	faultSinkTimeout = 2 * time.Second // httpsink.WithTimeout
+	faultHeapSlack   = 4 << 20         // the client's heap beside the processor's events
 	faultAddTimeout  = time.Second     // each Add's ctx: a service handler's deadline
 	faultDrain       = 2 * time.Minute // Shutdown's ctx
 	faultPayloadPad  = 120             // payloads are about 200 bytes
@@ -88,6 +90,7 @@ type faultClientResult struct {
 	MaxHeapLive uint64 // runtime/metrics /gc/heap/live:bytes, sampled every 100 ms
 	Stats       batchproc.Stats
 	ShutdownErr string
+	GOMAXPROCS  int
 	Fsyncs      uint64 // the spool's
 	FsyncP99    time.Duration
 	FsyncMax    time.Duration
@@ -266,6 +269,7 @@ func faultClient() {
 		res.AddP99 = lat[len(lat)*99/100]
 		res.AddMax = lat[len(lat)-1]
 	}
+	res.GOMAXPROCS = runtime.GOMAXPROCS(0)
 	res.MaxBuffered = maxBuffered.Load()
 	res.MaxHeapLive = maxHeap.Load()
 	res.Stats = p.Stats()
@@ -847,6 +851,18 @@ func checkFaultRow(t *testing.T, row faultRow) {
 	}
 	if r.accepted()+r.Refused != r.Attempted || r.Attempted+r.Skipped != r.Offered || r.Attempted == 0 {
 		t.Errorf("%s: %d accepted + %d refused of %d attempted, %d skipped of %d offered", name, r.accepted(), r.Refused, r.Attempted, r.Skipped, r.Offered)
+	}
+	// WithMemoryLimit: the heap held for events is at most 1.25 times
+	// BufferedBytes plus one batch buffer per shard (2 x GOMAXPROCS with
+	// async dispatch), a batch buffer being WithMaxBatchBytes plus 20
+	// bytes per event of WithMaxBatchEvents. The rest of the client
+	// process (its latency record of 8 bytes per Add, httpsink, the
+	// runtime) gets faultHeapSlack.
+	shards := 2 * r.GOMAXPROCS
+	heapBound := uint64(1.25*float64(r.MaxBuffered)) + uint64(shards*(batchproc.DefaultMaxBatchBytes+20*batchproc.DefaultMaxBatchEvents)) + faultHeapSlack
+	if r.MaxHeapLive > heapBound {
+		t.Errorf("%s: live heap peaked at %d bytes, over the documented bound %d (1.25 x %d buffered + %d shards' batch buffers + %d)",
+			name, r.MaxHeapLive, heapBound, r.MaxBuffered, shards, faultHeapSlack)
 	}
 	if row.spool {
 		if r.MaxBuffered > 2*faultMemLimit {
