@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(crashEnvDir) != "" {
 		crashChild() // a child process of TestCrashSpoolKill9: never returns
 	}
+	if os.Getenv(faultEnvClient) != "" {
+		faultClient() // a client child process of TestFaults: never returns
+	}
 	goleak.VerifyTestMain(m)
 }
 

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/httpsink"
+	"github.com/batchproc/batchproc/internal/testutil/faults"
+	"github.com/batchproc/batchproc/loader/store/sqlite"
+	"github.com/batchproc/batchproc/loader/store/storetest"
+	"github.com/batchproc/batchproc/spool"
+)
+
+// TestSpoolOutageBudgetWithIDs: WithJournal promises that during an
+// outage a batch waiting for its next attempt leaves memory, "so an outage
+// fills the journal, not the memory budget". Through a spool, to a real
+// loader answering 503, 8 budgets' worth of events with UUID-sized IDs
+// (36 bytes) and 200-byte payloads are added: every Add must return nil
+// within its 2 s deadline, and BufferedBytes stay within twice the budget.
+// Then the loader is back and stores every event once.
+//
+// It fails: a spilled batch drops only its payload bytes (journal.spill:
+// b.cost -= len(b.buf)); its IDs, its 20 bytes per event of offsets and ID
+// headers, and its 256 bytes keep their budget. So during an outage the
+// budget fills at len(ID)+20 bytes per event, here 56 of every 257 bytes
+// (22%), and Add blocks after about 4.4 budgets of events. (The spool
+// package's outage test adds events without IDs: 20 of 221 bytes stay,
+// and its 8 budgets fit.) At 2,000 events/s of UUID-keyed events the
+// default 64 MiB budget is full after about 10 minutes of outage, while
+// the default 1 GiB spool would hold about 30; TestFaults' outage, with
+// 15-byte IDs, fills a 4 MiB budget after about 57 s.
+func TestSpoolOutageBudgetWithIDs(t *testing.T) {
+	// Without IDs, 20 of 221 bytes stay: 8 budgets fit. It shows the test
+	// passes where the residue is small.
+	t.Run("no IDs", func(t *testing.T) { spoolOutageBudget(t, 0) })
+	t.Run("UUID IDs", func(t *testing.T) {
+		t.Skip("BUG: a spilled batch keeps its events' IDs and 20 bytes each in the memory budget, so an outage through the spool fills the budget at len(ID)+20 bytes per event and Add blocks (see the comment)")
+		spoolOutageBudget(t, 36)
+	})
+}
+
+// spoolOutageBudget adds 8 budgets of events with idLen-byte IDs through a
+// spool while the loader answers 503.
+func spoolOutageBudget(t *testing.T, idLen int) {
+	const memLimit = 1 << 20
+	var down atomic.Bool
+	down.Store(true)
+	fh := &faults.Handler{Plan: onlyBatches(func(int) faults.Fault {
+		if down.Load() {
+			return faults.Unavailable
+		}
+		return faults.None
+	})}
+	url, dbPath, stop := inProcessLoader(t, fh)
+	sink, err := httpsink.New(url, httpsink.WithTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sink.Close()
+	p, err := batchproc.New(sink, batchproc.WithLogger(slog.New(slog.DiscardHandler)),
+		spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever), spool.WithSegmentSize(1<<20)),
+		batchproc.WithMemoryLimit(memLimit), batchproc.WithMaxBatchEvents(100), batchproc.WithMaxBatchBytes(64<<10),
+		batchproc.WithFlushInterval(10*time.Millisecond),
+		batchproc.WithRetry(batchproc.RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxElapsed: time.Minute}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventCost := idLen + 200 + 1 + 20 // ID, payload, newline, offset and ID header
+	n := 8 * memLimit / eventCost
+	var maxBuffered int64
+	for i := range n {
+		uuid := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)      // 36 bytes
+		payload := fmt.Sprintf(`{"id":%q,"pad":"%0146d"}`, uuid, i) // 200 bytes
+		id := uuid[:idLen]
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		err := p.Add(ctx, batchproc.Event{ID: id, Payload: []byte(payload)})
+		cancel()
+		if err != nil {
+			st := p.Stats()
+			t.Errorf("Add %d of %d with the loader down: %v; buffered %d of a %d budget, %d pending, %d journaled",
+				i, n, err, st.BufferedBytes, memLimit, st.Pending, st.Journaled)
+			break
+		}
+		maxBuffered = max(maxBuffered, p.Stats().BufferedBytes)
+	}
+	if maxBuffered > 2*memLimit {
+		t.Errorf("buffered %d bytes with a %d budget", maxBuffered, memLimit)
+	}
+	down.Store(false)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := p.Stats()
+	stop()
+	if st.Delivered != st.Added || st.Failed != 0 || st.Journaled == 0 {
+		t.Errorf("stats %+v", st)
+	}
+	s, err := sqlite.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batches, err := storetest.Reader(s).Batches(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, b := range batches {
+		for _, e := range b.Events {
+			if seen[string(e.Payload)] {
+				t.Fatalf("event %.50s stored twice", e.Payload)
+			}
+			seen[string(e.Payload)] = true
+		}
+	}
+	if uint64(len(seen)) != st.Added {
+		t.Errorf("%d events stored, %d accepted", len(seen), st.Added)
+	}
+}
