@@ -49,13 +49,10 @@ const (
 	faultTick      = 10 * time.Millisecond
 	faultBacklog   = 250 * time.Millisecond // of events the client catches up after a delay
 	faultSlowAddAt = 100 * time.Millisecond // an Add this long is logged
-	// WithMemoryLimit: ~35 s of events at faultRate (~230 bytes each), so
-	// a 60 s outage overflows it without the spool. Not less: a spilled
-	// batch keeps len(ID)+20 bytes per event in the budget
-	// (TestSpoolOutageBudgetWithIDs, skipped as a BUG), here ~35 of ~230
-	// bytes, which filled a 4 MiB budget after ~57 s of outage and took
-	// 8 MiB to its limit during the drain that follows.
-	faultMemLimit    = 16 << 20
+	// WithMemoryLimit: ~9 s of events at faultRate (~230 bytes each), so
+	// a 60 s outage overflows it without the spool; with it, batches
+	// waiting on disk keep 128 bytes each (TestSpoolOutageBudgetWithIDs).
+	faultMemLimit    = 4 << 20
 	faultSinkTimeout = 2 * time.Second // httpsink.WithTimeout
 	faultHeapSlack   = 4 << 20         // the client's heap beside the processor's events
 	faultAddTimeout  = time.Second     // each Add's ctx: a service handler's deadline
@@ -725,7 +722,7 @@ func faultProxy(t *testing.T, run, spoolDir string) faultRow {
 // TestFaults is the fault-injection suite: each scenario, with and without
 // a spool, over real loopback sockets to a real loader on SQLite, the
 // client adding 2,000 events/s (each Add with a 1 s deadline) under a
-// 16 MiB memory budget, SyncBatch (the default) for the spool:
+// 4 MiB memory budget, SyncBatch (the default) for the spool:
 //   - outage: the loader (in-process loader.New) answers 503 for
 //     -faults.outage (60 s);
 //   - kill: a batchloader process (cmd/batchloader, built with go build)

@@ -24,24 +24,14 @@ import (
 // within its 2 s deadline, and BufferedBytes stay within twice the budget.
 // Then the loader is back and stores every event once.
 //
-// It fails: a spilled batch drops only its payload bytes (journal.spill:
-// b.cost -= len(b.buf)); its IDs, its 20 bytes per event of offsets and ID
-// headers, and its 256 bytes keep their budget. So during an outage the
-// budget fills at len(ID)+20 bytes per event, here 56 of every 257 bytes
-// (22%), and Add blocks after about 4.4 budgets of events. (The spool
-// package's outage test adds events without IDs: 20 of 221 bytes stay,
-// and its 8 budgets fit.) At 2,000 events/s of UUID-keyed events the
-// default 64 MiB budget is full after about 10 minutes of outage, while
-// the default 1 GiB spool would hold about 30; TestFaults' outage, with
-// 15-byte IDs, fills a 4 MiB budget after about 57 s.
+// It failed before a spilled batch dropped its events' offsets and IDs
+// too (it kept len(ID)+20 bytes per event in the budget, so the budget
+// filled after about 4.4 budgets of events here, and at 2,000 events/s
+// of UUID-keyed events the default 64 MiB after about 10 minutes of
+// outage); a spilled batch now keeps 128 bytes.
 func TestSpoolOutageBudgetWithIDs(t *testing.T) {
-	// Without IDs, 20 of 221 bytes stay: 8 budgets fit. It shows the test
-	// passes where the residue is small.
 	t.Run("no IDs", func(t *testing.T) { spoolOutageBudget(t, 0) })
-	t.Run("UUID IDs", func(t *testing.T) {
-		t.Skip("BUG: a spilled batch keeps its events' IDs and 20 bytes each in the memory budget, so an outage through the spool fills the budget at len(ID)+20 bytes per event and Add blocks (see the comment)")
-		spoolOutageBudget(t, 36)
-	})
+	t.Run("UUID IDs", func(t *testing.T) { spoolOutageBudget(t, 36) })
 }
 
 // spoolOutageBudget adds 8 budgets of events with idLen-byte IDs through a
