@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,9 +97,44 @@ type Store struct {
 	queue  []*request
 	writer chan struct{}
 	// Test hooks: onQueued gets the queue's length after each request
-	// joins it; onCommit, the size of each group committed.
+	// joins it; onCommit, the size of each group committed; onSync runs
+	// before each sync of the WAL (SyncFull), with the number of groups it
+	// is for.
 	onQueued func(n int)
 	onCommit func(n int)
+	onSync   func(groups int)
+
+	// The WAL sync (SyncFull): a group's callers are answered once a sync
+	// of the WAL begun after its transaction ended has completed. The
+	// writer meanwhile goes on with the next group; whoever holds syncTok
+	// (capacity 1) syncs for every group committed by then.
+	wal      *os.File // the WAL file, opened once its writer connection has it
+	walInfo  os.FileInfo
+	walPath  string
+	syncTok  chan struct{}
+	smu      sync.Mutex
+	pending  [][]*request // groups whose callers wait for a sync
+	commits  uint64       // transactions committed
+	synced   uint64       // commits covered by the last completed sync
+	syncErr  error        // a failed sync: sticky, nothing later is answered 200
+
+	// Checkpoints run on a connection of their own (ck), in a goroutine,
+	// so the writer never copies the WAL into the database itself. The
+	// writer asks for one (ckReq) every ckptBytes written and, every
+	// restartBytes, waits for one begun after its last commit: it then
+	// begins with the whole WAL in the database, so SQLite starts the WAL
+	// over instead of growing it. ckReq carries nil (no one waits) or the
+	// channel that gets the pass's error.
+	ck           *sql.DB
+	ckReq        chan chan error
+	ckDone       chan struct{}
+	sinceCkpt    int // bytes written since the last request, by the writer
+	sinceRestart int // bytes written since the WAL last started over
+	ckptEvery    int // ckptBytes, restartBytes (tests lower them)
+	restartEvery int
+	onCheckpoint func() // test hook: runs before each pass
+	ckmu         sync.Mutex
+	ckErr        error // the last pass's, for Ping
 
 	// mu is held shared by each Store call and exclusively by Close, so
 	// Close waits for calls under way and later calls see closed.
@@ -126,8 +162,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.busyTimeout.Milliseconds(), 10)+")")
 	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous("+string(cfg.sync)+")")
+	// With SyncFull the store syncs the WAL itself after each commit (see
+	// flush); SQLite's NORMAL does everything else FULL does.
+	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(OFF)")
+	// Checkpoints run off the writer (see Store.ck).
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	// Begin write transactions with the write lock taken, so a transaction
 	// never fails to upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT).
 	q.Set("_txlock", "immediate")
@@ -140,7 +180,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	s := &Store{w: w, cfg: cfg, writer: make(chan struct{}, 1)}
+	s := &Store{w: w, cfg: cfg, writer: make(chan struct{}, 1), syncTok: make(chan struct{}, 1), walPath: path + "-wal"}
 	if err := s.init(path); err != nil {
 		s.closeDBs()
 		return nil, err
@@ -161,6 +201,16 @@ func (s *Store) init(path string) error {
 	}
 	if err := s.createOrMigrate(ctx); err != nil {
 		return err
+	}
+	if err := s.startCheckpointer(path); err != nil {
+		return err
+	}
+	if s.cfg.sync == SyncFull {
+		// The WAL exists from the first write until the last connection
+		// closes; the writer connection stays open from here to Close.
+		if err := s.openWAL(); err != nil {
+			return err
+		}
 	}
 
 	rq := url.Values{}
@@ -295,6 +345,12 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
+	s.smu.Lock()
+	err = s.syncErr
+	s.smu.Unlock()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
+	}
 	r := newRequest(ctx, b)
 	dup, err := s.submit(r)
 	if err != nil {
@@ -315,6 +371,16 @@ type request struct {
 	dup   bool
 	err   error
 	done  chan struct{} // closed by the leader when dup and err are final
+}
+
+// size estimates the bytes r's events take in the WAL.
+func (r *request) size() int {
+	n := 0
+	for i := range r.b.Events {
+		e := &r.b.Events[i]
+		n += len(e.Payload) + len(e.ID) + len(e.Type) + 48
+	}
+	return n
 }
 
 const (
@@ -354,6 +420,7 @@ func (s *Store) submit(r *request) (bool, error) {
 		case s.writer <- struct{}{}:
 			s.lead()
 			<-s.writer
+			s.flush()
 		case <-r.ctx.Done():
 			if r.state.CompareAndSwap(queued, withdrawn) {
 				return false, r.ctx.Err() // no leader took it: nothing stored
@@ -387,16 +454,135 @@ func (s *Store) lead() {
 	if len(group) == 0 {
 		return
 	}
-	s.commitGroup(group)
-	for _, r := range group {
-		close(r.done)
+	committed := s.commitGroup(group)
+	if committed {
+		n := 0
+		for _, r := range group {
+			if r.err == nil && !r.dup {
+				n += r.size()
+			}
+		}
+		s.wrote(n)
+	}
+	if s.cfg.sync != SyncFull {
+		for _, r := range group {
+			close(r.done)
+		}
+		return
+	}
+	// Every outcome waits for the sync, a duplicate or a reused key too:
+	// it may rest on a commit of an earlier group not synced yet.
+	s.smu.Lock()
+	if committed {
+		s.commits++
+	}
+	s.pending = append(s.pending, group)
+	s.smu.Unlock()
+}
+
+// flush syncs the WAL for the groups committed so far and answers their
+// callers, unless another caller is syncing: it then waits for that sync,
+// which may not cover the latest groups, and syncs after it. The leader of
+// each group calls it after releasing the writer, so the next group is
+// written while this one is synced, and no group waits for a leader that
+// has left.
+func (s *Store) flush() {
+	if s.cfg.sync != SyncFull {
+		return
+	}
+	s.syncTok <- struct{}{}
+	defer func() { <-s.syncTok }()
+	s.smu.Lock()
+	groups, target, err := s.pending, s.commits, s.syncErr
+	s.pending = nil
+	need := target > s.synced
+	s.smu.Unlock()
+	if len(groups) == 0 {
+		return
+	}
+	if err == nil && need {
+		if s.onSync != nil {
+			s.onSync(len(groups))
+		}
+		err = s.syncWAL()
+		s.smu.Lock()
+		if err != nil {
+			// After a failed fsync the kernel may have dropped the
+			// unwritten pages: no later commit can be trusted either.
+			err = fmt.Errorf("sync WAL: %w", err)
+			s.syncErr = err
+		} else {
+			s.synced = target
+		}
+		s.smu.Unlock()
+	}
+	for _, group := range groups {
+		for _, r := range group {
+			if err != nil && r.err == nil {
+				r.dup, r.err = false, err
+			}
+			close(r.done)
+		}
 	}
 }
 
+// openWAL opens the WAL file for syncWAL.
+func (s *Store) openWAL() error {
+	f, err := os.Open(s.walPath)
+	if err != nil {
+		return fmt.Errorf("sqlite: open WAL: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close() // read-only: nothing to lose
+		return fmt.Errorf("sqlite: open WAL: %w", err)
+	}
+	if s.wal != nil {
+		_ = s.wal.Close() // read-only: nothing to lose
+	}
+	s.wal, s.walInfo = f, fi
+	return nil
+}
+
+// syncWAL makes every transaction committed so far durable, as SQLite's
+// synchronous=FULL does at the end of each commit: it syncs the WAL, the
+// commits' only copy until a checkpoint (which syncs the WAL before it
+// copies anything into the database, and the database after).
+func (s *Store) syncWAL() error {
+	if err := datasync(s.wal); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(s.walPath); err == nil && os.SameFile(fi, s.walInfo) {
+		return nil
+	}
+	// Not the file opened: SQLite deleted the WAL (only when the last
+	// connection closes, after a checkpoint of all of it) and maybe made a
+	// new one. The commits are in the database or the new WAL: sync both.
+	db, err := os.Open(strings.TrimSuffix(s.walPath, "-wal"))
+	if err != nil {
+		return err
+	}
+	err = datasync(db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.openWAL(); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // all in the database
+		}
+		return err
+	}
+	return datasync(s.wal)
+}
+
 // commitGroup writes the group in one transaction and sets each request's
-// outcome. The transaction runs on a context of its own, as it serves
-// several callers; each request's ctx is checked between its statements.
-func (s *Store) commitGroup(group []*request) {
+// outcome; it reports whether it committed a transaction. The transaction
+// runs on a context of its own, as it serves several callers; each
+// request's ctx is checked between its statements.
+func (s *Store) commitGroup(group []*request) (committed bool) {
 	ctx := context.Background()
 	fail := func(err error) {
 		for _, r := range group {
@@ -408,7 +594,7 @@ func (s *Store) commitGroup(group []*request) {
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		fail(err)
-		return
+		return false
 	}
 	single := len(group) == 1
 	writes := 0
@@ -421,7 +607,7 @@ func (s *Store) commitGroup(group []*request) {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT batch"); err != nil {
 				_ = tx.Rollback()
 				fail(err)
-				return
+				return false
 			}
 		}
 		dup, err := s.write(ctx, tx, r)
@@ -433,7 +619,7 @@ func (s *Store) commitGroup(group []*request) {
 			if _, err := tx.ExecContext(ctx, "ROLLBACK TO batch; RELEASE batch"); err != nil {
 				_ = tx.Rollback()
 				fail(err)
-				return
+				return false
 			}
 			continue
 		}
@@ -445,7 +631,7 @@ func (s *Store) commitGroup(group []*request) {
 			if _, err := tx.ExecContext(ctx, "RELEASE batch"); err != nil {
 				_ = tx.Rollback()
 				fail(err)
-				return
+				return false
 			}
 		}
 	}
@@ -454,7 +640,7 @@ func (s *Store) commitGroup(group []*request) {
 		// a batch earlier in this group is not possible here: that batch
 		// wrote, so writes > 0.)
 		_ = tx.Rollback() // the outcomes are set; a rollback error changes none
-		return
+		return false
 	}
 	if s.onCommit != nil {
 		s.onCommit(len(group))
@@ -467,7 +653,9 @@ func (s *Store) commitGroup(group []*request) {
 				r.dup, r.err = false, err
 			}
 		}
+		return false
 	}
+	return true
 }
 
 // write stores r's key row and events in tx. A duplicate or a reused key
@@ -585,7 +773,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
 	}
-	return nil
+	s.ckmu.Lock()
+	defer s.ckmu.Unlock()
+	return s.ckErr // a WAL that cannot be checkpointed grows without end
 }
 
 // Counts implements [store.Store]: the events and batches in the file (at
@@ -613,6 +803,14 @@ func (s *Store) closeDBs() error {
 	// database and remove it when the last connection goes.
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
+	}
+	if s.ck != nil {
+		close(s.ckReq)
+		<-s.ckDone
+		errs = append(errs, s.ck.Close())
+	}
+	if s.wal != nil {
+		errs = append(errs, s.wal.Close())
 	}
 	for _, st := range append(s.insEvents, s.insBatch, s.getDigest, s.getLegacy) {
 		if st != nil {
@@ -689,4 +887,81 @@ func (s *Store) Batches(ctx context.Context) ([]store.Batch, error) {
 		return nil, fmt.Errorf("sqlite: read events: %w", err)
 	}
 	return out, nil
+}
+
+// Checkpoint pacing, in bytes of events written (an estimate of the WAL
+// they fill). SQLite's automatic checkpoint runs every 1,000 pages.
+const (
+	ckptBytes    = 4 << 20
+	restartBytes = 64 << 20
+)
+
+// startCheckpointer opens the checkpoint connection and starts its
+// goroutine; the writer's own automatic checkpoint is off (in the DSN).
+func (s *Store) startCheckpointer(path string) error {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(s.cfg.busyTimeout.Milliseconds(), 10)+")")
+	// A checkpoint syncs the WAL before it copies and the database after,
+	// at any setting but OFF.
+	q.Add("_pragma", "synchronous(NORMAL)")
+	ck, err := sql.Open("sqlite", path+"?"+q.Encode())
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	ck.SetMaxIdleConns(1)
+	ck.SetConnMaxLifetime(0)
+	ck.SetConnMaxIdleTime(0)
+	s.ck = ck
+	s.ckptEvery, s.restartEvery = ckptBytes, restartBytes
+	s.ckReq = make(chan chan error, 1)
+	s.ckDone = make(chan struct{})
+	go s.checkpointer()
+	return nil
+}
+
+func (s *Store) checkpointer() {
+	defer close(s.ckDone)
+	for reply := range s.ckReq {
+		if s.onCheckpoint != nil {
+			s.onCheckpoint()
+		}
+		err := s.checkpoint()
+		s.ckmu.Lock()
+		s.ckErr = err
+		s.ckmu.Unlock()
+		if reply != nil {
+			reply <- err
+		}
+	}
+}
+
+// checkpoint copies every frame of the WAL it can (PASSIVE: it waits for
+// no one) into the database.
+func (s *Store) checkpoint() error {
+	var busy, log, done int
+	if err := s.ck.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	}
+	return nil
+}
+
+// wrote is called by the writer after each commit of n bytes (estimated);
+// before the next transaction it may wait for a checkpoint (see Store.ck).
+func (s *Store) wrote(n int) {
+	s.sinceCkpt += n
+	s.sinceRestart += n
+	switch {
+	case s.sinceRestart >= s.restartEvery:
+		s.sinceCkpt, s.sinceRestart = 0, 0
+		reply := make(chan error, 1)
+		s.ckReq <- reply
+		<-reply // an error is kept for Ping; the WAL then grows, nothing is lost
+	case s.sinceCkpt >= s.ckptEvery:
+		s.sinceCkpt = 0
+		select {
+		case s.ckReq <- nil:
+		default: // one is asked for already
+		}
+	}
 }
