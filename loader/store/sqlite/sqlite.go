@@ -108,15 +108,15 @@ type Store struct {
 	// of the WAL begun after its transaction ended has completed. The
 	// writer meanwhile goes on with the next group; whoever holds syncTok
 	// (capacity 1) syncs for every group committed by then.
-	wal      *os.File // the WAL file, opened once its writer connection has it
-	walInfo  os.FileInfo
-	walPath  string
-	syncTok  chan struct{}
-	smu      sync.Mutex
-	pending  [][]*request // groups whose callers wait for a sync
-	commits  uint64       // transactions committed
-	synced   uint64       // commits covered by the last completed sync
-	syncErr  error        // a failed sync: sticky, nothing later is answered 200
+	wal     *os.File // the WAL file, opened once its writer connection has it
+	walInfo os.FileInfo
+	walPath string
+	syncTok chan struct{}
+	smu     sync.Mutex
+	pending [][]*request // groups whose callers wait for a sync
+	commits uint64       // transactions committed
+	synced  uint64       // commits covered by the last completed sync
+	syncErr error        // a failed sync: sticky, nothing later is answered 200
 
 	// Checkpoints run on a connection of their own (ck), in a goroutine,
 	// so the writer never copies the WAL into the database itself. The
