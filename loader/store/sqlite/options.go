@@ -38,8 +38,8 @@ const (
 )
 
 // maxRowsPerInsert keeps a statement's parameters within SQLite's default
-// limit of 32,766 host parameters (5 per row).
-const maxRowsPerInsert = 32766 / paramsPerRow
+// limit of 32,766 host parameters (4 per row and the batch id).
+const maxRowsPerInsert = (32766 - 1) / paramsPerRow
 
 func (c config) validate() error {
 	if c.busyTimeout < 0 {
@@ -70,7 +70,7 @@ func WithBusyTimeout(d time.Duration) Option {
 }
 
 // WithRowsPerInsert sets how many events one INSERT statement writes. It
-// overrides the default of 256; the range is 1 to 6,553. Larger statements
+// overrides the default of 256; the range is 1 to 8,191. Larger statements
 // amortise per-statement cost; beyond a few hundred rows the gain is small.
 func WithRowsPerInsert(n int) Option {
 	return optionFunc(func(c *config) { c.rowsPerInsert = n })

@@ -19,8 +19,9 @@ import (
 	"github.com/batchproc/batchproc/loader/store"
 )
 
-// paramsPerRow is the number of bound parameters per event row.
-const paramsPerRow = 5
+// paramsPerRow is the number of bound parameters per event row; the
+// batch id, the same in every row, is one more per statement (?1).
+const paramsPerRow = 4
 
 // tsLayout is the stored form of timestamps: fixed width, so text order is
 // time order, and readable by SQLite's date functions.
@@ -324,7 +325,7 @@ func insertEventsSQL(rows int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?)")
+		b.WriteString("(?1,?,?,?,?)") // a ? after ?1 is ?2, the next ?6, ...
 	}
 	return b.String()
 }
@@ -351,7 +352,7 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	if err != nil {
 		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
 	}
-	r := newRequest(ctx, b)
+	r := s.newRequest(ctx, b)
 	dup, err := s.submit(r)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
@@ -366,6 +367,12 @@ type request struct {
 	b           *store.Batch
 	ns          string
 	key, digest any // NULL for no key: NULLs never conflict
+
+	// The events' INSERTs, made by the caller before it queues, so the
+	// writer only binds and runs them: chunks[i] runs insEvents[stmts[i]]
+	// with chunks[i][0], the batch id, set by the writer.
+	chunks [][]any
+	stmts  []int
 
 	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
 	dup   bool
@@ -389,12 +396,33 @@ const (
 	withdrawn
 )
 
-func newRequest(ctx context.Context, b *store.Batch) *request {
+func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
 	r := &request{ctx: ctx, b: b, ns: store.CleanText(b.Namespace), done: make(chan struct{})}
 	if b.Key != "" {
 		r.key = store.CleanText(b.Key)
 		sum := b.Digest()
 		r.digest = sum[:]
+	}
+	ev := b.Events
+	for i, n := range s.sizes {
+		for len(ev) >= n {
+			args := make([]any, 1, 1+paramsPerRow*n)
+			for j := range ev[:n] {
+				e := &ev[j]
+				var ts any
+				if t, null := store.CleanTS(e.TS); !null {
+					ts = formatTS(t)
+				}
+				p := e.Payload
+				if p == nil {
+					p = []byte{} // an empty payload, not NULL
+				}
+				args = append(args, store.CleanText(e.ID), store.CleanText(e.Type), ts, p)
+			}
+			r.chunks = append(r.chunks, args)
+			r.stmts = append(r.stmts, i)
+			ev = ev[n:]
+		}
 	}
 	return r
 }
@@ -598,6 +626,7 @@ func (s *Store) commitGroup(group []*request) (committed bool) {
 	}
 	single := len(group) == 1
 	writes := 0
+	ins := make([]*sql.Stmt, len(s.insEvents))
 	for _, r := range group {
 		if err := r.ctx.Err(); err != nil {
 			r.err = err
@@ -610,7 +639,7 @@ func (s *Store) commitGroup(group []*request) (committed bool) {
 				return false
 			}
 		}
-		dup, err := s.write(ctx, tx, r)
+		dup, err := s.write(ctx, tx, ins, r)
 		if err != nil {
 			r.err = err
 			if single {
@@ -660,7 +689,8 @@ func (s *Store) commitGroup(group []*request) (committed bool) {
 
 // write stores r's key row and events in tx. A duplicate or a reused key
 // writes nothing.
-func (s *Store) write(ctx context.Context, tx *sql.Tx, r *request) (dup bool, err error) {
+// ins caches insEvents bound to tx.
+func (s *Store) write(ctx context.Context, tx *sql.Tx, ins []*sql.Stmt, r *request) (dup bool, err error) {
 	b := r.b
 	if r.key != nil && s.legacy {
 		var one int
@@ -689,35 +719,18 @@ func (s *Store) write(ctx context.Context, tx *sql.Tx, r *request) (dup bool, er
 	}
 
 	var bid any = batchID // boxed once, not once per row
-	args := make([]any, 0, paramsPerRow*s.cfg.rowsPerInsert)
-	ev := b.Events
-	for i, n := range s.sizes {
-		if len(ev) < n {
-			continue
+	for i, args := range r.chunks {
+		// Abandon a cancelled batch between statements.
+		if err := r.ctx.Err(); err != nil {
+			return false, err
 		}
-		st := tx.StmtContext(ctx, s.insEvents[i])
-		for len(ev) >= n {
-			// Abandon a cancelled batch between statements.
-			if err := r.ctx.Err(); err != nil {
-				return false, err
-			}
-			args = args[:0]
-			for j := range ev[:n] {
-				e := &ev[j]
-				var ts any
-				if t, null := store.CleanTS(e.TS); !null {
-					ts = formatTS(t)
-				}
-				p := e.Payload
-				if p == nil {
-					p = []byte{} // an empty payload, not NULL
-				}
-				args = append(args, bid, store.CleanText(e.ID), store.CleanText(e.Type), ts, p)
-			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return false, err
-			}
-			ev = ev[n:]
+		args[0] = bid
+		k := r.stmts[i]
+		if ins[k] == nil {
+			ins[k] = tx.StmtContext(ctx, s.insEvents[k])
+		}
+		if _, err := ins[k].ExecContext(ctx, args...); err != nil {
+			return false, err
 		}
 	}
 	// Checked once more after the last statement: a batch whose ctx ended
