@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -396,4 +397,43 @@ func FuzzFormatTS(f *testing.F) {
 			t.Errorf("formatTS(%v) = %q, want %q", ts, got, want)
 		}
 	})
+}
+
+// TestPageSize: a database Open creates has pages of pageSize bytes; an
+// existing one keeps its own and works as before.
+func TestPageSize(t *testing.T) {
+	s := openT(t)
+	var got int
+	if err := s.w.QueryRow("PRAGMA page_size").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != pageSize {
+		t.Errorf("new database: page_size %d, want %d", got, pageSize)
+	}
+
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("PRAGMA page_size = 4096; CREATE TABLE other (x)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.w.QueryRow("PRAGMA page_size").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != 4096 {
+		t.Errorf("existing database: page_size %d, want 4096 (kept)", got)
+	}
+	if _, err := old.Store(context.Background(), batch("k", "k", 300)); err != nil {
+		t.Fatal(err)
+	}
 }
