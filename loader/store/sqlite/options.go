@@ -24,10 +24,13 @@ func defaultConfig() config {
 type Sync string
 
 const (
-	// SyncFull (the default) syncs the WAL to disk at every commit: a
-	// batch whose Store returned nil survives a power loss or kernel
-	// crash, as protocol.md's "a 200 means committed" promises. Group
-	// commit makes one sync cover all the batches committed together.
+	// SyncFull (the default) syncs the WAL to disk after every commit,
+	// before any caller of it is answered: a batch whose Store returned
+	// nil survives a power loss or kernel crash, as protocol.md's "a 200
+	// means committed" promises. It is what SQLite's synchronous=FULL
+	// does, the sync made by the store off the writer (see the package
+	// documentation); group commit makes one sync cover all the batches
+	// committed together, and all the groups committed while one sync ran.
 	SyncFull Sync = "FULL"
 	// SyncNormal syncs the WAL only at checkpoints: a commit survives a
 	// crash of the process, but the last commits before a power loss or
