@@ -201,7 +201,7 @@ func TestSynchronous(t *testing.T) {
 	}{{nil, true}, {[]Option{WithSynchronous(SyncNormal)}, false}, {[]Option{WithSynchronous(SyncFull)}, true}} {
 		s := openT(t, tc.opts...)
 		var got int
-		if err := s.w.QueryRow("PRAGMA synchronous").Scan(&got); err != nil {
+		if err := s.wc.QueryRowContext(context.Background(), "PRAGMA synchronous").Scan(&got); err != nil {
 			t.Fatal(err)
 		}
 		if got != 1 {
@@ -317,7 +317,7 @@ func TestCheckpointOffWriter(t *testing.T) {
 	}
 	walFrames := func() int {
 		var busy, log, done int
-		if err := s.w.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+		if err := s.wc.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
 			t.Fatal(err)
 		}
 		return log
@@ -404,7 +404,7 @@ func FuzzFormatTS(f *testing.F) {
 func TestPageSize(t *testing.T) {
 	s := openT(t)
 	var got int
-	if err := s.w.QueryRow("PRAGMA page_size").Scan(&got); err != nil {
+	if err := s.wc.QueryRowContext(context.Background(), "PRAGMA page_size").Scan(&got); err != nil {
 		t.Fatal(err)
 	}
 	if got != pageSize {
@@ -427,7 +427,7 @@ func TestPageSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	if err := old.w.QueryRow("PRAGMA page_size").Scan(&got); err != nil {
+	if err := old.wc.QueryRowContext(context.Background(), "PRAGMA page_size").Scan(&got); err != nil {
 		t.Fatal(err)
 	}
 	if got != 4096 {

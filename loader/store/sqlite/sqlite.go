@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strconv"
@@ -83,16 +85,21 @@ type Store struct {
 	r   *sql.DB // readers
 	cfg config
 
-	insBatch  *sql.Stmt
-	getDigest *sql.Stmt // the digest of a stored (namespace, key)
-	getLegacy *sql.Stmt // whether a key stored before namespaces exists
+	// wc is w's one connection, held from Open to Close; writes run on
+	// its driver connection (wc.Raw) with statements prepared there, so
+	// the writer skips database/sql's per-argument conversion, and the
+	// callers build the driver's arguments (see newRequest).
+	wc        *sql.Conn
+	insBatch  driver.Stmt
+	getDigest driver.Stmt // the digest of a stored (namespace, key)
+	getLegacy driver.Stmt // whether a key stored before namespaces exists
 	// legacy is set when the database holds keys from before namespaces
 	// (migrated from the first schema): each keyed batch then also checks
 	// them.
 	legacy bool
 	// insEvents[i] inserts sizes[i] rows; sizes are rowsPerInsert, then the
 	// powers of two below it, largest first, so any count is a sum of them.
-	insEvents []*sql.Stmt
+	insEvents []driver.Stmt
 	sizes     []int
 
 	// Group commit: Store calls queue requests; the one holding writer
@@ -243,33 +250,81 @@ func (s *Store) init(path string) error {
 		return fmt.Errorf("sqlite: look for keys from before namespaces: %w", err)
 	}
 
-	prep := func(q string) (*sql.Stmt, error) {
-		st, err := s.w.PrepareContext(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	if s.wc, err = s.w.Conn(ctx); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return s.wc.Raw(func(dc any) error {
+		c, ok := dc.(driverConn)
+		if !ok {
+			return fmt.Errorf("sqlite: driver connection %T cannot prepare, exec and query with a context", dc)
 		}
-		return st, nil
-	}
-	if s.insBatch, err = prep(`INSERT INTO batches(namespace, key, digest, count, stored_at) VALUES (?, ?, ?, ?, ?)
+		prep := func(q string) (driver.Stmt, error) {
+			st, err := c.PrepareContext(ctx, q)
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: prepare: %w", err)
+			}
+			return st, nil
+		}
+		var err error
+		if s.insBatch, err = prep(`INSERT INTO batches(namespace, key, digest, count, stored_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT(namespace, key) DO NOTHING RETURNING id`); err != nil {
-		return err
-	}
-	if s.getDigest, err = prep(`SELECT digest FROM batches WHERE namespace = ? AND key = ?`); err != nil {
-		return err
-	}
-	if s.getLegacy, err = prep(`SELECT 1 FROM batches WHERE namespace IS NULL AND key = ?`); err != nil {
-		return err
-	}
-	for n := s.cfg.rowsPerInsert; n > 0; {
-		st, err := prep(insertEventsSQL(n))
-		if err != nil {
 			return err
 		}
-		s.insEvents = append(s.insEvents, st)
-		s.sizes = append(s.sizes, n)
-		n = prevPow2(n)
+		if s.getDigest, err = prep(`SELECT digest FROM batches WHERE namespace = ? AND key = ?`); err != nil {
+			return err
+		}
+		if s.getLegacy, err = prep(`SELECT 1 FROM batches WHERE namespace IS NULL AND key = ?`); err != nil {
+			return err
+		}
+		for n := s.cfg.rowsPerInsert; n > 0; {
+			st, err := prep(insertEventsSQL(n))
+			if err != nil {
+				return err
+			}
+			s.insEvents = append(s.insEvents, st)
+			s.sizes = append(s.sizes, n)
+			n = prevPow2(n)
+		}
+		return nil
+	})
+}
+
+// driverConn is what the store uses of the driver's connection.
+type driverConn interface {
+	driver.ConnPrepareContext
+	driver.ExecerContext
+}
+
+// queryRow runs st, a query of at most one row, with args; found reports
+// whether it returned the row, read into dest.
+func queryRow(ctx context.Context, st driver.Stmt, dest []driver.Value, args ...any) (found bool, err error) {
+	q, ok := st.(driver.StmtQueryContext)
+	if !ok {
+		return false, fmt.Errorf("sqlite: driver statement %T cannot query with a context", st)
 	}
-	return nil
+	nv := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	rows, err := q.QueryContext(ctx, nv)
+	if err != nil {
+		return false, err
+	}
+	err = rows.Next(dest)
+	found = err == nil
+	if err == io.EOF {
+		err = nil
+	}
+	return found, errors.Join(err, rows.Close())
+}
+
+func execStmt(ctx context.Context, st driver.Stmt, args []driver.NamedValue) error {
+	e, ok := st.(driver.StmtExecContext)
+	if !ok {
+		return fmt.Errorf("sqlite: driver statement %T cannot exec with a context", st)
+	}
+	_, err := e.ExecContext(ctx, args)
+	return err
 }
 
 // createOrMigrate creates the schema in a new database, or migrates the
@@ -379,7 +434,7 @@ type request struct {
 	// The events' INSERTs, made by the caller before it queues, so the
 	// writer only binds and runs them: chunks[i] runs insEvents[stmts[i]]
 	// with chunks[i][0], the batch id, set by the writer.
-	chunks [][]any
+	chunks [][]driver.NamedValue
 	stmts  []int
 
 	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
@@ -414,7 +469,8 @@ func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
 	ev := b.Events
 	for i, n := range s.sizes {
 		for len(ev) >= n {
-			args := make([]any, 1, 1+paramsPerRow*n)
+			args := make([]driver.NamedValue, 1, 1+paramsPerRow*n)
+			args[0].Ordinal = 1 // the batch id, set by the writer
 			for j := range ev[:n] {
 				e := &ev[j]
 				var ts any
@@ -425,7 +481,12 @@ func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
 				if p == nil {
 					p = []byte{} // an empty payload, not NULL
 				}
-				args = append(args, store.CleanText(e.ID), store.CleanText(e.Type), ts, p)
+				k := len(args) + 1
+				args = append(args,
+					driver.NamedValue{Ordinal: k, Value: store.CleanText(e.ID)},
+					driver.NamedValue{Ordinal: k + 1, Value: store.CleanText(e.Type)},
+					driver.NamedValue{Ordinal: k + 2, Value: ts},
+					driver.NamedValue{Ordinal: k + 3, Value: p})
 			}
 			r.chunks = append(r.chunks, args)
 			r.stmts = append(r.stmts, i)
@@ -619,7 +680,35 @@ func (s *Store) syncWAL() error {
 // runs on a context of its own, as it serves several callers; each
 // request's ctx is checked between its statements.
 func (s *Store) commitGroup(group []*request) (committed bool) {
+	err := s.wc.Raw(func(dc any) error {
+		c, ok := dc.(driverConn)
+		if !ok {
+			return fmt.Errorf("sqlite: driver connection %T cannot exec with a context", dc)
+		}
+		committed = s.commitOn(c, group)
+		return nil
+	})
+	if err != nil {
+		for _, r := range group {
+			if r.err == nil {
+				r.dup, r.err = false, err
+			}
+		}
+		return false
+	}
+	return committed
+}
+
+// commitOn is commitGroup on the writer's driver connection.
+func (s *Store) commitOn(c driverConn, group []*request) (committed bool) {
 	ctx := context.Background()
+	exec := func(q string) error {
+		_, err := c.ExecContext(ctx, q, nil)
+		return err
+	}
+	// rollback ends the transaction, whatever state a failed statement
+	// left it in; an error means there was none left to end.
+	rollback := func() { _ = exec("ROLLBACK") }
 	fail := func(err error) {
 		for _, r := range group {
 			if r.err == nil {
@@ -627,34 +716,32 @@ func (s *Store) commitGroup(group []*request) (committed bool) {
 			}
 		}
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+	if err := exec("BEGIN IMMEDIATE"); err != nil {
 		fail(err)
 		return false
 	}
 	single := len(group) == 1
 	writes := 0
-	ins := make([]*sql.Stmt, len(s.insEvents))
 	for _, r := range group {
 		if err := r.ctx.Err(); err != nil {
 			r.err = err
 			continue
 		}
 		if !single {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT batch"); err != nil {
-				_ = tx.Rollback()
+			if err := exec("SAVEPOINT batch"); err != nil {
+				rollback()
 				fail(err)
 				return false
 			}
 		}
-		dup, err := s.write(ctx, tx, ins, r)
+		dup, err := s.write(ctx, r)
 		if err != nil {
 			r.err = err
 			if single {
 				break
 			}
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO batch; RELEASE batch"); err != nil {
-				_ = tx.Rollback()
+			if err := exec("ROLLBACK TO batch; RELEASE batch"); err != nil {
+				rollback()
 				fail(err)
 				return false
 			}
@@ -665,8 +752,8 @@ func (s *Store) commitGroup(group []*request) (committed bool) {
 			writes++
 		}
 		if !single {
-			if _, err := tx.ExecContext(ctx, "RELEASE batch"); err != nil {
-				_ = tx.Rollback()
+			if err := exec("RELEASE batch"); err != nil {
+				rollback()
 				fail(err)
 				return false
 			}
@@ -676,68 +763,67 @@ func (s *Store) commitGroup(group []*request) (committed bool) {
 		// Nothing to commit: duplicates and failures only. (A duplicate of
 		// a batch earlier in this group is not possible here: that batch
 		// wrote, so writes > 0.)
-		_ = tx.Rollback() // the outcomes are set; a rollback error changes none
+		rollback() // the outcomes are set; a rollback error changes none
 		return false
 	}
 	if s.onCommit != nil {
 		s.onCommit(len(group))
 	}
-	if err := tx.Commit(); err != nil {
+	if err := exec("COMMIT"); err != nil {
 		// Duplicates may have been judged against a batch of this group:
 		// nothing of the group is stored, so every caller retries.
-		for _, r := range group {
-			if r.err == nil {
-				r.dup, r.err = false, err
-			}
-		}
+		rollback()
+		fail(err)
 		return false
 	}
 	return true
 }
 
-// write stores r's key row and events in tx. A duplicate or a reused key
-// writes nothing.
-// ins caches insEvents bound to tx.
-func (s *Store) write(ctx context.Context, tx *sql.Tx, ins []*sql.Stmt, r *request) (dup bool, err error) {
+// write stores r's key row and events in the writer's transaction. A
+// duplicate or a reused key writes nothing.
+func (s *Store) write(ctx context.Context, r *request) (dup bool, err error) {
 	b := r.b
 	if r.key != nil && s.legacy {
-		var one int
-		err := tx.StmtContext(ctx, s.getLegacy).QueryRowContext(ctx, r.key).Scan(&one)
-		if err == nil {
+		found, err := queryRow(ctx, s.getLegacy, make([]driver.Value, 1), r.key)
+		if err != nil {
+			return false, err
+		}
+		if found {
 			return true, nil // stored before namespaces and digests: a retry
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return false, err
-		}
 	}
-	var batchID int64
-	err = tx.StmtContext(ctx, s.insBatch).QueryRowContext(ctx, r.ns, r.key, r.digest, len(b.Events), formatTS(time.Now())).Scan(&batchID)
-	if errors.Is(err, sql.ErrNoRows) {
-		var old []byte
-		if err := tx.StmtContext(ctx, s.getDigest).QueryRowContext(ctx, r.ns, r.key).Scan(&old); err != nil {
-			return false, err
-		}
-		if !bytes.Equal(old, r.digest.([]byte)) {
-			return false, store.ErrKeyReused
-		}
-		return true, nil
-	}
+	id := make([]driver.Value, 1)
+	found, err := queryRow(ctx, s.insBatch, id, r.ns, r.key, r.digest, int64(len(b.Events)), formatTS(time.Now()))
 	if err != nil {
 		return false, err
 	}
+	if !found { // the key is taken
+		old := make([]driver.Value, 1)
+		found, err := queryRow(ctx, s.getDigest, old, r.ns, r.key)
+		if err != nil {
+			return false, err
+		}
+		if !found {
+			return false, fmt.Errorf("key %q conflicts, but no batch holds it", r.key)
+		}
+		if d, ok := old[0].([]byte); !ok || !bytes.Equal(d, r.digest.([]byte)) {
+			return false, store.ErrKeyReused // another batch's, or one stored without a digest
+		}
+		return true, nil
+	}
+	batchID, ok := id[0].(int64)
+	if !ok {
+		return false, fmt.Errorf("batch id %v (%T), want an integer", id[0], id[0])
+	}
 
-	var bid any = batchID // boxed once, not once per row
+	var bid any = batchID // boxed once, not once per statement
 	for i, args := range r.chunks {
 		// Abandon a cancelled batch between statements.
 		if err := r.ctx.Err(); err != nil {
 			return false, err
 		}
-		args[0] = bid
-		k := r.stmts[i]
-		if ins[k] == nil {
-			ins[k] = tx.StmtContext(ctx, s.insEvents[k])
-		}
-		if _, err := ins[k].ExecContext(ctx, args...); err != nil {
+		args[0].Value = bid
+		if err := execStmt(ctx, s.insEvents[r.stmts[i]], args); err != nil {
 			return false, err
 		}
 	}
@@ -833,10 +919,17 @@ func (s *Store) closeDBs() error {
 	if s.wal != nil {
 		errs = append(errs, s.wal.Close())
 	}
-	for _, st := range append(s.insEvents, s.insBatch, s.getDigest, s.getLegacy) {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
+	if s.wc != nil {
+		errs = append(errs, s.wc.Raw(func(any) error {
+			var errs []error
+			for _, st := range append(s.insEvents, s.insBatch, s.getDigest, s.getLegacy) {
+				if st != nil {
+					errs = append(errs, st.Close())
+				}
+			}
+			return errors.Join(errs...)
+		}))
+		errs = append(errs, s.wc.Close())
 	}
 	errs = append(errs, s.w.Close())
 	if err := errors.Join(errs...); err != nil {
