@@ -225,6 +225,8 @@ func TestSyncFullWaitsForSync(t *testing.T) {
 	ctx := context.Background()
 	syncs := make(chan int, 10)
 	proceed := make(chan struct{})
+	releaseAll := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(releaseAll) // before Close, which waits for the held calls
 	s.onSync = func(groups int) {
 		syncs <- groups
 		<-proceed
@@ -271,7 +273,7 @@ func TestSyncFullWaitsForSync(t *testing.T) {
 	}
 	// One more sync covers the groups committed while the first ran.
 	<-syncs
-	close(proceed)
+	releaseAll()
 	if err := <-second; err != nil {
 		t.Fatal(err)
 	}
@@ -294,11 +296,15 @@ func TestSyncFailureIsSticky(t *testing.T) {
 	if _, err := s.Store(ctx, batch("a", "a", 10)); err == nil {
 		t.Fatal("Store: nil error after a failed sync")
 	}
+	// The WAL can be synced again: only the failure remembered fails
+	// the next call.
 	s.onSync = nil
+	if err := s.openWAL(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Store(ctx, batch("b", "b", 10)); err == nil || !strings.Contains(err.Error(), "sync WAL") {
 		t.Fatalf("Store after a failed sync: %v, want the sync error", err)
 	}
-	s.wal = nil // closed above
 }
 
 // TestCheckpointOffWriter: the writer never checkpoints: with the
