@@ -317,6 +317,8 @@ func TestCheckpointOffWriter(t *testing.T) {
 	s.ckptEvery, s.restartEvery = 1<<10, 1<<20
 	passes := make(chan struct{}, 100)
 	proceed := make(chan struct{})
+	release := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(release) // before Close, which waits for the checkpointer
 	s.onCheckpoint = func() {
 		passes <- struct{}{}
 		<-proceed
@@ -346,8 +348,11 @@ func TestCheckpointOffWriter(t *testing.T) {
 	if len(passes) != 0 {
 		t.Errorf("%d more passes begun while one was held", len(passes))
 	}
-	// The fifth reaches restartEvery: its caller waits for a pass begun
-	// after its commit, so it returns only once the held ones are let go.
+	// The fifth reaches restartEvery: the writer waits for a pass begun
+	// after its commit, so its caller returns only once the held one is
+	// let go.
+	restart := make(chan struct{}, 1)
+	s.onRestart = func() { restart <- struct{}{} }
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Store(ctx, big("4"))
@@ -355,12 +360,17 @@ func TestCheckpointOffWriter(t *testing.T) {
 	}()
 	select {
 	case err := <-done:
-		t.Fatalf("Store returned (%v) while the writer should wait for a checkpoint", err)
-	case <-passes: // not begun before the first is let go
+		t.Fatalf("Store returned (%v) without the writer waiting for a checkpoint", err)
+	case <-restart:
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Store returned (%v) while the writer waits for a checkpoint", err)
+	case <-passes:
 		t.Fatal("a second pass ran while the first was held")
 	default:
 	}
-	close(proceed)
+	release()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

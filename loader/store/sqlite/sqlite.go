@@ -143,7 +143,8 @@ type Store struct {
 	sinceRestart int // bytes written since the WAL last started over
 	ckptEvery    int // ckptBytes, restartBytes (tests lower them)
 	restartEvery int
-	onCheckpoint func() // test hook: runs before each pass
+	onCheckpoint func() // test hooks: runs before each pass;
+	onRestart    func() // when the writer is to wait for one
 	ckmu         sync.Mutex
 	ckErr        error // the last pass's, for Ping
 
@@ -1068,6 +1069,9 @@ func (s *Store) wrote(n int) {
 	switch {
 	case s.sinceRestart >= s.restartEvery:
 		s.sinceCkpt, s.sinceRestart = 0, 0
+		if s.onRestart != nil {
+			s.onRestart()
+		}
 		reply := make(chan error, 1)
 		s.ckReq <- reply
 		<-reply // an error is kept for Ping; the WAL then grows, nothing is lost
