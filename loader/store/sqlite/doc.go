@@ -69,7 +69,10 @@
 // own: its key row, then its events in multi-row INSERTs of
 // [WithRowsPerInsert] rows. A batch that fails (its ctx ended, a reused
 // key) is rolled back to its savepoint alone; the others commit, and every
-// caller returns once the commit holding its batch is done. A call whose
+// caller returns once the commit holding its batch is done (and, with
+// SyncFull, synced). Callers build their events' INSERT arguments before
+// they queue, and the writer runs its transaction on the driver
+// connection itself, so little but SQLite's own work is serial. A call whose
 // ctx ends while it is still queued withdraws and stores nothing. Reads
 // ([Store.Batches], [Store.Ping]) use separate connections and never wait
 // for writers. A second process writing the same file waits up to
