@@ -553,29 +553,31 @@ func (s *Store) lead() {
 		return
 	}
 	committed := s.commitGroup(group)
+	written := 0 // bytes, counted before any caller of the group returns
 	if committed {
-		n := 0
 		for _, r := range group {
 			if r.err == nil && !r.dup {
-				n += r.size()
+				written += r.size()
 			}
 		}
-		s.wrote(n)
 	}
 	if s.cfg.sync != SyncFull {
 		for _, r := range group {
 			close(r.done)
 		}
-		return
+	} else {
+		// Every outcome waits for the sync, a duplicate or a reused key
+		// too: it may rest on a commit of an earlier group not synced yet.
+		s.smu.Lock()
+		if committed {
+			s.commits++
+		}
+		s.pending = append(s.pending, group)
+		s.smu.Unlock()
 	}
-	// Every outcome waits for the sync, a duplicate or a reused key too:
-	// it may rest on a commit of an earlier group not synced yet.
-	s.smu.Lock()
-	if committed {
-		s.commits++
-	}
-	s.pending = append(s.pending, group)
-	s.smu.Unlock()
+	// Any caller syncing now covers this group while the writer may wait
+	// for a checkpoint.
+	s.wrote(written)
 }
 
 // flush syncs the WAL for the groups committed so far and answers their
