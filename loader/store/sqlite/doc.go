@@ -26,17 +26,39 @@
 //
 // # Durability
 //
-// The database runs in WAL mode with synchronous=FULL by default
-// ([WithSynchronous]): the WAL is synced to disk at every commit, so a
-// batch whose [Store.Store] returned nil survives a crash of the process,
-// of the kernel or of the power, which is what the loader's 200 promises.
-// With [SyncNormal] the WAL is synced only at checkpoints: a commit
+// The database runs in WAL mode. With [SyncFull], the default
+// ([WithSynchronous]), a batch whose [Store.Store] returned nil is in a
+// WAL synced to disk, so it survives a crash of the process, of the kernel
+// or of the power, which is what the loader's 200 promises. SQLite's own
+// synchronous=FULL is synchronous=NORMAL plus one fdatasync of the WAL at
+// the end of every commit; the store runs the writer connection at NORMAL
+// and makes that sync itself, from the committing caller's goroutine once
+// it has handed the writer on, so the next group is written while this
+// one is synced (one sync then covers every group committed before it
+// began). Every caller of a group, a duplicate or a reused key too (its
+// answer may rest on a commit not synced yet), is answered only after a
+// sync begun after its group's transaction ended has completed. What is
+// on disk after a power loss is what FULL leaves: every answered batch,
+// maybe a few committed but unanswered ones, never half a batch. The
+// difference from FULL is what other connections see: a committed group is
+// visible for the length of one sync before it is durable (the loader
+// answers nothing from those reads; a second loader on the same file syncs
+// before it answers too). A failed sync is sticky: that group's callers and
+// every later call get an error, as the kernel may have dropped the pages
+// it could not write.
+//
+// With [SyncNormal] nothing syncs the WAL but checkpoints: a commit
 // survives a crash of the process, but the last commits before a power
 // loss or kernel crash can be lost, the database itself staying consistent
 // (a lost batch loses its key with it, never half of it); the sink got a
-// 200 for such a batch and will not resend it. NORMAL is faster when each
-// commit must wait for its own fsync; group commit (below) makes FULL cost
-// one fsync per group instead of one per batch.
+// 200 for such a batch and will not resend it.
+//
+// Checkpoints (copying the WAL into the database: SQLite syncs the WAL
+// before and the database after, in both modes) run on a connection and
+// goroutine of their own, never on the writer, about every 4 MiB of
+// events; about every 64 MiB the writer waits for one pass to finish
+// before its next transaction, so that SQLite starts the WAL over instead
+// of growing it. [Store.Ping] reports a checkpoint that failed.
 //
 // # Concurrency
 //
@@ -47,7 +69,10 @@
 // own: its key row, then its events in multi-row INSERTs of
 // [WithRowsPerInsert] rows. A batch that fails (its ctx ended, a reused
 // key) is rolled back to its savepoint alone; the others commit, and every
-// caller returns once the commit holding its batch is done. A call whose
+// caller returns once the commit holding its batch is done (and, with
+// SyncFull, synced). Callers build their events' INSERT arguments before
+// they queue, and the writer runs its transaction on the driver
+// connection itself, so little but SQLite's own work is serial. A call whose
 // ctx ends while it is still queued withdraws and stores nothing. Reads
 // ([Store.Batches], [Store.Ping]) use separate connections and never wait
 // for writers. A second process writing the same file waits up to

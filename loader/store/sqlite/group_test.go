@@ -2,9 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,24 +191,196 @@ func TestGroupCommitBudget(t *testing.T) {
 	}
 }
 
-// TestSynchronous: the writer connection runs with the setting asked for,
-// FULL by default.
+// TestSynchronous: the writer connection runs with synchronous=NORMAL in
+// both modes; with SyncFull (the default) the store syncs the WAL itself
+// (TestSyncFullWaitsForSync).
 func TestSynchronous(t *testing.T) {
 	for _, tc := range []struct {
-		opts []Option
-		want int // PRAGMA synchronous: 1 NORMAL, 2 FULL
-	}{{nil, 2}, {[]Option{WithSynchronous(SyncNormal)}, 1}, {[]Option{WithSynchronous(SyncFull)}, 2}} {
+		opts   []Option
+		syncer bool
+	}{{nil, true}, {[]Option{WithSynchronous(SyncNormal)}, false}, {[]Option{WithSynchronous(SyncFull)}, true}} {
 		s := openT(t, tc.opts...)
 		var got int
-		if err := s.w.QueryRow("PRAGMA synchronous").Scan(&got); err != nil {
+		if err := s.wc.QueryRowContext(context.Background(), "PRAGMA synchronous").Scan(&got); err != nil {
 			t.Fatal(err)
 		}
-		if got != tc.want {
-			t.Errorf("%v: PRAGMA synchronous = %d, want %d", tc.opts, got, tc.want)
+		if got != 1 {
+			t.Errorf("%v: PRAGMA synchronous = %d, want 1 (NORMAL)", tc.opts, got)
+		}
+		if syncer := s.wal != nil; syncer != tc.syncer {
+			t.Errorf("%v: store syncs the WAL: %v, want %v", tc.opts, syncer, tc.syncer)
 		}
 	}
 	if _, err := Open(filepath.Join(t.TempDir(), "x.db"), WithSynchronous("OFF")); err == nil {
 		t.Error("WithSynchronous(OFF) accepted")
+	}
+}
+
+// TestSyncFullWaitsForSync: with SyncFull no Store call returns before a
+// sync of the WAL begun after its group committed has completed, a
+// duplicate's neither (it may rest on a commit not synced yet); the
+// writer meanwhile commits the next group, which the next sync covers.
+func TestSyncFullWaitsForSync(t *testing.T) {
+	s := openT(t)
+	ctx := context.Background()
+	syncs := make(chan int, 10)
+	proceed := make(chan struct{})
+	releaseAll := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(releaseAll) // before Close, which waits for the held calls
+	s.onSync = func(groups int) {
+		syncs <- groups
+		<-proceed
+	}
+	commits := make(chan int, 10)
+	s.onCommit = func(n int) { commits <- n }
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Store(ctx, batch("a", "a", 10))
+		first <- err
+	}()
+	if n := <-syncs; n != 1 {
+		t.Fatalf("first sync for %d groups, want 1", n)
+	}
+	// The first sync is held: its caller waits, and the writer is free.
+	second := make(chan error, 1)
+	dup := make(chan bool, 1)
+	go func() {
+		_, err := s.Store(ctx, batch("b", "b", 10))
+		second <- err
+	}()
+	go func() {
+		d, err := s.Store(ctx, batch("a", "a", 10)) // a's retry, found in the WAL
+		if err != nil {
+			t.Error(err)
+		}
+		dup <- d
+	}()
+	for got := 0; got < 2; got += <-commits {
+	}
+	select {
+	case err := <-first:
+		t.Fatalf("Store returned (%v) before its sync completed", err)
+	case err := <-second:
+		t.Fatalf("second Store returned (%v) before any sync covering it", err)
+	case d := <-dup:
+		t.Fatalf("duplicate answered (%v) before the sync of the batch it duplicates", d)
+	default:
+	}
+	proceed <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// One more sync covers the groups committed while the first ran.
+	<-syncs
+	releaseAll()
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if !<-dup {
+		t.Error("a's retry: not a duplicate")
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if s.synced != s.commits || s.commits != 2 {
+		t.Errorf("%d commits, %d synced; want 2, 2", s.commits, s.synced)
+	}
+}
+
+// TestSyncFailureIsSticky: after a failed sync of the WAL, the callers it
+// was for and every later call get an error, never a 200.
+func TestSyncFailureIsSticky(t *testing.T) {
+	s := openT(t)
+	ctx := context.Background()
+	s.onSync = func(int) { _ = s.wal.Close() } // the fdatasync then fails
+	if _, err := s.Store(ctx, batch("a", "a", 10)); err == nil {
+		t.Fatal("Store: nil error after a failed sync")
+	}
+	// The WAL can be synced again: only the failure remembered fails
+	// the next call.
+	s.onSync = nil
+	if err := s.openWAL(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store(ctx, batch("b", "b", 10)); err == nil || !strings.Contains(err.Error(), "sync WAL") {
+		t.Fatalf("Store after a failed sync: %v, want the sync error", err)
+	}
+}
+
+// TestCheckpointOffWriter: the writer never checkpoints: with the
+// checkpointer held, batches are stored and the WAL grows; every
+// restartEvery bytes the writer waits for one pass, after which the WAL
+// starts over from its beginning.
+func TestCheckpointOffWriter(t *testing.T) {
+	s := openT(t)
+	ctx := context.Background()
+	s.ckptEvery, s.restartEvery = 1<<10, 1<<20
+	passes := make(chan struct{}, 100)
+	proceed := make(chan struct{})
+	release := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(release) // before Close, which waits for the checkpointer
+	s.onCheckpoint = func() {
+		passes <- struct{}{}
+		<-proceed
+	}
+	walFrames := func() int {
+		var busy, log, done int
+		if err := s.wc.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+			t.Fatal(err)
+		}
+		return log
+	}
+	big := func(key string) *store.Batch {
+		b := batch(key, key, 1000)
+		for i := range b.Events {
+			b.Events[i].Payload = make([]byte, 200)
+		}
+		return b
+	}
+	// ~250 kB a batch: the first asks for a pass (held), the next three
+	// are stored without one.
+	for i := range 4 {
+		if _, err := s.Store(ctx, big(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-passes
+	if len(passes) != 0 {
+		t.Errorf("%d more passes begun while one was held", len(passes))
+	}
+	// The fifth reaches restartEvery: the writer waits for a pass begun
+	// after its commit, so its caller returns only once the held one is
+	// let go.
+	restart := make(chan struct{}, 1)
+	s.onRestart = func() { restart <- struct{}{} }
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Store(ctx, big("4"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("Store returned (%v) without the writer waiting for a checkpoint", err)
+	case <-restart:
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Store returned (%v) while the writer waits for a checkpoint", err)
+	case <-passes:
+		t.Fatal("a second pass ran while the first was held")
+	default:
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Everything is in the database: the next commit starts the WAL over.
+	before := walFrames()
+	if _, err := s.Store(ctx, batch("5", "5", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if after := walFrames(); after >= before || after > 10 {
+		t.Errorf("WAL of %d frames after the restart (%d before), want it started over", after, before)
 	}
 }
 
@@ -239,4 +413,43 @@ func FuzzFormatTS(f *testing.F) {
 			t.Errorf("formatTS(%v) = %q, want %q", ts, got, want)
 		}
 	})
+}
+
+// TestPageSize: a database Open creates has pages of pageSize bytes; an
+// existing one keeps its own and works as before.
+func TestPageSize(t *testing.T) {
+	s := openT(t)
+	var got int
+	if err := s.wc.QueryRowContext(context.Background(), "PRAGMA page_size").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != pageSize {
+		t.Errorf("new database: page_size %d, want %d", got, pageSize)
+	}
+
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("PRAGMA page_size = 4096; CREATE TABLE other (x)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.wc.QueryRowContext(context.Background(), "PRAGMA page_size").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != 4096 {
+		t.Errorf("existing database: page_size %d, want 4096 (kept)", got)
+	}
+	if _, err := old.Store(context.Background(), batch("k", "k", 300)); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -24,10 +24,13 @@ func defaultConfig() config {
 type Sync string
 
 const (
-	// SyncFull (the default) syncs the WAL to disk at every commit: a
-	// batch whose Store returned nil survives a power loss or kernel
-	// crash, as protocol.md's "a 200 means committed" promises. Group
-	// commit makes one sync cover all the batches committed together.
+	// SyncFull (the default) syncs the WAL to disk after every commit,
+	// before any caller of it is answered: a batch whose Store returned
+	// nil survives a power loss or kernel crash, as protocol.md's "a 200
+	// means committed" promises. It is what SQLite's synchronous=FULL
+	// does, the sync made by the store off the writer (see the package
+	// documentation); group commit makes one sync cover all the batches
+	// committed together, and all the groups committed while one sync ran.
 	SyncFull Sync = "FULL"
 	// SyncNormal syncs the WAL only at checkpoints: a commit survives a
 	// crash of the process, but the last commits before a power loss or
@@ -38,8 +41,8 @@ const (
 )
 
 // maxRowsPerInsert keeps a statement's parameters within SQLite's default
-// limit of 32,766 host parameters (5 per row).
-const maxRowsPerInsert = 32766 / paramsPerRow
+// limit of 32,766 host parameters (4 per row and the batch id).
+const maxRowsPerInsert = (32766 - 1) / paramsPerRow
 
 func (c config) validate() error {
 	if c.busyTimeout < 0 {
@@ -70,7 +73,7 @@ func WithBusyTimeout(d time.Duration) Option {
 }
 
 // WithRowsPerInsert sets how many events one INSERT statement writes. It
-// overrides the default of 256; the range is 1 to 6,553. Larger statements
+// overrides the default of 256; the range is 1 to 8,191. Larger statements
 // amortise per-statement cost; beyond a few hundred rows the gain is small.
 func WithRowsPerInsert(n int) Option {
 	return optionFunc(func(c *config) { c.rowsPerInsert = n })

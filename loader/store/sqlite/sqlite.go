@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,8 +21,12 @@ import (
 	"github.com/batchproc/batchproc/loader/store"
 )
 
-// paramsPerRow is the number of bound parameters per event row.
-const paramsPerRow = 5
+// paramsPerRow is the number of bound parameters per event row; the
+// batch id, the same in every row, is one more per statement (?1).
+const paramsPerRow = 4
+
+// pageSize is the page size of a database Open creates.
+const pageSize = 16384
 
 // tsLayout is the stored form of timestamps: fixed width, so text order is
 // time order, and readable by SQLite's date functions.
@@ -78,16 +85,21 @@ type Store struct {
 	r   *sql.DB // readers
 	cfg config
 
-	insBatch  *sql.Stmt
-	getDigest *sql.Stmt // the digest of a stored (namespace, key)
-	getLegacy *sql.Stmt // whether a key stored before namespaces exists
+	// wc is w's one connection, held from Open to Close; writes run on
+	// its driver connection (wc.Raw) with statements prepared there, so
+	// the writer skips database/sql's per-argument conversion, and the
+	// callers build the driver's arguments (see newRequest).
+	wc        *sql.Conn
+	insBatch  driver.Stmt
+	getDigest driver.Stmt // the digest of a stored (namespace, key)
+	getLegacy driver.Stmt // whether a key stored before namespaces exists
 	// legacy is set when the database holds keys from before namespaces
 	// (migrated from the first schema): each keyed batch then also checks
 	// them.
 	legacy bool
 	// insEvents[i] inserts sizes[i] rows; sizes are rowsPerInsert, then the
 	// powers of two below it, largest first, so any count is a sum of them.
-	insEvents []*sql.Stmt
+	insEvents []driver.Stmt
 	sizes     []int
 
 	// Group commit: Store calls queue requests; the one holding writer
@@ -96,9 +108,45 @@ type Store struct {
 	queue  []*request
 	writer chan struct{}
 	// Test hooks: onQueued gets the queue's length after each request
-	// joins it; onCommit, the size of each group committed.
+	// joins it; onCommit, the size of each group committed; onSync runs
+	// before each sync of the WAL (SyncFull), with the number of groups it
+	// is for.
 	onQueued func(n int)
 	onCommit func(n int)
+	onSync   func(groups int)
+
+	// The WAL sync (SyncFull): a group's callers are answered once a sync
+	// of the WAL begun after its transaction ended has completed. The
+	// writer meanwhile goes on with the next group; whoever holds syncTok
+	// (capacity 1) syncs for every group committed by then.
+	wal     *os.File // the WAL file, opened once its writer connection has it
+	walInfo os.FileInfo
+	walPath string
+	syncTok chan struct{}
+	smu     sync.Mutex
+	pending [][]*request // groups whose callers wait for a sync
+	commits uint64       // transactions committed
+	synced  uint64       // commits covered by the last completed sync
+	syncErr error        // a failed sync: sticky, nothing later is answered 200
+
+	// Checkpoints run on a connection of their own (ck), in a goroutine,
+	// so the writer never copies the WAL into the database itself. The
+	// writer asks for one (ckReq) every ckptBytes written and, every
+	// restartBytes, waits for one begun after its last commit: it then
+	// begins with the whole WAL in the database, so SQLite starts the WAL
+	// over instead of growing it. ckReq carries nil (no one waits) or the
+	// channel that gets the pass's error.
+	ck           *sql.DB
+	ckReq        chan chan error
+	ckDone       chan struct{}
+	sinceCkpt    int // bytes written since the last request, by the writer
+	sinceRestart int // bytes written since the WAL last started over
+	ckptEvery    int // ckptBytes, restartBytes (tests lower them)
+	restartEvery int
+	onCheckpoint func() // test hooks: runs before each pass;
+	onRestart    func() // when the writer is to wait for one
+	ckmu         sync.Mutex
+	ckErr        error // the last pass's, for Ping
 
 	// mu is held shared by each Store call and exclusively by Close, so
 	// Close waits for calls under way and later calls see closed.
@@ -125,9 +173,12 @@ func Open(path string, opts ...Option) (*Store, error) {
 
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(cfg.busyTimeout.Milliseconds(), 10)+")")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous("+string(cfg.sync)+")")
+	// With SyncFull the store syncs the WAL itself after each commit (see
+	// flush); SQLite's NORMAL does everything else FULL does.
+	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "foreign_keys(OFF)")
+	// Checkpoints run off the writer (see Store.ck).
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	// Begin write transactions with the write lock taken, so a transaction
 	// never fails to upgrade from reader to writer (SQLITE_BUSY_SNAPSHOT).
 	q.Set("_txlock", "immediate")
@@ -140,7 +191,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	s := &Store{w: w, cfg: cfg, writer: make(chan struct{}, 1)}
+	s := &Store{w: w, cfg: cfg, writer: make(chan struct{}, 1), syncTok: make(chan struct{}, 1), walPath: path + "-wal"}
 	if err := s.init(path); err != nil {
 		s.closeDBs()
 		return nil, err
@@ -151,9 +202,15 @@ func Open(path string, opts ...Option) (*Store, error) {
 func (s *Store) init(path string) error {
 	ctx := context.Background()
 	// The first connection switches the file to WAL (a persistent setting)
-	// before any reader opens it.
+	// before any reader opens it. A new file first gets pages of
+	// pageSize bytes (an existing one keeps its own): SQLite writes, and
+	// checkpoints read and write, one page per system call, which were a
+	// quarter of the loader's CPU with 4 KiB pages.
+	if _, err := s.w.ExecContext(ctx, "PRAGMA page_size = "+strconv.Itoa(pageSize)); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
 	var mode string
-	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	if !strings.EqualFold(mode, "wal") {
@@ -161,6 +218,16 @@ func (s *Store) init(path string) error {
 	}
 	if err := s.createOrMigrate(ctx); err != nil {
 		return err
+	}
+	if err := s.startCheckpointer(path); err != nil {
+		return err
+	}
+	if s.cfg.sync == SyncFull {
+		// The WAL exists from the first write until the last connection
+		// closes; the writer connection stays open from here to Close.
+		if err := s.openWAL(); err != nil {
+			return err
+		}
 	}
 
 	rq := url.Values{}
@@ -184,33 +251,81 @@ func (s *Store) init(path string) error {
 		return fmt.Errorf("sqlite: look for keys from before namespaces: %w", err)
 	}
 
-	prep := func(q string) (*sql.Stmt, error) {
-		st, err := s.w.PrepareContext(ctx, q)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	if s.wc, err = s.w.Conn(ctx); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return s.wc.Raw(func(dc any) error {
+		c, ok := dc.(driverConn)
+		if !ok {
+			return fmt.Errorf("sqlite: driver connection %T cannot prepare, exec and query with a context", dc)
 		}
-		return st, nil
-	}
-	if s.insBatch, err = prep(`INSERT INTO batches(namespace, key, digest, count, stored_at) VALUES (?, ?, ?, ?, ?)
+		prep := func(q string) (driver.Stmt, error) {
+			st, err := c.PrepareContext(ctx, q)
+			if err != nil {
+				return nil, fmt.Errorf("sqlite: prepare: %w", err)
+			}
+			return st, nil
+		}
+		var err error
+		if s.insBatch, err = prep(`INSERT INTO batches(namespace, key, digest, count, stored_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT(namespace, key) DO NOTHING RETURNING id`); err != nil {
-		return err
-	}
-	if s.getDigest, err = prep(`SELECT digest FROM batches WHERE namespace = ? AND key = ?`); err != nil {
-		return err
-	}
-	if s.getLegacy, err = prep(`SELECT 1 FROM batches WHERE namespace IS NULL AND key = ?`); err != nil {
-		return err
-	}
-	for n := s.cfg.rowsPerInsert; n > 0; {
-		st, err := prep(insertEventsSQL(n))
-		if err != nil {
 			return err
 		}
-		s.insEvents = append(s.insEvents, st)
-		s.sizes = append(s.sizes, n)
-		n = prevPow2(n)
+		if s.getDigest, err = prep(`SELECT digest FROM batches WHERE namespace = ? AND key = ?`); err != nil {
+			return err
+		}
+		if s.getLegacy, err = prep(`SELECT 1 FROM batches WHERE namespace IS NULL AND key = ?`); err != nil {
+			return err
+		}
+		for n := s.cfg.rowsPerInsert; n > 0; {
+			st, err := prep(insertEventsSQL(n))
+			if err != nil {
+				return err
+			}
+			s.insEvents = append(s.insEvents, st)
+			s.sizes = append(s.sizes, n)
+			n = prevPow2(n)
+		}
+		return nil
+	})
+}
+
+// driverConn is what the store uses of the driver's connection.
+type driverConn interface {
+	driver.ConnPrepareContext
+	driver.ExecerContext
+}
+
+// queryRow runs st, a query of at most one row, with args; found reports
+// whether it returned the row, read into dest.
+func queryRow(ctx context.Context, st driver.Stmt, dest []driver.Value, args ...any) (found bool, err error) {
+	q, ok := st.(driver.StmtQueryContext)
+	if !ok {
+		return false, fmt.Errorf("sqlite: driver statement %T cannot query with a context", st)
 	}
-	return nil
+	nv := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		nv[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	rows, err := q.QueryContext(ctx, nv)
+	if err != nil {
+		return false, err
+	}
+	err = rows.Next(dest)
+	found = err == nil
+	if err == io.EOF {
+		err = nil
+	}
+	return found, errors.Join(err, rows.Close())
+}
+
+func execStmt(ctx context.Context, st driver.Stmt, args []driver.NamedValue) error {
+	e, ok := st.(driver.StmtExecContext)
+	if !ok {
+		return fmt.Errorf("sqlite: driver statement %T cannot exec with a context", st)
+	}
+	_, err := e.ExecContext(ctx, args)
+	return err
 }
 
 // createOrMigrate creates the schema in a new database, or migrates the
@@ -274,7 +389,7 @@ func insertEventsSQL(rows int) string {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("(?,?,?,?,?)")
+		b.WriteString("(?1,?,?,?,?)") // a ? after ?1 is ?2, the next ?6, ...
 	}
 	return b.String()
 }
@@ -295,7 +410,13 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 	if err := ctx.Err(); err != nil {
 		return false, err
 	}
-	r := newRequest(ctx, b)
+	s.smu.Lock()
+	err = s.syncErr
+	s.smu.Unlock()
+	if err != nil {
+		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
+	}
+	r := s.newRequest(ctx, b)
 	dup, err := s.submit(r)
 	if err != nil {
 		return false, fmt.Errorf("sqlite: store batch (key %q): %w", b.Key, err)
@@ -311,10 +432,26 @@ type request struct {
 	ns          string
 	key, digest any // NULL for no key: NULLs never conflict
 
+	// The events' INSERTs, made by the caller before it queues, so the
+	// writer only binds and runs them: chunks[i] runs insEvents[stmts[i]]
+	// with chunks[i][0], the batch id, set by the writer.
+	chunks [][]driver.NamedValue
+	stmts  []int
+
 	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
 	dup   bool
 	err   error
 	done  chan struct{} // closed by the leader when dup and err are final
+}
+
+// size estimates the bytes r's events take in the WAL.
+func (r *request) size() int {
+	n := 0
+	for i := range r.b.Events {
+		e := &r.b.Events[i]
+		n += len(e.Payload) + len(e.ID) + len(e.Type) + 48
+	}
+	return n
 }
 
 const (
@@ -323,12 +460,39 @@ const (
 	withdrawn
 )
 
-func newRequest(ctx context.Context, b *store.Batch) *request {
+func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
 	r := &request{ctx: ctx, b: b, ns: store.CleanText(b.Namespace), done: make(chan struct{})}
 	if b.Key != "" {
 		r.key = store.CleanText(b.Key)
 		sum := b.Digest()
 		r.digest = sum[:]
+	}
+	ev := b.Events
+	for i, n := range s.sizes {
+		for len(ev) >= n {
+			args := make([]driver.NamedValue, 1, 1+paramsPerRow*n)
+			args[0].Ordinal = 1 // the batch id, set by the writer
+			for j := range ev[:n] {
+				e := &ev[j]
+				var ts any
+				if t, null := store.CleanTS(e.TS); !null {
+					ts = formatTS(t)
+				}
+				p := e.Payload
+				if p == nil {
+					p = []byte{} // an empty payload, not NULL
+				}
+				k := len(args) + 1
+				args = append(args,
+					driver.NamedValue{Ordinal: k, Value: store.CleanText(e.ID)},
+					driver.NamedValue{Ordinal: k + 1, Value: store.CleanText(e.Type)},
+					driver.NamedValue{Ordinal: k + 2, Value: ts},
+					driver.NamedValue{Ordinal: k + 3, Value: p})
+			}
+			r.chunks = append(r.chunks, args)
+			r.stmts = append(r.stmts, i)
+			ev = ev[n:]
+		}
 	}
 	return r
 }
@@ -354,6 +518,7 @@ func (s *Store) submit(r *request) (bool, error) {
 		case s.writer <- struct{}{}:
 			s.lead()
 			<-s.writer
+			s.flush()
 		case <-r.ctx.Done():
 			if r.state.CompareAndSwap(queued, withdrawn) {
 				return false, r.ctx.Err() // no leader took it: nothing stored
@@ -387,17 +552,166 @@ func (s *Store) lead() {
 	if len(group) == 0 {
 		return
 	}
-	s.commitGroup(group)
-	for _, r := range group {
-		close(r.done)
+	committed := s.commitGroup(group)
+	written := 0 // bytes, counted before any caller of the group returns
+	if committed {
+		for _, r := range group {
+			if r.err == nil && !r.dup {
+				written += r.size()
+			}
+		}
+	}
+	if s.cfg.sync != SyncFull {
+		for _, r := range group {
+			close(r.done)
+		}
+	} else {
+		// Every outcome waits for the sync, a duplicate or a reused key
+		// too: it may rest on a commit of an earlier group not synced yet.
+		s.smu.Lock()
+		if committed {
+			s.commits++
+		}
+		s.pending = append(s.pending, group)
+		s.smu.Unlock()
+	}
+	// Any caller syncing now covers this group while the writer may wait
+	// for a checkpoint.
+	s.wrote(written)
+}
+
+// flush syncs the WAL for the groups committed so far and answers their
+// callers, unless another caller is syncing: it then waits for that sync,
+// which may not cover the latest groups, and syncs after it. The leader of
+// each group calls it after releasing the writer, so the next group is
+// written while this one is synced, and no group waits for a leader that
+// has left.
+func (s *Store) flush() {
+	if s.cfg.sync != SyncFull {
+		return
+	}
+	s.syncTok <- struct{}{}
+	defer func() { <-s.syncTok }()
+	s.smu.Lock()
+	groups, target, err := s.pending, s.commits, s.syncErr
+	s.pending = nil
+	need := target > s.synced
+	s.smu.Unlock()
+	if len(groups) == 0 {
+		return
+	}
+	if err == nil && need {
+		if s.onSync != nil {
+			s.onSync(len(groups))
+		}
+		err = s.syncWAL()
+		s.smu.Lock()
+		if err != nil {
+			// After a failed fsync the kernel may have dropped the
+			// unwritten pages: no later commit can be trusted either.
+			err = fmt.Errorf("sync WAL: %w", err)
+			s.syncErr = err
+		} else {
+			s.synced = target
+		}
+		s.smu.Unlock()
+	}
+	for _, group := range groups {
+		for _, r := range group {
+			if err != nil && r.err == nil {
+				r.dup, r.err = false, err
+			}
+			close(r.done)
+		}
 	}
 }
 
+// openWAL opens the WAL file for syncWAL.
+func (s *Store) openWAL() error {
+	f, err := os.Open(s.walPath)
+	if err != nil {
+		return fmt.Errorf("sqlite: open WAL: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close() // read-only: nothing to lose
+		return fmt.Errorf("sqlite: open WAL: %w", err)
+	}
+	if s.wal != nil {
+		_ = s.wal.Close() // read-only: nothing to lose
+	}
+	s.wal, s.walInfo = f, fi
+	return nil
+}
+
+// syncWAL makes every transaction committed so far durable, as SQLite's
+// synchronous=FULL does at the end of each commit: it syncs the WAL, the
+// commits' only copy until a checkpoint (which syncs the WAL before it
+// copies anything into the database, and the database after).
+func (s *Store) syncWAL() error {
+	if err := datasync(s.wal); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(s.walPath); err == nil && os.SameFile(fi, s.walInfo) {
+		return nil
+	}
+	// Not the file opened: SQLite deleted the WAL (only when the last
+	// connection closes, after a checkpoint of all of it) and maybe made a
+	// new one. The commits are in the database or the new WAL: sync both.
+	db, err := os.Open(strings.TrimSuffix(s.walPath, "-wal"))
+	if err != nil {
+		return err
+	}
+	err = datasync(db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.openWAL(); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // all in the database
+		}
+		return err
+	}
+	return datasync(s.wal)
+}
+
 // commitGroup writes the group in one transaction and sets each request's
-// outcome. The transaction runs on a context of its own, as it serves
-// several callers; each request's ctx is checked between its statements.
-func (s *Store) commitGroup(group []*request) {
+// outcome; it reports whether it committed a transaction. The transaction
+// runs on a context of its own, as it serves several callers; each
+// request's ctx is checked between its statements.
+func (s *Store) commitGroup(group []*request) (committed bool) {
+	err := s.wc.Raw(func(dc any) error {
+		c, ok := dc.(driverConn)
+		if !ok {
+			return fmt.Errorf("sqlite: driver connection %T cannot exec with a context", dc)
+		}
+		committed = s.commitOn(c, group)
+		return nil
+	})
+	if err != nil {
+		for _, r := range group {
+			if r.err == nil {
+				r.dup, r.err = false, err
+			}
+		}
+		return false
+	}
+	return committed
+}
+
+// commitOn is commitGroup on the writer's driver connection.
+func (s *Store) commitOn(c driverConn, group []*request) (committed bool) {
 	ctx := context.Background()
+	exec := func(q string) error {
+		_, err := c.ExecContext(ctx, q, nil)
+		return err
+	}
+	// rollback ends the transaction, whatever state a failed statement
+	// left it in; an error means there was none left to end.
+	rollback := func() { _ = exec("ROLLBACK") }
 	fail := func(err error) {
 		for _, r := range group {
 			if r.err == nil {
@@ -405,10 +719,9 @@ func (s *Store) commitGroup(group []*request) {
 			}
 		}
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
+	if err := exec("BEGIN IMMEDIATE"); err != nil {
 		fail(err)
-		return
+		return false
 	}
 	single := len(group) == 1
 	writes := 0
@@ -418,22 +731,22 @@ func (s *Store) commitGroup(group []*request) {
 			continue
 		}
 		if !single {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT batch"); err != nil {
-				_ = tx.Rollback()
+			if err := exec("SAVEPOINT batch"); err != nil {
+				rollback()
 				fail(err)
-				return
+				return false
 			}
 		}
-		dup, err := s.write(ctx, tx, r)
+		dup, err := s.write(ctx, r)
 		if err != nil {
 			r.err = err
 			if single {
 				break
 			}
-			if _, err := tx.ExecContext(ctx, "ROLLBACK TO batch; RELEASE batch"); err != nil {
-				_ = tx.Rollback()
+			if err := exec("ROLLBACK TO batch; RELEASE batch"); err != nil {
+				rollback()
 				fail(err)
-				return
+				return false
 			}
 			continue
 		}
@@ -442,10 +755,10 @@ func (s *Store) commitGroup(group []*request) {
 			writes++
 		}
 		if !single {
-			if _, err := tx.ExecContext(ctx, "RELEASE batch"); err != nil {
-				_ = tx.Rollback()
+			if err := exec("RELEASE batch"); err != nil {
+				rollback()
 				fail(err)
-				return
+				return false
 			}
 		}
 	}
@@ -453,83 +766,68 @@ func (s *Store) commitGroup(group []*request) {
 		// Nothing to commit: duplicates and failures only. (A duplicate of
 		// a batch earlier in this group is not possible here: that batch
 		// wrote, so writes > 0.)
-		_ = tx.Rollback() // the outcomes are set; a rollback error changes none
-		return
+		rollback() // the outcomes are set; a rollback error changes none
+		return false
 	}
 	if s.onCommit != nil {
 		s.onCommit(len(group))
 	}
-	if err := tx.Commit(); err != nil {
+	if err := exec("COMMIT"); err != nil {
 		// Duplicates may have been judged against a batch of this group:
 		// nothing of the group is stored, so every caller retries.
-		for _, r := range group {
-			if r.err == nil {
-				r.dup, r.err = false, err
-			}
-		}
+		rollback()
+		fail(err)
+		return false
 	}
+	return true
 }
 
-// write stores r's key row and events in tx. A duplicate or a reused key
-// writes nothing.
-func (s *Store) write(ctx context.Context, tx *sql.Tx, r *request) (dup bool, err error) {
+// write stores r's key row and events in the writer's transaction. A
+// duplicate or a reused key writes nothing.
+func (s *Store) write(ctx context.Context, r *request) (dup bool, err error) {
 	b := r.b
 	if r.key != nil && s.legacy {
-		var one int
-		err := tx.StmtContext(ctx, s.getLegacy).QueryRowContext(ctx, r.key).Scan(&one)
-		if err == nil {
+		found, err := queryRow(ctx, s.getLegacy, make([]driver.Value, 1), r.key)
+		if err != nil {
+			return false, err
+		}
+		if found {
 			return true, nil // stored before namespaces and digests: a retry
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return false, err
-		}
 	}
-	var batchID int64
-	err = tx.StmtContext(ctx, s.insBatch).QueryRowContext(ctx, r.ns, r.key, r.digest, len(b.Events), formatTS(time.Now())).Scan(&batchID)
-	if errors.Is(err, sql.ErrNoRows) {
-		var old []byte
-		if err := tx.StmtContext(ctx, s.getDigest).QueryRowContext(ctx, r.ns, r.key).Scan(&old); err != nil {
-			return false, err
-		}
-		if !bytes.Equal(old, r.digest.([]byte)) {
-			return false, store.ErrKeyReused
-		}
-		return true, nil
-	}
+	id := make([]driver.Value, 1)
+	found, err := queryRow(ctx, s.insBatch, id, r.ns, r.key, r.digest, int64(len(b.Events)), formatTS(time.Now()))
 	if err != nil {
 		return false, err
 	}
-
-	var bid any = batchID // boxed once, not once per row
-	args := make([]any, 0, paramsPerRow*s.cfg.rowsPerInsert)
-	ev := b.Events
-	for i, n := range s.sizes {
-		if len(ev) < n {
-			continue
+	if !found { // the key is taken
+		old := make([]driver.Value, 1)
+		found, err := queryRow(ctx, s.getDigest, old, r.ns, r.key)
+		if err != nil {
+			return false, err
 		}
-		st := tx.StmtContext(ctx, s.insEvents[i])
-		for len(ev) >= n {
-			// Abandon a cancelled batch between statements.
-			if err := r.ctx.Err(); err != nil {
-				return false, err
-			}
-			args = args[:0]
-			for j := range ev[:n] {
-				e := &ev[j]
-				var ts any
-				if t, null := store.CleanTS(e.TS); !null {
-					ts = formatTS(t)
-				}
-				p := e.Payload
-				if p == nil {
-					p = []byte{} // an empty payload, not NULL
-				}
-				args = append(args, bid, store.CleanText(e.ID), store.CleanText(e.Type), ts, p)
-			}
-			if _, err := st.ExecContext(ctx, args...); err != nil {
-				return false, err
-			}
-			ev = ev[n:]
+		if !found {
+			return false, fmt.Errorf("key %q conflicts, but no batch holds it", r.key)
+		}
+		if d, ok := old[0].([]byte); !ok || !bytes.Equal(d, r.digest.([]byte)) {
+			return false, store.ErrKeyReused // another batch's, or one stored without a digest
+		}
+		return true, nil
+	}
+	batchID, ok := id[0].(int64)
+	if !ok {
+		return false, fmt.Errorf("batch id %v (%T), want an integer", id[0], id[0])
+	}
+
+	var bid any = batchID // boxed once, not once per statement
+	for i, args := range r.chunks {
+		// Abandon a cancelled batch between statements.
+		if err := r.ctx.Err(); err != nil {
+			return false, err
+		}
+		args[0].Value = bid
+		if err := execStmt(ctx, s.insEvents[r.stmts[i]], args); err != nil {
+			return false, err
 		}
 	}
 	// Checked once more after the last statement: a batch whose ctx ended
@@ -585,7 +883,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err := s.r.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
 		return fmt.Errorf("sqlite: ping: %w", err)
 	}
-	return nil
+	s.ckmu.Lock()
+	defer s.ckmu.Unlock()
+	return s.ckErr // a WAL that cannot be checkpointed grows without end
 }
 
 // Counts implements [store.Store]: the events and batches in the file (at
@@ -614,10 +914,25 @@ func (s *Store) closeDBs() error {
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}
-	for _, st := range append(s.insEvents, s.insBatch, s.getDigest, s.getLegacy) {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
+	if s.ck != nil {
+		close(s.ckReq)
+		<-s.ckDone
+		errs = append(errs, s.ck.Close())
+	}
+	if s.wal != nil {
+		errs = append(errs, s.wal.Close())
+	}
+	if s.wc != nil {
+		errs = append(errs, s.wc.Raw(func(any) error {
+			var errs []error
+			for _, st := range append(s.insEvents, s.insBatch, s.getDigest, s.getLegacy) {
+				if st != nil {
+					errs = append(errs, st.Close())
+				}
+			}
+			return errors.Join(errs...)
+		}))
+		errs = append(errs, s.wc.Close())
 	}
 	errs = append(errs, s.w.Close())
 	if err := errors.Join(errs...); err != nil {
@@ -689,4 +1004,84 @@ func (s *Store) Batches(ctx context.Context) ([]store.Batch, error) {
 		return nil, fmt.Errorf("sqlite: read events: %w", err)
 	}
 	return out, nil
+}
+
+// Checkpoint pacing, in bytes of events written (an estimate of the WAL
+// they fill). SQLite's automatic checkpoint runs every 1,000 pages.
+const (
+	ckptBytes    = 4 << 20
+	restartBytes = 64 << 20
+)
+
+// startCheckpointer opens the checkpoint connection and starts its
+// goroutine; the writer's own automatic checkpoint is off (in the DSN).
+func (s *Store) startCheckpointer(path string) error {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(s.cfg.busyTimeout.Milliseconds(), 10)+")")
+	// A checkpoint syncs the WAL before it copies and the database after,
+	// at any setting but OFF.
+	q.Add("_pragma", "synchronous(NORMAL)")
+	ck, err := sql.Open("sqlite", path+"?"+q.Encode())
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	ck.SetMaxOpenConns(1)
+	ck.SetMaxIdleConns(1)
+	ck.SetConnMaxLifetime(0)
+	ck.SetConnMaxIdleTime(0)
+	s.ck = ck
+	s.ckptEvery, s.restartEvery = ckptBytes, restartBytes
+	s.ckReq = make(chan chan error, 1)
+	s.ckDone = make(chan struct{})
+	go s.checkpointer()
+	return nil
+}
+
+func (s *Store) checkpointer() {
+	defer close(s.ckDone)
+	for reply := range s.ckReq {
+		if s.onCheckpoint != nil {
+			s.onCheckpoint()
+		}
+		err := s.checkpoint()
+		s.ckmu.Lock()
+		s.ckErr = err
+		s.ckmu.Unlock()
+		if reply != nil {
+			reply <- err
+		}
+	}
+}
+
+// checkpoint copies every frame of the WAL it can (PASSIVE: it waits for
+// no one) into the database.
+func (s *Store) checkpoint() error {
+	var busy, log, done int
+	if err := s.ck.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &log, &done); err != nil {
+		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	}
+	return nil
+}
+
+// wrote is called by the writer after each commit of n bytes (estimated);
+// before the next transaction it may wait for a checkpoint (see Store.ck).
+func (s *Store) wrote(n int) {
+	s.sinceCkpt += n
+	s.sinceRestart += n
+	switch {
+	case s.sinceRestart >= s.restartEvery:
+		s.sinceCkpt, s.sinceRestart = 0, 0
+		if s.onRestart != nil {
+			s.onRestart()
+		}
+		reply := make(chan error, 1)
+		s.ckReq <- reply
+		<-reply // an error is kept for Ping; the WAL then grows, nothing is lost
+	case s.sinceCkpt >= s.ckptEvery:
+		s.sinceCkpt = 0
+		select {
+		case s.ckReq <- nil:
+		default: // one is asked for already
+		}
+	}
 }

@@ -226,7 +226,7 @@ func TestOpenErrors(t *testing.T) {
 		{"QueryInPath", filepath.Join(dir, "a.db?_pragma=foo"), nil},
 		{"URI", "file:" + filepath.Join(dir, "a.db"), nil},
 		{"ZeroRows", filepath.Join(dir, "a.db"), []sqlite.Option{sqlite.WithRowsPerInsert(0)}},
-		{"TooManyRows", filepath.Join(dir, "a.db"), []sqlite.Option{sqlite.WithRowsPerInsert(6554)}},
+		{"TooManyRows", filepath.Join(dir, "a.db"), []sqlite.Option{sqlite.WithRowsPerInsert(8192)}},
 		{"NegativeBusyTimeout", filepath.Join(dir, "a.db"), []sqlite.Option{sqlite.WithBusyTimeout(-time.Second)}},
 		{"MissingDir", filepath.Join(dir, "no", "such", "dir", "a.db"), nil},
 	} {
@@ -239,8 +239,8 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 	// The limits themselves are accepted.
-	s := open(t, filepath.Join(dir, "b.db"), sqlite.WithRowsPerInsert(6553), sqlite.WithBusyTimeout(0))
-	if _, err := s.Store(context.Background(), &store.Batch{Events: make([]store.Event, 7000)}); err != nil {
+	s := open(t, filepath.Join(dir, "b.db"), sqlite.WithRowsPerInsert(8191), sqlite.WithBusyTimeout(0))
+	if _, err := s.Store(context.Background(), &store.Batch{Events: make([]store.Event, 9000)}); err != nil {
 		t.Fatal(err)
 	}
 }
