@@ -76,13 +76,25 @@ func (r *Report) calibrate() {
 		}
 		perLoad[d.Load] = append(perLoad[d.Load], d.ProcessCPUSeconds/float64(d.Requests)*1e9)
 	}
+	instrPerLoad := map[string][]float64{}
+	for _, d := range r.Runs {
+		if d.Name == Calibration && d.Error == "" && d.Requests > 0 && d.CPUMethod == CPUCallgrind {
+			instrPerLoad[d.Load] = append(instrPerLoad[d.Load], float64(d.Instructions)/float64(d.Requests))
+		}
+	}
 	nsPer := map[string]float64{}
+	instrPer := map[string]float64{}
 	for _, load := range loads {
 		v := perLoad[load]
 		m := median(v)
 		nsPer[load] = m
-		r.Calibration = append(r.Calibration, CalibrationResult{Load: load, Runs: len(v), NsPerRequest: m,
-			RunsNs: v, SpreadPct: spreadPct(v, m)})
+		c := CalibrationResult{Load: load, Runs: len(v), NsPerRequest: m, RunsNs: v, SpreadPct: spreadPct(v, m)}
+		if iv := instrPerLoad[load]; len(iv) > 0 {
+			im := median(iv)
+			instrPer[load] = im
+			c.InstructionsPerRequest, c.RunsInstructions, c.InstructionSpreadPct = im, iv, spreadPct(iv, im)
+		}
+		r.Calibration = append(r.Calibration, c)
 	}
 	for i := range r.Runs {
 		d := &r.Runs[i]
@@ -108,7 +120,48 @@ func (r *Report) calibrate() {
 		if d.Offered > 0 {
 			d.CPUSecondsPerMillion = d.DesignCPUSeconds / float64(d.Offered) * 1e6
 		}
+		if d.CPUMethod == CPUCallgrind {
+			applyInstructions(d, instrPer)
+		}
 	}
+}
+
+// applyInstructions fills a -cpu callgrind run's design instructions:
+// its count minus the calibration's per request times its requests. The
+// child ran under valgrind, so its CPU time is valgrind's, not the
+// design's: the CPU s figures are left at 0.
+func applyInstructions(d *DesignResult, instrPer map[string]float64) {
+	d.CPUSecondsPerMillion, d.DesignCPUSeconds, d.LoadgenCPUSeconds = 0, 0, 0
+	d.CPUSource = "callgrind (instructions_per_event)"
+	ip, ok := instrPer[d.Load]
+	switch {
+	case d.Name == Calibration:
+		d.DesignInstructions = d.Instructions
+		d.CPUSource = "callgrind (calibration itself)"
+	case ok:
+		d.LoadgenInstructions = int64(ip*float64(d.Requests) + 0.5)
+		d.DesignInstructions = d.Instructions - d.LoadgenInstructions
+	default:
+		d.DesignInstructions = d.Instructions
+		d.CPUSource = "callgrind, load generator included (instructions_per_event)"
+	}
+	d.InstructionsPerEvent = 0
+	if n := d.Offered; d.Name == Calibration {
+		if d.Requests > 0 {
+			d.InstructionsPerEvent = float64(d.DesignInstructions) / float64(d.Requests)
+		}
+	} else if n > 0 {
+		d.InstructionsPerEvent = float64(d.DesignInstructions) / float64(n)
+	}
+}
+
+// cpuFigure is the figure a row's runs are ranked by: instructions per
+// event with -cpu callgrind, CPU s per million events otherwise.
+func cpuFigure(d DesignResult) float64 {
+	if d.CPUMethod == CPUCallgrind {
+		return d.InstructionsPerEvent
+	}
+	return d.CPUSecondsPerMillion
 }
 
 // medianRun returns the run whose CPU per million is the median of runs
@@ -125,7 +178,7 @@ func medianRun(runs []DesignResult) DesignResult {
 		return runs[0]
 	}
 	slices.SortStableFunc(ok, func(a, b DesignResult) int {
-		return cmpFloat(a.CPUSecondsPerMillion, b.CPUSecondsPerMillion)
+		return cmpFloat(cpuFigure(a), cpuFigure(b))
 	})
 	row := ok[(len(ok)-1)/2]
 	if len(runs) == 1 {
@@ -133,13 +186,17 @@ func medianRun(runs []DesignResult) DesignResult {
 	}
 	row.Repeat = 0
 	row.Runs = len(ok)
-	row.CPURunsPerMillion = nil
+	row.CPURunsPerMillion, row.InstructionRunsPerEvent = nil, nil
 	for _, d := range runs { // in run order
 		if d.Error == "" {
 			row.CPURunsPerMillion = append(row.CPURunsPerMillion, d.CPUSecondsPerMillion)
+			if d.CPUMethod == CPUCallgrind {
+				row.InstructionRunsPerEvent = append(row.InstructionRunsPerEvent, d.InstructionsPerEvent)
+			}
 		}
 	}
 	row.CPUSpreadPct = spreadPct(row.CPURunsPerMillion, row.CPUSecondsPerMillion)
+	row.InstructionSpreadPct = spreadPct(row.InstructionRunsPerEvent, row.InstructionsPerEvent)
 	if n := len(runs) - len(ok); n > 0 && row.Error == "" {
 		row.Error = fmt.Sprintf("%d of %d runs failed: %s", n, len(runs), firstError(runs))
 	}
@@ -243,7 +300,11 @@ func (r *Report) Summary() string {
 	for _, d := range rows {
 		nameW = max(nameW, len(summaryName(d, r.Config.Mode)))
 	}
-	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s\n", nameW, "design", "delivered/min", "% target", "CPU s/M events", "Add p99", "e2e p99")
+	cpuHead := "CPU s/M events"
+	if rows[0].CPUMethod == CPUCallgrind {
+		cpuHead = "instr/event"
+	}
+	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s\n", nameW, "design", "delivered/min", "% target", cpuHead, "Add p99", "e2e p99")
 	for _, d := range rows {
 		name := summaryName(d, r.Config.Mode)
 		if d.Error != "" && d.Offered == 0 {
@@ -266,6 +327,14 @@ func (r *Report) Summary() string {
 		b.WriteString("\n")
 	}
 	for _, c := range r.Calibration {
+		if c.InstructionsPerRequest > 0 {
+			fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.0f instructions per request", c.Load, c.InstructionsPerRequest)
+			if len(c.RunsInstructions) > 1 {
+				fmt.Fprintf(&b, ", ±%.2f%% over %d runs", c.InstructionSpreadPct, len(c.RunsInstructions))
+			}
+			b.WriteString(" (callgrind; Add latency and e2e are under valgrind)\n")
+			continue
+		}
 		fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.1f µs CPU per request", c.Load, c.NsPerRequest/1e3)
 		if c.Runs > 1 {
 			fmt.Fprintf(&b, ", ±%.1f%% over %d runs", c.SpreadPct, c.Runs)
@@ -282,8 +351,16 @@ func summaryName(d DesignResult, mode string) string {
 	return d.Name
 }
 
-// cpuCell is the CPU per million events with its spread over repeats.
+// cpuCell is the CPU per million events (with -cpu callgrind the
+// instructions per event) with its spread over repeats.
 func cpuCell(d DesignResult) string {
+	if d.CPUMethod == CPUCallgrind {
+		s := commas(int64(math.Round(d.InstructionsPerEvent))) + " instr"
+		if d.Runs > 1 {
+			s += fmt.Sprintf(" ±%.1f%%", d.InstructionSpreadPct)
+		}
+		return s
+	}
 	s := fmt.Sprintf("%.2f", d.CPUSecondsPerMillion)
 	if d.Runs > 1 {
 		s += fmt.Sprintf(" ±%.0f%%", d.CPUSpreadPct)

@@ -67,6 +67,21 @@ type DesignResult struct {
 	CPURunsPerMillion          []float64 `json:"cpu_runs_per_million,omitempty"` // those runs' cpu_seconds_per_million
 	CPUSpreadPct               float64   `json:"cpu_spread_pct,omitempty"`       // (max - min) / 2 / median of those, in percent
 
+	// Instructions, with -cpu callgrind (CPUMethod "callgrind"): the
+	// child ran under valgrind's callgrind, which counted the
+	// instructions it executed in the design's window (user space; the
+	// kernel's work is not in them). See callgrind.go.
+	CPUMethod               string    `json:"cpu_method,omitempty"`                 // "callgrind"; "" the kernel's CPU time (rusage)
+	InstructionsTotal       int64     `json:"instructions_total,omitempty"`         // everything counted in the window
+	InstructionsIdle        int64     `json:"instructions_idle,omitempty"`          // left out: the scheduler's search for work (runtime.findRunnable)
+	InstructionsHarness     int64     `json:"instructions_harness,omitempty"`       // left out: the child harness's own code, heap-profile sampling, the peak-heap sampler
+	Instructions            int64     `json:"instructions,omitempty"`               // total - idle - harness
+	LoadgenInstructions     int64     `json:"loadgen_instructions,omitempty"`       // the calibration's instructions per request x this run's requests, subtracted
+	DesignInstructions      int64     `json:"design_instructions,omitempty"`        // instructions - loadgen_instructions
+	InstructionsPerEvent    float64   `json:"instructions_per_event,omitempty"`     // design_instructions per event offered: the figure
+	InstructionRunsPerEvent []float64 `json:"instruction_runs_per_event,omitempty"` // a report row: its runs' instructions_per_event
+	InstructionSpreadPct    float64   `json:"instruction_spread_pct,omitempty"`     // (max - min) / 2 / median of those, in percent
+
 	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
 	CPUSamples                  int64   `json:"cpu_samples"`                     // the profile samples behind cpu_seconds
 	ReceiverCPUSeconds          float64 `json:"receiver_cpu_seconds"`            // left out: the in-process receiver's
@@ -158,6 +173,11 @@ type CalibrationResult struct {
 	NsPerRequest float64   `json:"ns_per_request"` // median over the runs
 	RunsNs       []float64 `json:"runs_ns_per_request"`
 	SpreadPct    float64   `json:"spread_pct"` // (max - min) / 2 / median, in percent
+	// With -cpu callgrind: the calibration child's instructions per
+	// request (counted as for a design: idle and harness left out).
+	InstructionsPerRequest float64   `json:"instructions_per_request,omitempty"` // median over the runs
+	RunsInstructions       []float64 `json:"runs_instructions_per_request,omitempty"`
+	InstructionSpreadPct   float64   `json:"instruction_spread_pct,omitempty"`
 }
 
 func newReport(cfg Config) *Report {
@@ -330,6 +350,10 @@ func (r *Report) cpuNotes(b *strings.Builder) {
 	for _, d := range rows {
 		isolated = isolated || strings.HasPrefix(d.CPUSource, "isolated")
 	}
+	if len(rows) > 0 && rows[0].CPUMethod == CPUCallgrind {
+		r.instructionNotes(b, rows)
+		return
+	}
 	if !isolated {
 		b.WriteString("\nCPU s / M events: from the CPU profile (100 Hz), the design's samples only; the profile column gives the sample count behind it, whose relative uncertainty is about 1/sqrt(samples).\n")
 		return
@@ -354,6 +378,39 @@ func (r *Report) cpuNotes(b *strings.Builder) {
 		fmt.Fprintf(b, " The row is the median of %d runs; ± is half the range of the runs (every run within it): %s.", rows[0].Runs, strings.Join(spreads, "; "))
 	}
 	b.WriteString("\n")
+}
+
+// instructionNotes is cpuNotes for -cpu callgrind.
+func (r *Report) instructionNotes(b *strings.Builder, rows []DesignResult) {
+	b.WriteString("\nCPU column, -cpu callgrind: instructions per event offered, not CPU seconds. Each design ran in a child process under valgrind's callgrind (GOMAXPROCS=1, GOGC=off, one pacer releasing the handlers), which counted the instructions the child executed between the design's build and the end of its Shutdown (user space only: the kernel's work for its syscalls is not counted; nor is the garbage collector, which did not run). Left out of the count: the scheduler's search for the next goroutine (runtime.findRunnable and what it calls, which follows the timing), the child harness's own code (load generator, Add latency recording, log parsing), heap-profile sampling and the peak-heap sampler. From what is left, the calibration design's instructions per request times the run's requests is subtracted. Add latency, e2e latency and peak heap of these runs are under valgrind and not the design's.")
+	for _, c := range r.Calibration {
+		if c.InstructionsPerRequest == 0 {
+			continue
+		}
+		fmt.Fprintf(b, " Calibration, %s loop: %.0f instructions per request subtracted", c.Load, c.InstructionsPerRequest)
+		if len(c.RunsInstructions) > 1 {
+			fmt.Fprintf(b, " (runs: %s; ±%.2f%%)", joinFloats0(c.RunsInstructions), c.InstructionSpreadPct)
+		}
+		b.WriteString(".")
+	}
+	var spreads []string
+	for _, d := range rows {
+		if d.Runs > 1 {
+			spreads = append(spreads, fmt.Sprintf("%s %s", d.Name, joinFloats0(d.InstructionRunsPerEvent)))
+		}
+	}
+	if len(spreads) > 0 {
+		fmt.Fprintf(b, " The row is the median of %d runs; ± is half the range of the runs (every run within it): %s.", rows[0].Runs, strings.Join(spreads, "; "))
+	}
+	b.WriteString("\n")
+}
+
+func joinFloats0(v []float64) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.0f", f)
+	}
+	return strings.Join(s, ", ")
 }
 
 func joinFloats(v []float64) string {

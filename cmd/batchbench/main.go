@@ -59,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Repeat, "repeat", 1, "runs per design (interleaved); the report shows the median run and the CPU figure's spread")
 	render := fs.String("render", "", "rewrite report.md and the charts of a finished run's directory from its report.json, and run nothing")
 	isolate := fs.Bool("isolate", true, "run each design in a child process and measure its CPU from the kernel's count, minus a no-op calibration design's (false: one process, CPU from the profile)")
+	fs.StringVar(&cfg.CPUMethod, "cpu", bench.CPURusage, "how an isolated design's CPU is measured: rusage (the child's CPU time from the kernel, minus the no-op calibration design's per request; noisy on a busy machine) or callgrind (instructions executed, counted by valgrind's callgrind over the design's window, minus the calibration's per request: repeatable, needs valgrind on linux/amd64, runs the child about 10x slower; see bench/README.md)")
+	fs.StringVar(&cfg.Valgrind, "valgrind", "valgrind", "the valgrind program for -cpu callgrind")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
