@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
@@ -427,4 +428,19 @@ func readCallgrindWindow(dir string) (callgrindCount, error) {
 		return callgrindCount{}, fmt.Errorf("%s: a dump for %q, not the design's window", path, p.Trigger)
 	}
 	return countCallgrind(p)
+}
+
+// checkSymbols says why exe cannot be counted per function: callgrind
+// names functions from the ELF symbol table, which `go run` and `go test`
+// leave out (they link with -s -w).
+func checkSymbols(exe string) error {
+	f, err := elf.Open(exe)
+	if err != nil {
+		return fmt.Errorf("bench: -cpu callgrind: reading %s: %w", exe, err)
+	}
+	defer f.Close()
+	if f.Section(".symtab") == nil {
+		return fmt.Errorf("bench: -cpu callgrind needs a binary with its symbol table, which `go run` and `go test` leave out: go build -o batchbench ./cmd/batchbench && ./batchbench -cpu callgrind (%s has none)", exe)
+	}
+	return nil
 }

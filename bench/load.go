@@ -54,11 +54,18 @@ type loadCounters struct {
 	Offered    atomic.Int64 // Add returned nil
 	Rejected   atomic.Int64 // Add returned an error
 	NotOffered atomic.Int64 // open loop: due but not made (outstanding bound reached)
+	// The paced closed loop's skipped slots (pacedClosedLoop): SkippedBusy
+	// came while their handler was in Add (the design held it), SkippedLate
+	// while their handler had its previous slot still waiting, not yet
+	// run (the process did not get to run it: a starved child).
+	SkippedBusy atomic.Int64
+	SkippedLate atomic.Int64
 }
 
 // loadResult is what runLoad measured.
 type loadResult struct {
 	Requests, Offered, Rejected, NotOffered int64
+	SkippedBusy, SkippedLate                int64                   // see loadCounters
 	Elapsed                                 time.Duration           // from the first request to the last Add's return
 	AddLatency                              *hdrhistogram.Histogram // nanoseconds
 }
@@ -191,7 +198,7 @@ func runLoad(ctx context.Context, c Client, cfg loadConfig, cnt *loadCounters) l
 	case cfg.Kind == LoadOpen && cfg.Rate > 0:
 		openLoop(ctx, cfg, start, end, cnt, request, &wg)
 	case cfg.Rate > 0 && cfg.PacerTick > 0:
-		pacedClosedLoop(ctx, cfg, start, end, request, &wg)
+		pacedClosedLoop(ctx, cfg, start, end, cnt, request, &wg)
 	default:
 		// Closed loop, and the unpaced producers of saturate: each handler
 		// waits for its Add before its next request.
@@ -201,12 +208,14 @@ func runLoad(ctx context.Context, c Client, cfg loadConfig, cnt *loadCounters) l
 	}
 	wg.Wait()
 	return loadResult{
-		Requests:   cnt.Requests.Load(),
-		Offered:    cnt.Offered.Load(),
-		Rejected:   cnt.Rejected.Load(),
-		NotOffered: cnt.NotOffered.Load(),
-		Elapsed:    time.Since(start),
-		AddLatency: lat.merged(),
+		Requests:    cnt.Requests.Load(),
+		Offered:     cnt.Offered.Load(),
+		Rejected:    cnt.Rejected.Load(),
+		NotOffered:  cnt.NotOffered.Load(),
+		SkippedBusy: cnt.SkippedBusy.Load(),
+		SkippedLate: cnt.SkippedLate.Load(),
+		Elapsed:     time.Since(start),
+		AddLatency:  lat.merged(),
 	}
 }
 
@@ -257,7 +266,7 @@ func closedHandler(ctx context.Context, cfg loadConfig, i int, start, end time.T
 // finds the slot waiting when Add returns and makes one late request at
 // once; the slots that come while one is waiting are skipped, as
 // closedHandler does. No request starts at or after end.
-func pacedClosedLoop(ctx context.Context, cfg loadConfig, start, end time.Time, request func(int), wg *sync.WaitGroup) {
+func pacedClosedLoop(ctx context.Context, cfg loadConfig, start, end time.Time, cnt *loadCounters, request func(int), wg *sync.WaitGroup) {
 	n := cfg.Handlers
 	slot := time.Duration(float64(time.Second) / cfg.Rate) // between consecutive slots, over all handlers
 	if slot <= 0 {
@@ -265,6 +274,7 @@ func pacedClosedLoop(ctx context.Context, cfg loadConfig, start, end time.Time, 
 	}
 	total := int64((end.Sub(start) + slot - 1) / slot) // slots before end
 	tokens := make([]chan struct{}, n)
+	inAdd := make([]atomic.Bool, n)
 	for i := range tokens {
 		tokens[i] = make(chan struct{}, 1)
 		wg.Go(func() {
@@ -272,7 +282,9 @@ func pacedClosedLoop(ctx context.Context, cfg loadConfig, start, end time.Time, 
 				if !time.Now().Before(end) {
 					continue // due before end, reached after: not made, as closedHandler
 				}
+				inAdd[i].Store(true)
 				request(i)
+				inAdd[i].Store(false)
 			}
 		})
 	}
@@ -290,9 +302,15 @@ func pacedClosedLoop(ctx context.Context, cfg loadConfig, start, end time.Time, 
 		// would otherwise come due only at end, when no request starts.
 		due := min(int64((time.Since(start)+cfg.PacerTick)/slot)+1, total)
 		for ; released < due; released++ {
+			h := released % int64(n)
 			select {
-			case tokens[released%int64(n)] <- struct{}{}:
+			case tokens[h] <- struct{}{}:
 			default: // its handler has a slot waiting already: skipped
+				if inAdd[h].Load() {
+					cnt.SkippedBusy.Add(1)
+				} else {
+					cnt.SkippedLate.Add(1)
+				}
 			}
 		}
 		if released >= total {

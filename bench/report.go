@@ -36,11 +36,17 @@ type DesignResult struct {
 	LoaderLatencyMs float64 `json:"loader_latency_ms"`
 	Receiver        string  `json:"receiver"` // sqlite, discard, null, or the -target URL
 
-	Target            int64 `json:"target"`              // rate x duration (0 unpaced)
-	Requests          int64 `json:"requests"`            // Add calls made
-	Offered           int64 `json:"offered"`             // Add returned nil
-	Rejected          int64 `json:"rejected"`            // Add returned an error
-	NotOffered        int64 `json:"not_offered"`         // open loop: due but not made (outstanding bound)
+	Target     int64 `json:"target"`      // rate x duration (0 unpaced)
+	Requests   int64 `json:"requests"`    // Add calls made
+	Offered    int64 `json:"offered"`     // Add returned nil
+	Rejected   int64 `json:"rejected"`    // Add returned an error
+	NotOffered int64 `json:"not_offered"` // open loop: due but not made (outstanding bound)
+	// The paced closed loop's (-pacer-tick) skipped slots: while the
+	// handler was in Add (the design held it), or while its previous slot
+	// was still waiting to run (the process was starved: the run did not
+	// keep the load).
+	SlotsSkippedBusy  int64 `json:"slots_skipped_busy,omitempty"`
+	SlotsSkippedLate  int64 `json:"slots_skipped_late,omitempty"`
 	Delivered         int64 `json:"delivered"`           // the receiving side's count for this run
 	DeliveredFromLogs int64 `json:"delivered_from_logs"` // sum of the design's count=N log lines
 	Lost              int64 `json:"lost"`                // offered - delivered, after shutdown
@@ -81,6 +87,7 @@ type DesignResult struct {
 	InstructionsPerEvent    float64   `json:"instructions_per_event,omitempty"`     // design_instructions per event offered: the figure
 	InstructionRunsPerEvent []float64 `json:"instruction_runs_per_event,omitempty"` // a report row: its runs' instructions_per_event
 	InstructionSpreadPct    float64   `json:"instruction_spread_pct,omitempty"`     // (max - min) / 2 / median of those, in percent
+	InstructionRunsLostLoad []float64 `json:"instruction_runs_lost_load,omitempty"` // a report row: the runs left out because they did not keep the load (slots_skipped_late over 1%)
 
 	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
 	CPUSamples                  int64   `json:"cpu_samples"`                     // the profile samples behind cpu_seconds
@@ -178,6 +185,7 @@ type CalibrationResult struct {
 	InstructionsPerRequest float64   `json:"instructions_per_request,omitempty"` // median over the runs
 	RunsInstructions       []float64 `json:"runs_instructions_per_request,omitempty"`
 	InstructionSpreadPct   float64   `json:"instruction_spread_pct,omitempty"`
+	RunsLostLoad           []float64 `json:"runs_lost_load_instructions_per_request,omitempty"` // left out: did not keep the load
 }
 
 func newReport(cfg Config) *Report {
@@ -391,6 +399,9 @@ func (r *Report) instructionNotes(b *strings.Builder, rows []DesignResult) {
 		if len(c.RunsInstructions) > 1 {
 			fmt.Fprintf(b, " (runs: %s; ±%.2f%%)", joinFloats0(c.RunsInstructions), c.InstructionSpreadPct)
 		}
+		if len(c.RunsLostLoad) > 0 {
+			fmt.Fprintf(b, "; left out, as they did not keep the load: %s", joinFloats0(c.RunsLostLoad))
+		}
 		b.WriteString(".")
 	}
 	var spreads []string
@@ -400,7 +411,16 @@ func (r *Report) instructionNotes(b *strings.Builder, rows []DesignResult) {
 		}
 	}
 	if len(spreads) > 0 {
-		fmt.Fprintf(b, " The row is the median of %d runs; ± is half the range of the runs (every run within it): %s.", rows[0].Runs, strings.Join(spreads, "; "))
+		fmt.Fprintf(b, " The row is the median of the runs; ± is half the range of the runs (every run within it): %s.", strings.Join(spreads, "; "))
+	}
+	var lost []string
+	for _, d := range rows {
+		if len(d.InstructionRunsLostLoad) > 0 {
+			lost = append(lost, fmt.Sprintf("%s %s", d.Name, joinFloats0(d.InstructionRunsLostLoad)))
+		}
+	}
+	if len(lost) > 0 {
+		fmt.Fprintf(b, " Left out of the rows: runs that did not keep the load (more than 1%% of their slots came while the previous one still waited to run: the machine starved the child; slots_skipped_late in report.json): %s.", strings.Join(lost, "; "))
 	}
 	b.WriteString("\n")
 }

@@ -254,8 +254,15 @@ func (c *Config) defaults() error {
 		if c.InProcess {
 			return errors.New("bench: -cpu callgrind counts a child process's instructions; it needs -isolate")
 		}
-		if !valgrindSupported {
-			return fmt.Errorf("bench: -cpu callgrind needs amd64 (valgrind client requests), not %s", runtime.GOARCH)
+		if !valgrindSupported || runtime.GOOS != "linux" {
+			return fmt.Errorf("bench: -cpu callgrind needs linux/amd64 (valgrind client requests), not %s/%s", runtime.GOOS, runtime.GOARCH)
+		}
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("bench: finding this program to run the design in a child: %w", err)
+		}
+		if err := checkSymbols(exe); err != nil {
+			return err
 		}
 		if c.Valgrind == "" {
 			c.Valgrind = "valgrind"
@@ -674,6 +681,7 @@ func runClient(ctx context.Context, cfg Config, s runSpec, t clientTarget, h cli
 	res.Offered = lr.Offered
 	res.Rejected = lr.Rejected
 	res.NotOffered = lr.NotOffered
+	res.SlotsSkippedBusy, res.SlotsSkippedLate = lr.SkippedBusy, lr.SkippedLate
 	res.DeliveredFromLogs = clog.Sum()
 	res.GCCycles = int64(gc1.cycles - gc0.cycles)
 	res.GCPauseMs = ms(gc1.pause - gc0.pause)

@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	isolate := fs.Bool("isolate", true, "run each design in a child process and measure its CPU from the kernel's count, minus a no-op calibration design's (false: one process, CPU from the profile)")
 	fs.StringVar(&cfg.CPUMethod, "cpu", bench.CPURusage, "how an isolated design's CPU is measured: rusage (the child's CPU time from the kernel, minus the no-op calibration design's per request; noisy on a busy machine) or callgrind (instructions executed, counted by valgrind's callgrind over the design's window, minus the calibration's per request: repeatable, needs valgrind on linux/amd64, runs the child about 10x slower; see bench/README.md)")
 	fs.StringVar(&cfg.Valgrind, "valgrind", "valgrind", "the valgrind program for -cpu callgrind")
+	fs.DurationVar(&cfg.PacerTick, "pacer-tick", 0, "closed loop: one pacer goroutine releasing the handlers' slots every this long instead of a timer per handler (0: a timer per handler, or 10ms with -cpu callgrind; negative: a timer per handler always)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
