@@ -244,3 +244,46 @@ func TestValgrindRequestOnARealCPU(t *testing.T) {
 	callgrindZero()
 	callgrindDump(callgrindWindow)
 }
+
+// The report's instruction figures: the calibration's per request is the
+// median of its runs that kept the load, each design run's figure is its
+// count minus that per request, per event, and a row is the median of
+// its runs that kept the load, the others listed; when no run kept it,
+// all count.
+func TestCollectInstructions(t *testing.T) {
+	run := func(name string, repeat int, requests, instructions, late int64) DesignResult {
+		return DesignResult{Name: name, Load: LoadClosed, Repeat: repeat, Isolated: true, CPUMethod: CPUCallgrind,
+			Target: 20000, Requests: requests, Offered: requests, Instructions: instructions, SlotsSkippedLate: late,
+			ProcessCPUSeconds: 1}
+	}
+	r := &Report{Runs: []DesignResult{
+		run(Calibration, 1, 20000, 20000*4000, 0),
+		run(Calibration, 2, 20000, 20000*4100, 100),
+		run(Calibration, 3, 10000, 10000*3000, 9000), // starved: left out
+		run("d", 1, 20000, 20000*(4050+500), 0),
+		run("d", 2, 20000, 20000*(4050+520), 150),
+		run("d", 3, 15000, 15000*(4050+300), 4000), // starved: left out
+		run("all-lost", 1, 10000, 10000*(4050+100), 5000),
+		run("all-lost", 2, 10000, 10000*(4050+200), 5000),
+	}}
+	r.collect(Config{Mode: ModeFixed, Repeat: 3})
+	c := r.Calibration[0]
+	if c.InstructionsPerRequest != 4050 || !slices.Equal(c.RunsInstructions, []float64{4000, 4100}) || !slices.Equal(c.RunsLostLoad, []float64{3000}) {
+		t.Errorf("calibration %v per request from %v, left out %v", c.InstructionsPerRequest, c.RunsInstructions, c.RunsLostLoad)
+	}
+	d, all := r.Designs[0], r.Designs[1]
+	if d.InstructionsPerEvent != 500 || !slices.Equal(d.InstructionRunsPerEvent, []float64{500, 520}) ||
+		!slices.Equal(d.InstructionRunsLostLoad, []float64{300}) || d.Runs != 2 || d.InstructionSpreadPct != 2 {
+		t.Errorf("row d: %v per event, runs %v (%d), lost %v, spread %v%%", d.InstructionsPerEvent, d.InstructionRunsPerEvent, d.Runs,
+			d.InstructionRunsLostLoad, d.InstructionSpreadPct)
+	}
+	if all.Runs != 2 || !slices.Equal(all.InstructionRunsPerEvent, []float64{100, 200}) || all.InstructionRunsLostLoad != nil {
+		t.Errorf("row all-lost: runs %v (%d), lost %v", all.InstructionRunsPerEvent, all.Runs, all.InstructionRunsLostLoad)
+	}
+	if d.CPUSecondsPerMillion != 0 || d.CPUSource != "callgrind (instructions_per_event)" {
+		t.Errorf("row d: CPU %v s/M from %q: valgrind's CPU time is not the design's", d.CPUSecondsPerMillion, d.CPUSource)
+	}
+	if s := r.Summary(); !strings.Contains(s, "instr/event") || !strings.Contains(s, "500 instr ±2.0%") {
+		t.Errorf("summary:\n%s", s)
+	}
+}

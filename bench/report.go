@@ -326,7 +326,11 @@ func (r *Report) designTables(b *strings.Builder, file bool) {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", d.Name, commas(int64(d.DeliveredPerMin+0.5)),
 			sel, pct2(d.CopyAllocShare), orDash(seedRowFor[d.Name]))
 	}
-	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | CPU s / M events | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
+	cpuHead := "CPU s / M events"
+	if len(r.Designs) > 0 && r.Designs[0].CPUMethod == CPUCallgrind {
+		cpuHead = "instructions / event (callgrind)"
+	}
+	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | " + cpuHead + " | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n")
 	for _, d := range r.Designs {
 		target := "-"
