@@ -192,6 +192,7 @@ func cpuFigure(d DesignResult) float64 {
 // (the lower middle one of an even count), with Runs, CPURunsPerMillion and
 // CPUSpreadPct set. Failed runs are left out unless every run failed.
 func medianRun(runs []DesignResult) DesignResult {
+	repeated := len(runs) > 1
 	ok := make([]DesignResult, 0, len(runs))
 	for _, d := range runs {
 		if d.Error == "" {
@@ -225,7 +226,7 @@ func medianRun(runs []DesignResult) DesignResult {
 		return cmpFloat(cpuFigure(a), cpuFigure(b))
 	})
 	row := ok[(len(ok)-1)/2]
-	if len(runs) == 1 {
+	if !repeated {
 		return row
 	}
 	row.Repeat = 0

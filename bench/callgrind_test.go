@@ -265,6 +265,8 @@ func TestCollectInstructions(t *testing.T) {
 		run("d", 3, 15000, 15000*(4050+300), 4000), // starved: left out
 		run("all-lost", 1, 10000, 10000*(4050+100), 5000),
 		run("all-lost", 2, 10000, 10000*(4050+200), 5000),
+		run("one-kept", 1, 20000, 20000*(4050+700), 0),
+		run("one-kept", 2, 10000, 10000*(4050+600), 5000),
 	}}
 	r.collect(Config{Mode: ModeFixed, Repeat: 3})
 	c := r.Calibration[0]
@@ -279,6 +281,9 @@ func TestCollectInstructions(t *testing.T) {
 	}
 	if all.Runs != 2 || !slices.Equal(all.InstructionRunsPerEvent, []float64{100, 200}) || all.InstructionRunsLostLoad != nil {
 		t.Errorf("row all-lost: runs %v (%d), lost %v", all.InstructionRunsPerEvent, all.Runs, all.InstructionRunsLostLoad)
+	}
+	if one := r.Designs[2]; one.Runs != 1 || !slices.Equal(one.InstructionRunsPerEvent, []float64{700}) || !slices.Equal(one.InstructionRunsLostLoad, []float64{600}) {
+		t.Errorf("row one-kept: runs %v (%d), lost %v", one.InstructionRunsPerEvent, one.Runs, one.InstructionRunsLostLoad)
 	}
 	if d.CPUSecondsPerMillion != 0 || d.CPUSource != "callgrind (instructions_per_event)" {
 		t.Errorf("row d: CPU %v s/M from %q: valgrind's CPU time is not the design's", d.CPUSecondsPerMillion, d.CPUSource)
