@@ -23,7 +23,9 @@
 // [IsChild]): the receiving side stays here, the child runs the design
 // and the load generator and reports what it measured, its own CPU time
 // included, from which the calibration design's (a no-op Add under the
-// same load) is subtracted. A CPU profile and a heap profile (allocation
+// same load) is subtracted. With -cpu callgrind the child runs under
+// valgrind's callgrind instead and the figure is the instructions the
+// design executed per event (see callgrind.go). A CPU profile and a heap profile (allocation
 // delta) cover each design's run, and are parsed for the seed's figures
 // ([AnalyzeCPU], [AnalyzeHeap]).
 //

@@ -8,6 +8,7 @@
 //	go run ./cmd/batchbench -mode saturate -loader null -duration 10s
 //	go run ./cmd/batchbench -mode sweep -duration 10s
 //	go run ./cmd/batchbench -sink kafka -duration 10s          # through an in-process Kafka topic
+//	batchbench -cpu callgrind -duration 10s -repeat 5    # instructions per event under valgrind (a go build binary)
 //	batchbench -version                                   # module version, VCS revision, Go version
 package main
 
