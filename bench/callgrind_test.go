@@ -5,6 +5,9 @@ import (
 	"compress/gzip"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -290,5 +293,40 @@ func TestCollectInstructions(t *testing.T) {
 	}
 	if s := r.Summary(); !strings.Contains(s, "instr/event") || !strings.Contains(s, "500 instr ±2.0%") {
 		t.Errorf("summary:\n%s", s)
+	}
+}
+
+// -cpu is checked before anything runs: an unknown method and callgrind
+// in one process say why, and so does a binary without the symbol table
+// callgrind names functions by (go build -ldflags=-s, as go run and go
+// test link), while a plain go build binary passes.
+func TestCPUMethodConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{CPUMethod: "bogus"}, `unknown -cpu "bogus"`},
+		{Config{CPUMethod: CPUCallgrind, InProcess: true}, "needs -isolate"},
+	} {
+		c.cfg.Out, c.cfg.Progress = t.TempDir(), io.Discard
+		if err := c.cfg.defaults(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg.CPUMethod, err, c.want)
+		}
+	}
+	f := filepath.Join(t.TempDir(), "stripped")
+	if out, err := exec.Command("go", "build", "-ldflags=-s", "-o", f, "../cmd/batchbench").CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if err := checkSymbols(f); err == nil || !strings.Contains(err.Error(), "go build -o batchbench") {
+		t.Errorf("a binary linked with -s: %v", err)
+	}
+	if runtime.GOOS == "linux" {
+		withSymbols := filepath.Join(t.TempDir(), "full")
+		if out, err := exec.Command("go", "build", "-o", withSymbols, "../cmd/batchbench").CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if err := checkSymbols(withSymbols); err != nil {
+			t.Errorf("a go build binary: %v", err)
+		}
 	}
 }
