@@ -89,9 +89,10 @@ func (r *Report) calibrate() {
 			}
 		}
 	}
+	noneKept := map[string]bool{}
 	for load, v := range instrLost {
-		if len(instrPerLoad[load]) == 0 { // none kept the load: all of them, and say so by leaving RunsLostLoad empty
-			instrPerLoad[load], instrLost[load] = v, nil
+		if len(instrPerLoad[load]) == 0 { // none kept the load: all of them, flagged
+			instrPerLoad[load], instrLost[load], noneKept[load] = v, nil, true
 		}
 	}
 	nsPer := map[string]float64{}
@@ -105,7 +106,7 @@ func (r *Report) calibrate() {
 			im := median(iv)
 			instrPer[load] = im
 			c.InstructionsPerRequest, c.RunsInstructions, c.InstructionSpreadPct = im, iv, spreadPct(iv, im)
-			c.RunsLostLoad = instrLost[load]
+			c.RunsLostLoad, c.NoRunKeptLoad = instrLost[load], noneKept[load]
 		}
 		r.Calibration = append(r.Calibration, c)
 	}
@@ -204,6 +205,7 @@ func medianRun(runs []DesignResult) DesignResult {
 	}
 	// Instructions: of the runs that kept the load, unless none did.
 	var lost []float64
+	noneKept := false
 	if ok[0].CPUMethod == CPUCallgrind {
 		kept := make([]DesignResult, 0, len(ok))
 		for _, d := range ok {
@@ -217,6 +219,7 @@ func medianRun(runs []DesignResult) DesignResult {
 			ok = kept
 		} else {
 			lost = nil
+			noneKept = true
 		}
 	}
 	runs = slices.DeleteFunc(slices.Clone(runs), func(d DesignResult) bool {
@@ -226,6 +229,7 @@ func medianRun(runs []DesignResult) DesignResult {
 		return cmpFloat(cpuFigure(a), cpuFigure(b))
 	})
 	row := ok[(len(ok)-1)/2]
+	row.NoRunKeptLoad = row.CPUMethod == CPUCallgrind && !keptLoad(row)
 	if !repeated {
 		return row
 	}
@@ -242,7 +246,7 @@ func medianRun(runs []DesignResult) DesignResult {
 	}
 	row.CPUSpreadPct = spreadPct(row.CPURunsPerMillion, row.CPUSecondsPerMillion)
 	row.InstructionSpreadPct = spreadPct(row.InstructionRunsPerEvent, row.InstructionsPerEvent)
-	row.InstructionRunsLostLoad = lost
+	row.InstructionRunsLostLoad, row.NoRunKeptLoad = lost, noneKept
 	if n := len(runs) - len(ok); n > 0 && row.Error == "" {
 		row.Error = fmt.Sprintf("%d of %d runs failed: %s", n, len(runs), firstError(runs))
 	}
@@ -372,7 +376,19 @@ func (r *Report) Summary() string {
 		}
 		b.WriteString("\n")
 	}
+	var starved []string
+	for _, d := range rows {
+		if d.NoRunKeptLoad {
+			starved = append(starved, summaryName(d, r.Config.Mode))
+		}
+	}
+	if len(starved) > 0 {
+		fmt.Fprintf(&b, "warning: no run of %s kept the load (the machine starved the child under valgrind): those instruction figures are not at the asked rate\n", strings.Join(starved, ", "))
+	}
 	for _, c := range r.Calibration {
+		if c.NoRunKeptLoad {
+			fmt.Fprintf(&b, "warning: no calibration run (%s loop) kept the load: every figure subtracts a starved calibration\n", c.Load)
+		}
 		if c.InstructionsPerRequest > 0 {
 			fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.0f instructions per request", c.Load, c.InstructionsPerRequest)
 			if len(c.RunsInstructions) > 1 {

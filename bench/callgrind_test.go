@@ -282,7 +282,7 @@ func TestCollectInstructions(t *testing.T) {
 		t.Errorf("row d: %v per event, runs %v (%d), lost %v, spread %v%%", d.InstructionsPerEvent, d.InstructionRunsPerEvent, d.Runs,
 			d.InstructionRunsLostLoad, d.InstructionSpreadPct)
 	}
-	if all.Runs != 2 || !slices.Equal(all.InstructionRunsPerEvent, []float64{100, 200}) || all.InstructionRunsLostLoad != nil {
+	if all.Runs != 2 || !slices.Equal(all.InstructionRunsPerEvent, []float64{100, 200}) || all.InstructionRunsLostLoad != nil || !all.NoRunKeptLoad || d.NoRunKeptLoad {
 		t.Errorf("row all-lost: runs %v (%d), lost %v", all.InstructionRunsPerEvent, all.Runs, all.InstructionRunsLostLoad)
 	}
 	if one := r.Designs[2]; one.Runs != 1 || !slices.Equal(one.InstructionRunsPerEvent, []float64{700}) || !slices.Equal(one.InstructionRunsLostLoad, []float64{600}) {
@@ -291,7 +291,8 @@ func TestCollectInstructions(t *testing.T) {
 	if d.CPUSecondsPerMillion != 0 || d.CPUSource != "callgrind (instructions_per_event)" {
 		t.Errorf("row d: CPU %v s/M from %q: valgrind's CPU time is not the design's", d.CPUSecondsPerMillion, d.CPUSource)
 	}
-	if s := r.Summary(); !strings.Contains(s, "instr/event") || !strings.Contains(s, "500 instr ±2.0%") {
+	if s := r.Summary(); !strings.Contains(s, "instr/event") || !strings.Contains(s, "500 instr ±2.0%") ||
+		!strings.Contains(s, "warning: no run of all-lost kept the load") || strings.Contains(s, "no calibration run") {
 		t.Errorf("summary:\n%s", s)
 	}
 }

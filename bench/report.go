@@ -88,6 +88,7 @@ type DesignResult struct {
 	InstructionRunsPerEvent []float64 `json:"instruction_runs_per_event,omitempty"` // a report row: its runs' instructions_per_event
 	InstructionSpreadPct    float64   `json:"instruction_spread_pct,omitempty"`     // (max - min) / 2 / median of those, in percent
 	InstructionRunsLostLoad []float64 `json:"instruction_runs_lost_load,omitempty"` // a report row: the runs left out because they did not keep the load (slots_skipped_late over 1%)
+	NoRunKeptLoad           bool      `json:"no_run_kept_load,omitempty"`           // -cpu callgrind: none of the row's runs kept the load, so its figure is of them all
 
 	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
 	CPUSamples                  int64   `json:"cpu_samples"`                     // the profile samples behind cpu_seconds
@@ -186,6 +187,7 @@ type CalibrationResult struct {
 	RunsInstructions       []float64 `json:"runs_instructions_per_request,omitempty"`
 	InstructionSpreadPct   float64   `json:"instruction_spread_pct,omitempty"`
 	RunsLostLoad           []float64 `json:"runs_lost_load_instructions_per_request,omitempty"` // left out: did not keep the load
+	NoRunKeptLoad          bool      `json:"no_run_kept_load,omitempty"`                        // none kept it: all of them are used, flagged
 }
 
 func newReport(cfg Config) *Report {
@@ -406,6 +408,9 @@ func (r *Report) instructionNotes(b *strings.Builder, rows []DesignResult) {
 		if len(c.RunsLostLoad) > 0 {
 			fmt.Fprintf(b, "; left out, as they did not keep the load: %s", joinFloats0(c.RunsLostLoad))
 		}
+		if c.NoRunKeptLoad {
+			b.WriteString("; **none of them kept the load** (the machine starved the child), so every figure below subtracts a starved calibration")
+		}
 		b.WriteString(".")
 	}
 	var spreads []string
@@ -422,6 +427,15 @@ func (r *Report) instructionNotes(b *strings.Builder, rows []DesignResult) {
 		if len(d.InstructionRunsLostLoad) > 0 {
 			lost = append(lost, fmt.Sprintf("%s %s", d.Name, joinFloats0(d.InstructionRunsLostLoad)))
 		}
+	}
+	var starved []string
+	for _, d := range rows {
+		if d.NoRunKeptLoad {
+			starved = append(starved, d.Name)
+		}
+	}
+	if len(starved) > 0 {
+		fmt.Fprintf(b, " **No run kept the load** for %s: their figures are of runs whose child fell behind, not at the asked rate; rerun on a quieter machine.", strings.Join(starved, ", "))
 	}
 	if len(lost) > 0 {
 		fmt.Fprintf(b, " Left out of the rows: runs that did not keep the load (more than 1%% of their slots came while the previous one still waited to run: the machine starved the child; slots_skipped_late in report.json): %s.", strings.Join(lost, "; "))
