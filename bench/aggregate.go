@@ -76,13 +76,39 @@ func (r *Report) calibrate() {
 		}
 		perLoad[d.Load] = append(perLoad[d.Load], d.ProcessCPUSeconds/float64(d.Requests)*1e9)
 	}
+	// Instructions: the calibration runs that kept the load only (see
+	// keptLoad), unless none did.
+	instrPerLoad, instrLost := map[string][]float64{}, map[string][]float64{}
+	for _, d := range r.Runs {
+		if d.Name == Calibration && d.Error == "" && d.Requests > 0 && d.CPUMethod == CPUCallgrind {
+			v := float64(d.Instructions) / float64(d.Requests)
+			if keptLoad(d) {
+				instrPerLoad[d.Load] = append(instrPerLoad[d.Load], v)
+			} else {
+				instrLost[d.Load] = append(instrLost[d.Load], v)
+			}
+		}
+	}
+	noneKept := map[string]bool{}
+	for load, v := range instrLost {
+		if len(instrPerLoad[load]) == 0 { // none kept the load: all of them, flagged
+			instrPerLoad[load], instrLost[load], noneKept[load] = v, nil, true
+		}
+	}
 	nsPer := map[string]float64{}
+	instrPer := map[string]float64{}
 	for _, load := range loads {
 		v := perLoad[load]
 		m := median(v)
 		nsPer[load] = m
-		r.Calibration = append(r.Calibration, CalibrationResult{Load: load, Runs: len(v), NsPerRequest: m,
-			RunsNs: v, SpreadPct: spreadPct(v, m)})
+		c := CalibrationResult{Load: load, Runs: len(v), NsPerRequest: m, RunsNs: v, SpreadPct: spreadPct(v, m)}
+		if iv := instrPerLoad[load]; len(iv) > 0 {
+			im := median(iv)
+			instrPer[load] = im
+			c.InstructionsPerRequest, c.RunsInstructions, c.InstructionSpreadPct = im, iv, spreadPct(iv, im)
+			c.RunsLostLoad, c.NoRunKeptLoad = instrLost[load], noneKept[load]
+		}
+		r.Calibration = append(r.Calibration, c)
 	}
 	for i := range r.Runs {
 		d := &r.Runs[i]
@@ -108,13 +134,66 @@ func (r *Report) calibrate() {
 		if d.Offered > 0 {
 			d.CPUSecondsPerMillion = d.DesignCPUSeconds / float64(d.Offered) * 1e6
 		}
+		if d.CPUMethod == CPUCallgrind {
+			applyInstructions(d, instrPer)
+		}
 	}
+}
+
+// applyInstructions fills a -cpu callgrind run's design instructions:
+// its count minus the calibration's per request times its requests. The
+// child ran under valgrind, so its CPU time is valgrind's, not the
+// design's: the CPU s figures are left at 0.
+func applyInstructions(d *DesignResult, instrPer map[string]float64) {
+	d.CPUSecondsPerMillion, d.DesignCPUSeconds, d.LoadgenCPUSeconds = 0, 0, 0
+	d.CPUSource = "callgrind (instructions_per_event)"
+	ip, ok := instrPer[d.Load]
+	switch {
+	case d.Name == Calibration:
+		d.DesignInstructions = d.Instructions
+		d.CPUSource = "callgrind (calibration itself)"
+	case ok:
+		d.LoadgenInstructions = int64(ip*float64(d.Requests) + 0.5)
+		d.DesignInstructions = d.Instructions - d.LoadgenInstructions
+	default:
+		d.DesignInstructions = d.Instructions
+		d.CPUSource = "callgrind, load generator included (instructions_per_event)"
+	}
+	d.InstructionsPerEvent = 0
+	if n := d.Offered; d.Name == Calibration {
+		if d.Requests > 0 {
+			d.InstructionsPerEvent = float64(d.DesignInstructions) / float64(d.Requests)
+		}
+	} else if n > 0 {
+		d.InstructionsPerEvent = float64(d.DesignInstructions) / float64(n)
+	}
+}
+
+// keptLoad says whether a run kept the load it was given: at most 1% of
+// its slots skipped because the process did not get to run its handlers
+// in time (SlotsSkippedLate; skipped while the design held the handler in
+// Add is the design's doing, and counts as kept). Under valgrind on a
+// busy machine the child can fall behind; its count per request then
+// changes (handlers find their next slot waiting and do not park), so
+// the run does not measure the design at the asked rate.
+func keptLoad(d DesignResult) bool {
+	return d.Target <= 0 || d.SlotsSkippedLate*100 <= d.Target
+}
+
+// cpuFigure is the figure a row's runs are ranked by: instructions per
+// event with -cpu callgrind, CPU s per million events otherwise.
+func cpuFigure(d DesignResult) float64 {
+	if d.CPUMethod == CPUCallgrind {
+		return d.InstructionsPerEvent
+	}
+	return d.CPUSecondsPerMillion
 }
 
 // medianRun returns the run whose CPU per million is the median of runs
 // (the lower middle one of an even count), with Runs, CPURunsPerMillion and
 // CPUSpreadPct set. Failed runs are left out unless every run failed.
 func medianRun(runs []DesignResult) DesignResult {
+	repeated := len(runs) > 1
 	ok := make([]DesignResult, 0, len(runs))
 	for _, d := range runs {
 		if d.Error == "" {
@@ -124,22 +203,50 @@ func medianRun(runs []DesignResult) DesignResult {
 	if len(ok) == 0 {
 		return runs[0]
 	}
+	// Instructions: of the runs that kept the load, unless none did.
+	var lost []float64
+	noneKept := false
+	if ok[0].CPUMethod == CPUCallgrind {
+		kept := make([]DesignResult, 0, len(ok))
+		for _, d := range ok {
+			if keptLoad(d) {
+				kept = append(kept, d)
+			} else {
+				lost = append(lost, d.InstructionsPerEvent)
+			}
+		}
+		if len(kept) > 0 {
+			ok = kept
+		} else {
+			lost = nil
+			noneKept = true
+		}
+	}
+	runs = slices.DeleteFunc(slices.Clone(runs), func(d DesignResult) bool {
+		return d.Error == "" && !slices.ContainsFunc(ok, func(k DesignResult) bool { return k.Repeat == d.Repeat })
+	})
 	slices.SortStableFunc(ok, func(a, b DesignResult) int {
-		return cmpFloat(a.CPUSecondsPerMillion, b.CPUSecondsPerMillion)
+		return cmpFloat(cpuFigure(a), cpuFigure(b))
 	})
 	row := ok[(len(ok)-1)/2]
-	if len(runs) == 1 {
+	row.NoRunKeptLoad = row.CPUMethod == CPUCallgrind && !keptLoad(row)
+	if !repeated {
 		return row
 	}
 	row.Repeat = 0
 	row.Runs = len(ok)
-	row.CPURunsPerMillion = nil
+	row.CPURunsPerMillion, row.InstructionRunsPerEvent = nil, nil
 	for _, d := range runs { // in run order
 		if d.Error == "" {
 			row.CPURunsPerMillion = append(row.CPURunsPerMillion, d.CPUSecondsPerMillion)
+			if d.CPUMethod == CPUCallgrind {
+				row.InstructionRunsPerEvent = append(row.InstructionRunsPerEvent, d.InstructionsPerEvent)
+			}
 		}
 	}
 	row.CPUSpreadPct = spreadPct(row.CPURunsPerMillion, row.CPUSecondsPerMillion)
+	row.InstructionSpreadPct = spreadPct(row.InstructionRunsPerEvent, row.InstructionsPerEvent)
+	row.InstructionRunsLostLoad, row.NoRunKeptLoad = lost, noneKept
 	if n := len(runs) - len(ok); n > 0 && row.Error == "" {
 		row.Error = fmt.Sprintf("%d of %d runs failed: %s", n, len(runs), firstError(runs))
 	}
@@ -243,7 +350,11 @@ func (r *Report) Summary() string {
 	for _, d := range rows {
 		nameW = max(nameW, len(summaryName(d, r.Config.Mode)))
 	}
-	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s\n", nameW, "design", "delivered/min", "% target", "CPU s/M events", "Add p99", "e2e p99")
+	cpuHead := "CPU s/M events"
+	if rows[0].CPUMethod == CPUCallgrind {
+		cpuHead = "instr/event"
+	}
+	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s\n", nameW, "design", "delivered/min", "% target", cpuHead, "Add p99", "e2e p99")
 	for _, d := range rows {
 		name := summaryName(d, r.Config.Mode)
 		if d.Error != "" && d.Offered == 0 {
@@ -265,7 +376,27 @@ func (r *Report) Summary() string {
 		}
 		b.WriteString("\n")
 	}
+	var starved []string
+	for _, d := range rows {
+		if d.NoRunKeptLoad {
+			starved = append(starved, summaryName(d, r.Config.Mode))
+		}
+	}
+	if len(starved) > 0 {
+		fmt.Fprintf(&b, "warning: no run of %s kept the load (the machine starved the child under valgrind): those instruction figures are not at the asked rate\n", strings.Join(starved, ", "))
+	}
 	for _, c := range r.Calibration {
+		if c.NoRunKeptLoad {
+			fmt.Fprintf(&b, "warning: no calibration run (%s loop) kept the load: every figure subtracts a starved calibration\n", c.Load)
+		}
+		if c.InstructionsPerRequest > 0 {
+			fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.0f instructions per request", c.Load, c.InstructionsPerRequest)
+			if len(c.RunsInstructions) > 1 {
+				fmt.Fprintf(&b, ", ±%.2f%% over %d runs", c.InstructionSpreadPct, len(c.RunsInstructions))
+			}
+			b.WriteString(" (callgrind; Add latency and e2e are under valgrind)\n")
+			continue
+		}
 		fmt.Fprintf(&b, "calibration (%s loop, subtracted): %.1f µs CPU per request", c.Load, c.NsPerRequest/1e3)
 		if c.Runs > 1 {
 			fmt.Fprintf(&b, ", ±%.1f%% over %d runs", c.SpreadPct, c.Runs)
@@ -282,8 +413,16 @@ func summaryName(d DesignResult, mode string) string {
 	return d.Name
 }
 
-// cpuCell is the CPU per million events with its spread over repeats.
+// cpuCell is the CPU per million events (with -cpu callgrind the
+// instructions per event) with its spread over repeats.
 func cpuCell(d DesignResult) string {
+	if d.CPUMethod == CPUCallgrind {
+		s := commas(int64(math.Round(d.InstructionsPerEvent))) + " instr"
+		if d.Runs > 1 {
+			s += fmt.Sprintf(" ±%.1f%%", d.InstructionSpreadPct)
+		}
+		return s
+	}
 	s := fmt.Sprintf("%.2f", d.CPUSecondsPerMillion)
 	if d.Runs > 1 {
 		s += fmt.Sprintf(" ±%.0f%%", d.CPUSpreadPct)

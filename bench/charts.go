@@ -485,6 +485,9 @@ func (r *Report) deliveredChart(file string, ds []DesignResult) (bool, error) {
 // cpuChart: the design's CPU per million events, with the range over
 // repeated runs.
 func (r *Report) cpuChart(file string, ds []DesignResult) (bool, error) {
+	if len(ds) > 0 && ds[0].CPUMethod == CPUCallgrind {
+		return r.instructionChart(file, ds)
+	}
 	var rows []barRow
 	isolated := false
 	for _, d := range ds {
@@ -507,6 +510,24 @@ func (r *Report) cpuChart(file string, ds []DesignResult) (bool, error) {
 		extra = append(extra, legendItem{fmt.Sprintf("range of %d runs (bar: median)", ds[0].Runs), errThumb{}})
 	}
 	return hbarChart(file, title, "CPU seconds per million events", rows, 0, "", nil, extra)
+}
+
+// instructionChart is cpuChart for -cpu callgrind: instructions per event.
+func (r *Report) instructionChart(file string, ds []DesignResult) (bool, error) {
+	var rows []barRow
+	for _, d := range ds {
+		rw := barRow{name: d.Name, value: d.InstructionsPerEvent, label: commas(int64(math.Round(d.InstructionsPerEvent)))}
+		if d.Runs > 1 && len(d.InstructionRunsPerEvent) > 1 {
+			rw.lo, rw.hi = minMax(d.InstructionRunsPerEvent)
+			rw.label += fmt.Sprintf(" ±%.1f%%", d.InstructionSpreadPct)
+		}
+		rows = append(rows, rw)
+	}
+	var extra []legendItem
+	if len(rows) > 0 && rows[0].hi > rows[0].lo {
+		extra = append(extra, legendItem{fmt.Sprintf("range of %d runs (bar: median)", ds[0].Runs), errThumb{}})
+	}
+	return hbarChart(file, "Design instructions per event (callgrind, load generator subtracted)", "instructions per event", rows, 0, "", nil, extra)
 }
 
 // errThumb is the legend thumbnail of an error bar.

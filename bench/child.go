@@ -66,6 +66,7 @@ type childSpec struct {
 	Dir      string        `json:"dir"`
 	Profiles bool          `json:"profiles"`
 	Repeat   int           `json:"repeat"`
+	CPU      string        `json:"cpu,omitempty"` // runSpec.cpuMethod
 }
 
 type childConfig struct {
@@ -76,6 +77,7 @@ type childConfig struct {
 	StopTimeout    time.Duration `json:"stop_timeout"`
 	MemProfileRate int           `json:"mem_profile_rate"`
 	ProfileHz      int           `json:"profile_hz"`
+	PacerTick      time.Duration `json:"pacer_tick,omitempty"`
 }
 
 // childMessage is one line from the child.
@@ -126,10 +128,10 @@ func childRun(ctx context.Context, in *bufio.Reader, out *childWriter) error {
 	}
 	c := req.Config
 	cfg := Config{Duration: c.Duration, Handlers: c.Handlers, SeedQueue: c.SeedQueue, EventSize: c.EventSize,
-		StopTimeout: c.StopTimeout, MemProfileRate: c.MemProfileRate, ProfileHz: c.ProfileHz}
+		StopTimeout: c.StopTimeout, MemProfileRate: c.MemProfileRate, ProfileHz: c.ProfileHz, PacerTick: c.PacerTick}
 	runtime.MemProfileRate = c.MemProfileRate
 	s := runSpec{design: req.Spec.Design, load: req.Spec.Load, rate: req.Spec.Rate, latency: req.Spec.Latency,
-		dir: req.Spec.Dir, profiles: req.Spec.Profiles, repeat: req.Spec.Repeat}
+		dir: req.Spec.Dir, profiles: req.Spec.Profiles, repeat: req.Spec.Repeat, cpuMethod: req.Spec.CPU}
 
 	var counters loadCounters
 	stopTick := make(chan struct{})
@@ -171,6 +173,13 @@ func runChild(ctx context.Context, cfg Config, s runSpec, t clientTarget, h clie
 	}
 	cmd := exec.CommandContext(ctx, exe)
 	cmd.Env = append(os.Environ(), childEnv+"=1")
+	if s.cpuMethod == CPUCallgrind {
+		if s.dir == "" {
+			return errors.New("bench: -cpu callgrind needs the run's directory for callgrind's output")
+		}
+		cmd = callgrindCommand(ctx, cfg.Valgrind, exe, filepath.Join(s.dir, callgrindOut))
+		cmd.Env = append(callgrindEnv(os.Environ()), childEnv+"=1")
+	}
 	// Interrupted: the child shuts its design down and reports; killed
 	// only if it does not finish in time.
 	cmd.Cancel = func() error {
@@ -203,10 +212,11 @@ func runChild(ctx context.Context, cfg Config, s runSpec, t clientTarget, h clie
 	}
 	req := childRequest{
 		Spec: childSpec{Design: s.design, Load: s.load, Rate: s.rate, Latency: s.latency, Dir: s.dir,
-			Profiles: s.profiles, Repeat: s.repeat},
+			Profiles: s.profiles, Repeat: s.repeat, CPU: s.cpuMethod},
 		Target: t,
 		Config: childConfig{Duration: cfg.Duration, Handlers: cfg.Handlers, SeedQueue: cfg.SeedQueue,
-			EventSize: cfg.EventSize, StopTimeout: cfg.StopTimeout, MemProfileRate: cfg.MemProfileRate, ProfileHz: cfg.ProfileHz},
+			EventSize: cfg.EventSize, StopTimeout: cfg.StopTimeout, MemProfileRate: cfg.MemProfileRate, ProfileHz: cfg.ProfileHz,
+			PacerTick: cfg.PacerTick},
 		Result: *res,
 	}
 	werr := json.NewEncoder(stdin).Encode(req)
@@ -245,6 +255,15 @@ func runChild(ctx context.Context, cfg Config, s runSpec, t clientTarget, h clie
 	switch {
 	case result != nil:
 		*res = *result
+		if s.cpuMethod == CPUCallgrind {
+			c, err := readCallgrindWindow(s.dir)
+			if err != nil {
+				return err
+			}
+			res.CPUMethod = CPUCallgrind
+			res.InstructionsTotal, res.InstructionsIdle, res.InstructionsHarness = c.Total, c.Idle, c.Harness
+			res.Instructions = c.Counted()
+		}
 		return nil
 	case childErr != "":
 		return errors.New(childErr)

@@ -40,6 +40,12 @@ type loadConfig struct {
 	// Grace bounds how long an Add still under way when the duration ends may
 	// take before its context is cancelled (it then counts as Rejected).
 	Grace time.Duration
+	// PacerTick, for the paced closed loop: 0 gives every handler its own
+	// timer (closedHandler); > 0 has one pacer goroutine release the
+	// handlers' slots every PacerTick (pacedClosedLoop), so that the load
+	// generator's runtime work (timers, scheduler wake-ups) is one tick's
+	// per PacerTick whatever the timing, not one per request.
+	PacerTick time.Duration
 }
 
 // loadCounters are read while the load runs (progress) and at its end.
@@ -48,11 +54,18 @@ type loadCounters struct {
 	Offered    atomic.Int64 // Add returned nil
 	Rejected   atomic.Int64 // Add returned an error
 	NotOffered atomic.Int64 // open loop: due but not made (outstanding bound reached)
+	// The paced closed loop's skipped slots (pacedClosedLoop): SkippedBusy
+	// came while their handler was in Add (the design held it), SkippedLate
+	// while their handler had its previous slot still waiting, not yet
+	// run (the process did not get to run it: a starved child).
+	SkippedBusy atomic.Int64
+	SkippedLate atomic.Int64
 }
 
 // loadResult is what runLoad measured.
 type loadResult struct {
 	Requests, Offered, Rejected, NotOffered int64
+	SkippedBusy, SkippedLate                int64                   // see loadCounters
 	Elapsed                                 time.Duration           // from the first request to the last Add's return
 	AddLatency                              *hdrhistogram.Histogram // nanoseconds
 }
@@ -184,6 +197,8 @@ func runLoad(ctx context.Context, c Client, cfg loadConfig, cnt *loadCounters) l
 	switch {
 	case cfg.Kind == LoadOpen && cfg.Rate > 0:
 		openLoop(ctx, cfg, start, end, cnt, request, &wg)
+	case cfg.Rate > 0 && cfg.PacerTick > 0:
+		pacedClosedLoop(ctx, cfg, start, end, cnt, request, &wg)
 	default:
 		// Closed loop, and the unpaced producers of saturate: each handler
 		// waits for its Add before its next request.
@@ -193,12 +208,14 @@ func runLoad(ctx context.Context, c Client, cfg loadConfig, cnt *loadCounters) l
 	}
 	wg.Wait()
 	return loadResult{
-		Requests:   cnt.Requests.Load(),
-		Offered:    cnt.Offered.Load(),
-		Rejected:   cnt.Rejected.Load(),
-		NotOffered: cnt.NotOffered.Load(),
-		Elapsed:    time.Since(start),
-		AddLatency: lat.merged(),
+		Requests:    cnt.Requests.Load(),
+		Offered:     cnt.Offered.Load(),
+		Rejected:    cnt.Rejected.Load(),
+		NotOffered:  cnt.NotOffered.Load(),
+		SkippedBusy: cnt.SkippedBusy.Load(),
+		SkippedLate: cnt.SkippedLate.Load(),
+		Elapsed:     time.Since(start),
+		AddLatency:  lat.merged(),
 	}
 }
 
@@ -236,6 +253,73 @@ func closedHandler(ctx context.Context, cfg loadConfig, i int, start, end time.T
 		next = next.Add(period)
 		if now := time.Now(); next.Before(now) {
 			next = next.Add(now.Sub(next) / period * period)
+		}
+	}
+}
+
+// pacedClosedLoop is the closed loop of closedHandler, with one pacer
+// instead of a timer per handler: the same slots (handler i owns start +
+// (i/N + k) * period), released by a pacer that wakes every
+// cfg.PacerTick and hands each slot due before its next wake-up to its
+// handler through a channel of capacity 1 (so a request starts up to one
+// tick before its slot). A handler still in its Add when its slot comes
+// finds the slot waiting when Add returns and makes one late request at
+// once; the slots that come while one is waiting are skipped, as
+// closedHandler does. No request starts at or after end.
+func pacedClosedLoop(ctx context.Context, cfg loadConfig, start, end time.Time, cnt *loadCounters, request func(int), wg *sync.WaitGroup) {
+	n := cfg.Handlers
+	slot := time.Duration(float64(time.Second) / cfg.Rate) // between consecutive slots, over all handlers
+	if slot <= 0 {
+		slot = 1
+	}
+	total := int64((end.Sub(start) + slot - 1) / slot) // slots before end
+	tokens := make([]chan struct{}, n)
+	inAdd := make([]atomic.Bool, n)
+	for i := range tokens {
+		tokens[i] = make(chan struct{}, 1)
+		wg.Go(func() {
+			for range tokens[i] {
+				if !time.Now().Before(end) {
+					continue // due before end, reached after: not made, as closedHandler
+				}
+				inAdd[i].Store(true)
+				request(i)
+				inAdd[i].Store(false)
+			}
+		})
+	}
+	defer func() {
+		for _, t := range tokens {
+			close(t)
+		}
+	}()
+	ticker := time.NewTicker(cfg.PacerTick)
+	defer ticker.Stop()
+	var released int64
+	for {
+		// The slots of the coming tick are released now, up to a tick
+		// early rather than up to a tick late: the last ones before end
+		// would otherwise come due only at end, when no request starts.
+		due := min(int64((time.Since(start)+cfg.PacerTick)/slot)+1, total)
+		for ; released < due; released++ {
+			h := released % int64(n)
+			select {
+			case tokens[h] <- struct{}{}:
+			default: // its handler has a slot waiting already: skipped
+				if inAdd[h].Load() {
+					cnt.SkippedBusy.Add(1)
+				} else {
+					cnt.SkippedLate.Add(1)
+				}
+			}
+		}
+		if released >= total {
+			return
+		}
+		select {
+		case <-ticker.C:
+		case <-ctx.Done():
+			return
 		}
 	}
 }

@@ -138,6 +138,14 @@ func (p *progress) start(tag, design string, d time.Duration, rate float64, c *l
 // done prints a run's one-line summary (the CPU figure comes later, once
 // the calibration is applied).
 func (p *progress) done(tag string, r *DesignResult) {
+	if r.Name == Calibration && r.CPUMethod == CPUCallgrind {
+		per := 0.0
+		if r.Requests > 0 {
+			per = float64(r.Instructions) / float64(r.Requests)
+		}
+		p.line(fmt.Sprintf("%s %-28s %s requests, %.0f instructions per request counted (delivers nothing, by design)", tag, r.Name, commas(r.Requests), per))
+		return
+	}
 	if r.Name == Calibration {
 		per := 0.0
 		if r.Requests > 0 {
@@ -152,6 +160,9 @@ func (p *progress) done(tag string, r *DesignResult) {
 	}
 	if r.Lost != 0 {
 		s += fmt.Sprintf(", lost %s", commas(r.Lost))
+	}
+	if r.CPUMethod == CPUCallgrind && r.Offered > 0 {
+		s += fmt.Sprintf(", %.0f instructions per event counted", float64(r.Instructions)/float64(r.Offered))
 	}
 	s += ", Add p99 " + dur(r.AddLatencyNs.P99)
 	if r.E2ELatencyMs.P99 > 0 {

@@ -36,11 +36,17 @@ type DesignResult struct {
 	LoaderLatencyMs float64 `json:"loader_latency_ms"`
 	Receiver        string  `json:"receiver"` // sqlite, discard, null, or the -target URL
 
-	Target            int64 `json:"target"`              // rate x duration (0 unpaced)
-	Requests          int64 `json:"requests"`            // Add calls made
-	Offered           int64 `json:"offered"`             // Add returned nil
-	Rejected          int64 `json:"rejected"`            // Add returned an error
-	NotOffered        int64 `json:"not_offered"`         // open loop: due but not made (outstanding bound)
+	Target     int64 `json:"target"`      // rate x duration (0 unpaced)
+	Requests   int64 `json:"requests"`    // Add calls made
+	Offered    int64 `json:"offered"`     // Add returned nil
+	Rejected   int64 `json:"rejected"`    // Add returned an error
+	NotOffered int64 `json:"not_offered"` // open loop: due but not made (outstanding bound)
+	// The paced closed loop's (-pacer-tick) skipped slots: while the
+	// handler was in Add (the design held it), or while its previous slot
+	// was still waiting to run (the process was starved: the run did not
+	// keep the load).
+	SlotsSkippedBusy  int64 `json:"slots_skipped_busy,omitempty"`
+	SlotsSkippedLate  int64 `json:"slots_skipped_late,omitempty"`
 	Delivered         int64 `json:"delivered"`           // the receiving side's count for this run
 	DeliveredFromLogs int64 `json:"delivered_from_logs"` // sum of the design's count=N log lines
 	Lost              int64 `json:"lost"`                // offered - delivered, after shutdown
@@ -66,6 +72,23 @@ type DesignResult struct {
 	Runs                       int       `json:"runs,omitempty"`                 // a report row: how many runs it is the median of (by CPU)
 	CPURunsPerMillion          []float64 `json:"cpu_runs_per_million,omitempty"` // those runs' cpu_seconds_per_million
 	CPUSpreadPct               float64   `json:"cpu_spread_pct,omitempty"`       // (max - min) / 2 / median of those, in percent
+
+	// Instructions, with -cpu callgrind (CPUMethod "callgrind"): the
+	// child ran under valgrind's callgrind, which counted the
+	// instructions it executed in the design's window (user space; the
+	// kernel's work is not in them). See callgrind.go.
+	CPUMethod               string    `json:"cpu_method,omitempty"`                 // "callgrind"; "" the kernel's CPU time (rusage)
+	InstructionsTotal       int64     `json:"instructions_total,omitempty"`         // everything counted in the window
+	InstructionsIdle        int64     `json:"instructions_idle,omitempty"`          // left out: the scheduler's search for work (runtime.findRunnable)
+	InstructionsHarness     int64     `json:"instructions_harness,omitempty"`       // left out: the child harness's own code, heap-profile sampling, the peak-heap sampler
+	Instructions            int64     `json:"instructions,omitempty"`               // total - idle - harness
+	LoadgenInstructions     int64     `json:"loadgen_instructions,omitempty"`       // the calibration's instructions per request x this run's requests, subtracted
+	DesignInstructions      int64     `json:"design_instructions,omitempty"`        // instructions - loadgen_instructions
+	InstructionsPerEvent    float64   `json:"instructions_per_event,omitempty"`     // design_instructions per event offered: the figure
+	InstructionRunsPerEvent []float64 `json:"instruction_runs_per_event,omitempty"` // a report row: its runs' instructions_per_event
+	InstructionSpreadPct    float64   `json:"instruction_spread_pct,omitempty"`     // (max - min) / 2 / median of those, in percent
+	InstructionRunsLostLoad []float64 `json:"instruction_runs_lost_load,omitempty"` // a report row: the runs left out because they did not keep the load (slots_skipped_late over 1%)
+	NoRunKeptLoad           bool      `json:"no_run_kept_load,omitempty"`           // -cpu callgrind: none of the row's runs kept the load, so its figure is of them all
 
 	CPUSeconds                  float64 `json:"cpu_seconds"`                     // the design's CPU, from the profile
 	CPUSamples                  int64   `json:"cpu_samples"`                     // the profile samples behind cpu_seconds
@@ -158,6 +181,13 @@ type CalibrationResult struct {
 	NsPerRequest float64   `json:"ns_per_request"` // median over the runs
 	RunsNs       []float64 `json:"runs_ns_per_request"`
 	SpreadPct    float64   `json:"spread_pct"` // (max - min) / 2 / median, in percent
+	// With -cpu callgrind: the calibration child's instructions per
+	// request (counted as for a design: idle and harness left out).
+	InstructionsPerRequest float64   `json:"instructions_per_request,omitempty"` // median over the runs
+	RunsInstructions       []float64 `json:"runs_instructions_per_request,omitempty"`
+	InstructionSpreadPct   float64   `json:"instruction_spread_pct,omitempty"`
+	RunsLostLoad           []float64 `json:"runs_lost_load_instructions_per_request,omitempty"` // left out: did not keep the load
+	NoRunKeptLoad          bool      `json:"no_run_kept_load,omitempty"`                        // none kept it: all of them are used, flagged
 }
 
 func newReport(cfg Config) *Report {
@@ -298,7 +328,11 @@ func (r *Report) designTables(b *strings.Builder, file bool) {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", d.Name, commas(int64(d.DeliveredPerMin+0.5)),
 			sel, pct2(d.CopyAllocShare), orDash(seedRowFor[d.Name]))
 	}
-	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | CPU s / M events | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
+	cpuHead := "CPU s / M events"
+	if len(r.Designs) > 0 && r.Designs[0].CPUMethod == CPUCallgrind {
+		cpuHead = "instructions / event (callgrind)"
+	}
+	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | " + cpuHead + " | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n")
 	for _, d := range r.Designs {
 		target := "-"
@@ -330,6 +364,10 @@ func (r *Report) cpuNotes(b *strings.Builder) {
 	for _, d := range rows {
 		isolated = isolated || strings.HasPrefix(d.CPUSource, "isolated")
 	}
+	if len(rows) > 0 && rows[0].CPUMethod == CPUCallgrind {
+		r.instructionNotes(b, rows)
+		return
+	}
 	if !isolated {
 		b.WriteString("\nCPU s / M events: from the CPU profile (100 Hz), the design's samples only; the profile column gives the sample count behind it, whose relative uncertainty is about 1/sqrt(samples).\n")
 		return
@@ -354,6 +392,63 @@ func (r *Report) cpuNotes(b *strings.Builder) {
 		fmt.Fprintf(b, " The row is the median of %d runs; ± is half the range of the runs (every run within it): %s.", rows[0].Runs, strings.Join(spreads, "; "))
 	}
 	b.WriteString("\n")
+}
+
+// instructionNotes is cpuNotes for -cpu callgrind.
+func (r *Report) instructionNotes(b *strings.Builder, rows []DesignResult) {
+	b.WriteString("\nCPU column, -cpu callgrind: instructions per event offered, not CPU seconds. Each design ran in a child process under valgrind's callgrind (GOMAXPROCS=1, GOGC=off, one pacer releasing the handlers), which counted the instructions the child executed between the design's build and the end of its Shutdown (user space only: the kernel's work for its syscalls is not counted; nor is the garbage collector, which did not run). Left out of the count: the scheduler's search for the next goroutine (runtime.findRunnable and what it calls, which follows the timing), the child harness's own code (load generator, Add latency recording, log parsing), heap-profile sampling and the peak-heap sampler. From what is left, the calibration design's instructions per request times the run's requests is subtracted. Add latency, e2e latency and peak heap of these runs are under valgrind and not the design's.")
+	for _, c := range r.Calibration {
+		if c.InstructionsPerRequest == 0 {
+			continue
+		}
+		fmt.Fprintf(b, " Calibration, %s loop: %.0f instructions per request subtracted", c.Load, c.InstructionsPerRequest)
+		if len(c.RunsInstructions) > 1 {
+			fmt.Fprintf(b, " (runs: %s; ±%.2f%%)", joinFloats0(c.RunsInstructions), c.InstructionSpreadPct)
+		}
+		if len(c.RunsLostLoad) > 0 {
+			fmt.Fprintf(b, "; left out, as they did not keep the load: %s", joinFloats0(c.RunsLostLoad))
+		}
+		if c.NoRunKeptLoad {
+			b.WriteString("; **none of them kept the load** (the machine starved the child), so every figure below subtracts a starved calibration")
+		}
+		b.WriteString(".")
+	}
+	var spreads []string
+	for _, d := range rows {
+		if d.Runs > 1 {
+			spreads = append(spreads, fmt.Sprintf("%s %s", d.Name, joinFloats0(d.InstructionRunsPerEvent)))
+		}
+	}
+	if len(spreads) > 0 {
+		fmt.Fprintf(b, " The row is the median of the runs; ± is half the range of the runs (every run within it): %s.", strings.Join(spreads, "; "))
+	}
+	var lost []string
+	for _, d := range rows {
+		if len(d.InstructionRunsLostLoad) > 0 {
+			lost = append(lost, fmt.Sprintf("%s %s", d.Name, joinFloats0(d.InstructionRunsLostLoad)))
+		}
+	}
+	var starved []string
+	for _, d := range rows {
+		if d.NoRunKeptLoad {
+			starved = append(starved, d.Name)
+		}
+	}
+	if len(starved) > 0 {
+		fmt.Fprintf(b, " **No run kept the load** for %s: their figures are of runs whose child fell behind, not at the asked rate; rerun on a quieter machine.", strings.Join(starved, ", "))
+	}
+	if len(lost) > 0 {
+		fmt.Fprintf(b, " Left out of the rows: runs that did not keep the load (more than 1%% of their slots came while the previous one still waited to run: the machine starved the child; slots_skipped_late in report.json): %s.", strings.Join(lost, "; "))
+	}
+	b.WriteString("\n")
+}
+
+func joinFloats0(v []float64) string {
+	s := make([]string, len(v))
+	for i, f := range v {
+		s[i] = fmt.Sprintf("%.0f", f)
+	}
+	return strings.Join(s, ", ")
 }
 
 func joinFloats(v []float64) string {

@@ -8,6 +8,7 @@
 //	go run ./cmd/batchbench -mode saturate -loader null -duration 10s
 //	go run ./cmd/batchbench -mode sweep -duration 10s
 //	go run ./cmd/batchbench -sink kafka -duration 10s          # through an in-process Kafka topic
+//	batchbench -cpu callgrind -duration 10s -repeat 5    # instructions per event under valgrind (a go build binary)
 //	batchbench -version                                   # module version, VCS revision, Go version
 package main
 
@@ -59,6 +60,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Repeat, "repeat", 1, "runs per design (interleaved); the report shows the median run and the CPU figure's spread")
 	render := fs.String("render", "", "rewrite report.md and the charts of a finished run's directory from its report.json, and run nothing")
 	isolate := fs.Bool("isolate", true, "run each design in a child process and measure its CPU from the kernel's count, minus a no-op calibration design's (false: one process, CPU from the profile)")
+	fs.StringVar(&cfg.CPUMethod, "cpu", bench.CPURusage, "how an isolated design's CPU is measured: rusage (the child's CPU time from the kernel, minus the no-op calibration design's per request; noisy on a busy machine) or callgrind (instructions executed, counted by valgrind's callgrind over the design's window, minus the calibration's per request: repeatable, needs valgrind on linux/amd64 and a go build binary, runs the child 10-50x slower; see bench/README.md)")
+	fs.StringVar(&cfg.Valgrind, "valgrind", "valgrind", "the valgrind program for -cpu callgrind")
+	fs.DurationVar(&cfg.PacerTick, "pacer-tick", 0, "closed loop: one pacer goroutine releasing the handlers' slots every this long instead of a timer per handler (0: a timer per handler, or 10ms with -cpu callgrind; negative: a timer per handler always)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
