@@ -88,45 +88,58 @@ func (p *Processor) addFast(payload []byte, id string) bool {
 		p.contend()
 		s.mu.Lock()
 	}
-	added, full := false, false
-	if b := s.b; b != nil {
-		n, i := len(b.buf), len(b.ends)
-		end := n + size
-		cost := size + len(id) + eventOverhead
-		// end <= maxBytes and the reserve also refuse what add would call
-		// too large: a batch reserves at most the memory limit.
-		if end <= cap(b.buf) && end <= p.cfg.maxBytes && i < cap(b.ends) && i < cap(b.ids) && b.cost+cost <= b.reserved && !p.mem.waiting() {
-			// The bookkeeping comes before the copy, so that little is live
-			// across memmove. Reslicing within capacity stores only
-			// lengths: no pointer store, so no write barrier, except for a
-			// non-empty ID.
-			b.ends = b.ends[:i+1]
-			b.ends[i] = int32(end)
-			b.ids = b.ids[:i+1]
-			if id != "" {
-				b.ids[i] = id // reset cleared the slot otherwise
-			}
-			b.cost += cost
-			s.added++
-			full = i+1 >= p.cfg.maxEvents || end >= p.cfg.maxBytes
-			buf := b.buf[n:end]
-			b.buf = b.buf[:end]
-			buf[size-1] = '\n'
-			copy(buf, payload)
-			if full {
-				p.cutFull(s)
-			}
-			added = true
+	// The atomic load comes before the batch's fields are read: the
+	// compiler does not reuse a load across it, and would then check the
+	// bounds below again.
+	b := s.b
+	if b == nil || p.mem.waiting() {
+		return p.fastMiss(s, pooled)
+	}
+	n, i := len(b.buf), len(b.ends)
+	end := n + size
+	cost := size + len(id) + eventOverhead
+	// end <= maxBytes and the reserve also refuse what add would call too
+	// large: a batch reserves at most the memory limit.
+	if end > cap(b.buf) || end > p.cfg.maxBytes || i >= cap(b.ends) || i >= cap(b.ids) || b.cost+cost > b.reserved {
+		return p.fastMiss(s, pooled)
+	}
+	// Reslicing within capacity stores only lengths: no pointer store, so
+	// no write barrier, except for a non-empty ID. The bookkeeping comes
+	// before the copy, so that little is live across memmove.
+	b.ends = b.ends[:i+1]
+	b.ends[i] = int32(end)
+	b.ids = b.ids[:i+1]
+	if id != "" {
+		b.ids[i] = id // reset cleared the slot otherwise
+	}
+	b.cost += cost
+	s.added++
+	b.buf = b.buf[:end]
+	b.buf[end-1] = '\n'
+	copy(b.buf[n:], payload)
+	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
+		p.cutFull(s)
+		s.mu.Unlock()
+		if pooled {
+			p.shardPool.Put(s)
 		}
+		p.yieldIfBehind(s.lane)
+		return true
 	}
 	s.mu.Unlock()
 	if pooled {
 		p.shardPool.Put(s)
 	}
-	if full {
-		p.yieldIfBehind(s.lane)
+	return true
+}
+
+// fastMiss is addFast giving up: it changed nothing, and add starts over.
+func (p *Processor) fastMiss(s *shard, pooled bool) bool {
+	s.mu.Unlock()
+	if pooled {
+		p.shardPool.Put(s)
 	}
-	return added
+	return false
 }
 
 // yieldIfBehind lets the senders run after an Add cut a batch, if batches
