@@ -73,7 +73,7 @@ func (p *Processor) addFast(payload []byte, id string) bool {
 	if size == 1 || bytes.IndexByte(payload, '\n') >= 0 {
 		return false
 	}
-	// pickShard, written out: under RunParallel the call cost 8%.
+	// pickShard, written out (DESIGN.md, "The fast path").
 	var s *shard
 	pooled := p.perP.Load()
 	switch {
