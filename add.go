@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	randv2 "math/rand/v2"
+	"runtime"
 	"strconv"
 )
 
@@ -37,8 +38,11 @@ func (p *Processor) Add(ctx context.Context, e Event) error {
 	// An Event (5 words) is too big for the compiler to keep in registers
 	// once it is a variable: inlined, Add would copy the caller's e through
 	// the stack, and that copy stalls on store forwarding. Not inlined, e
-	// arrives in registers and goes on to add as scalars (DESIGN.md, "The
-	// fast path"). TryAdd is the same.
+	// arrives in registers and goes on as scalars (DESIGN.md, "The fast
+	// path"). TryAdd is the same.
+	if p.addFast(e.Payload, e.ID) {
+		return nil
+	}
 	return p.add(ctx, e.Payload, e.ID, true)
 }
 
@@ -47,27 +51,29 @@ func (p *Processor) Add(ctx context.Context, e Event) error {
 //
 //go:noinline
 func (p *Processor) TryAdd(e Event) error {
+	if p.addFast(e.Payload, e.ID) {
+		return nil
+	}
 	return p.add(context.Background(), e.Payload, e.ID, false) // ctx is unused: TryAdd never waits
 }
 
-// add is Add (wait true, with ctx) and TryAdd (wait false). Its body is
-// the common case, kept small: a valid event, and a shard whose batch has
-// the room, the buffer capacity and the reserved budget for it, with no Add
-// queued for budget. It takes one uncontended lock, makes one copy and calls
-// nothing else. Every other case goes to addSlow under the same lock.
+// addFast is the common case of Add and TryAdd, kept apart so that it
+// holds few values across its calls (each call clobbers every register, and
+// what is live across it goes through the stack): a valid event, and a
+// shard whose batch has the room, the buffer capacity and the reserved
+// budget for it, with no Add queued for budget. It takes one lock, makes one
+// copy, and reports whether it added the event; when it did not, it changed
+// nothing and add takes over, from the start.
 //
 // It does not check closed: Shutdown sets closed and then cuts every
 // shard's batch under the shard's lock, leaving s.b nil, so an Add that
 // starts after the cut finds no batch here and addSlow refuses it.
-func (p *Processor) add(ctx context.Context, payload []byte, id string, wait bool) error {
-	// The event is checked here once: addSlow and addGranted, reached only
-	// from here, take it as valid.
+func (p *Processor) addFast(payload []byte, id string) bool {
 	size := len(payload) + 1
-	cost := size + len(id) + eventOverhead
-	if size == 1 || size > p.cfg.maxBytes || cost+batchOverhead > p.cfg.memLimit || bytes.IndexByte(payload, '\n') >= 0 {
-		return p.refuse(size, cost)
+	if size == 1 || bytes.IndexByte(payload, '\n') >= 0 {
+		return false
 	}
-	// pickShard, written out: under RunParallel the call cost 8%.
+	// pickShard, written out (DESIGN.md, "The fast path").
 	var s *shard
 	pooled := p.perP.Load()
 	switch {
@@ -82,35 +88,89 @@ func (p *Processor) add(ctx context.Context, payload []byte, id string, wait boo
 		p.contend()
 		s.mu.Lock()
 	}
-	if b := s.b; b != nil {
-		n, i := len(b.buf), len(b.ends)
-		end := n + size
-		if end <= cap(b.buf) && end <= p.cfg.maxBytes && i < cap(b.ends) && i < cap(b.ids) && b.cost+cost <= b.reserved && !p.mem.waiting() {
-			// Reslicing within capacity stores only lengths: no pointer
-			// store, so no write barrier, except for a non-empty ID.
-			b.buf = b.buf[:end]
-			copy(b.buf[n:end-1], payload)
-			b.buf[end-1] = '\n'
-			b.ends = b.ends[:i+1]
-			b.ends[i] = int32(end)
-			b.ids = b.ids[:i+1]
-			if id != "" {
-				b.ids[i] = id // reset cleared the slot otherwise
-			}
-			b.cost += cost
-			s.added++
-			if i+1 >= p.cfg.maxEvents || end >= p.cfg.maxBytes {
-				p.cutFull(s)
-			}
-			s.mu.Unlock()
-			if pooled {
-				p.shardPool.Put(s)
-			}
-			return nil
-		}
+	// The atomic load comes before the batch's fields are read: the
+	// compiler does not reuse a load across it, and would then check the
+	// bounds below again.
+	b := s.b
+	if b == nil || p.mem.waiting() {
+		return p.fastMiss(s, pooled)
 	}
-	// Anything else (no batch, no room, no budget chunk, Adds queued,
-	// closed) is addSlow's, still under the lock.
+	n, i := len(b.buf), len(b.ends)
+	end := n + size
+	cost := size + len(id) + eventOverhead
+	// end <= maxBytes and the reserve also refuse what add would call too
+	// large: a batch reserves at most the memory limit.
+	if end > cap(b.buf) || end > p.cfg.maxBytes || i >= cap(b.ends) || i >= cap(b.ids) || b.cost+cost > b.reserved {
+		return p.fastMiss(s, pooled)
+	}
+	// Reslicing within capacity stores only lengths: no pointer store, so
+	// no write barrier, except for a non-empty ID. The bookkeeping comes
+	// before the copy, so that little is live across memmove.
+	b.ends = b.ends[:i+1]
+	b.ends[i] = int32(end)
+	b.ids = b.ids[:i+1]
+	if id != "" {
+		b.ids[i] = id // reset cleared the slot otherwise
+	}
+	b.cost += cost
+	s.added++
+	b.buf = b.buf[:end]
+	b.buf[end-1] = '\n'
+	copy(b.buf[n:], payload)
+	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
+		p.cutFull(s)
+		s.mu.Unlock()
+		if pooled {
+			p.shardPool.Put(s)
+		}
+		p.yieldIfBehind(s.lane)
+		return true
+	}
+	s.mu.Unlock()
+	if pooled {
+		p.shardPool.Put(s)
+	}
+	return true
+}
+
+// fastMiss is addFast giving up: it changed nothing, and add starts over.
+func (p *Processor) fastMiss(s *shard, pooled bool) bool {
+	s.mu.Unlock()
+	if pooled {
+		p.shardPool.Put(s)
+	}
+	return false
+}
+
+// yieldIfBehind lets the senders run after an Add cut a batch, if batches
+// cut before it are still waiting for a sender (l's batches queued or
+// being sent, less the sends under way, is more than the one just cut).
+// When every P runs Adds that do not block, a sender the cut woke waits in
+// the run queue of the Add's P until the Add goroutine is preempted, up to
+// 10 ms, and in 10 ms the Adds fill the budget with batches nobody sends;
+// then they all wait for it. One Gosched per batch, and only when the
+// senders are behind, keeps them running.
+func (p *Processor) yieldIfBehind(l *lane) {
+	if int64(l.outstanding.Load())-p.inFlight.Load() > 1 {
+		runtime.Gosched()
+	}
+}
+
+// add is Add (wait true, with ctx) and TryAdd (wait false) when addFast
+// did not take the event: it refuses an invalid event, or takes the shard's
+// lock again and leaves the event to addSlow, which handles every case
+// addFast does not (and the common one too, should another Add have made
+// room meanwhile).
+func (p *Processor) add(ctx context.Context, payload []byte, id string, wait bool) error {
+	// The event is checked here once: addSlow and addWait, reached only
+	// from here, take it as valid.
+	size := len(payload) + 1
+	cost := size + len(id) + eventOverhead
+	if size == 1 || size > p.cfg.maxBytes || cost+batchOverhead > p.cfg.memLimit || bytes.IndexByte(payload, '\n') >= 0 {
+		return p.refuse(size, cost)
+	}
+	s, pooled := p.pickShard()
+	s.mu.Lock()
 	e := Event{ID: id, Payload: payload}
 	err := p.addSlow(s, e, size, cost, 0) // unlocks s
 	if pooled {

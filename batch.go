@@ -116,8 +116,8 @@ func NewBatch(key string, events ...Event) (*Batch, error) {
 		}
 		size += len(e.Payload) + 1
 	}
-	// Sized once: append alone would grow the buffer event by event (a
-	// spool replaying a 1 GiB backlog spent 60% of its CPU there).
+	// Sized once: append alone would grow the buffer event by event
+	// (DESIGN.md, "Benchmark history").
 	b := &Batch{key: key, buf: make([]byte, 0, size), ends: make([]int32, 0, len(events)), ids: make([]string, 0, len(events))}
 	for _, e := range events {
 		b.append(e)

@@ -18,8 +18,7 @@ import (
 type budget struct {
 	// waiters is read by every Add's fast path and written only when Adds
 	// queue: it has a cache line of its own, away from used, which every
-	// chunk reservation and release writes (sharing it cost RunParallel
-	// Adds a third).
+	// chunk reservation and release writes (DESIGN.md, "The fast path").
 	waiters atomic.Int32 // len(queue), readable without mu
 	_       [60]byte
 
