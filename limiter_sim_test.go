@@ -723,3 +723,42 @@ func TestLimiterSimSlowerLoaderIsRelearned(t *testing.T) {
 		}
 	})
 }
+
+// stallLoader is a kneeLoader on a host that stalls now and then: the
+// requests that arrive during a stall take factor times as long, as when a
+// busy CPU (a 2-core machine at load 9) delays every send in flight.
+type stallLoader struct {
+	*kneeLoader
+	start         time.Time
+	every, length time.Duration // a stall of length at the start of every period
+	factor        float64
+}
+
+func (s *stallLoader) serve(ctx context.Context) sendOutcome {
+	if time.Since(s.start)%s.every >= s.length {
+		return s.kneeLoader.serve(ctx)
+	}
+	c, k := s.busy.Add(1), s.k.Load()
+	defer s.busy.Add(-1)
+	time.Sleep(time.Duration(s.factor * float64(int64(s.latency)*max(c, k)/k)))
+	return sendOK
+}
+
+// A stall of half a round trip every 20, in which requests take 2.5 times as
+// long, at a knee of 32: a single high epoch cuts the limit to x0.75 at
+// most, so it stays near the knee instead of falling to 0.55K (1.1 / 2.5
+// of a limit just above K) at every stall.
+func TestLimiterSimHostStalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const k = 32
+		ld := &stallLoader{kneeLoader: newKneeLoader(k, simRTT), start: time.Now(), every: 20 * simRTT, length: simRTT / 2, factor: 2.5}
+		const rounds = 300
+		run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
+		s := statsOf(run.window(30, rounds))
+		t.Logf("K=%d, a 2.5x stall of half a round trip every 20: from round trip 30 mean %.1f (%.2fK), range [%d, %d] (%.2fK min); %d decreases",
+			k, s.mean, s.mean/k, s.lo, s.hi, float64(s.lo)/k, run.decreases())
+		if s.lo < k*3/4 {
+			t.Errorf("the limit fell to %d (%.2fK) at a stall, want at least 0.75K", s.lo, float64(s.lo)/k)
+		}
+	})
+}
