@@ -75,9 +75,14 @@ import (
 //     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
 //     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
 //     near 1.1·K (Vector's fixed ×0.9 steps took 47 round trips to follow
-//     a step from 32 to 8 in the simulation, against 4 here). lastMax is
+//     a step from 32 to 8 in the simulation, against 5 here). lastMax is
 //     set to the new limit: the knee is about there, not where the queue
-//     was.
+//     was. The first epoch of a run that sees a queue cuts to ×0.75 at
+//     most; only the next, still seeing it, cuts deeper (about one more
+//     round trip to follow a step down): a stall of this
+//     host delays every send in flight at once and looks like a queue for
+//     one epoch (the simulation's 2.5x stalls cut a limit at a knee of 32
+//     to 14 without this, 27 with it).
 //   - m ≤ b·1.1, the limit was reached, nothing failed: grow. Until the
 //     first cut, ×4 (slow start: Vector starts at 1 and adds 1 per round
 //     trip, the slow ramp its users report; doubling from 4 took 6 round
