@@ -79,17 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.LoaderSlotWait == 0 {
 		cfg.LoaderSlotWait = -1 // none, not bench's default
 	}
-	if cfg.Mode == bench.ModeLimits {
-		if !set["loader"] {
-			cfg.Loader = bench.LoaderNull
-		}
-		if !set["loader-knee"] {
-			cfg.LoaderKnee = bench.DefaultLimitsKnee
-		}
-		if !set["designs"] {
-			designs = strings.Join(bench.LimitsDesigns, ",")
-		}
-	}
+	modeDefaults(&cfg, &designs, set)
 	if !cfg.LoaderLatencySet {
 		cfg.LoaderLatency = 0 // bench's default: 400ms, or 0 in saturate
 	}
@@ -114,4 +104,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// modeDefaults applies the defaults of -mode limits to the flags not given
+// (set holds the names of those given): the null endpoint with a knee at
+// bench.DefaultLimitsKnee, and the designs bench.LimitsDesigns.
+func modeDefaults(cfg *bench.Config, designs *string, set map[string]bool) {
+	if cfg.Mode != bench.ModeLimits {
+		return
+	}
+	if !set["loader"] {
+		cfg.Loader = bench.LoaderNull
+	}
+	if !set["loader-knee"] {
+		cfg.LoaderKnee = bench.DefaultLimitsKnee
+	}
+	if !set["designs"] {
+		*designs = strings.Join(bench.LimitsDesigns, ",")
+	}
 }
