@@ -75,14 +75,9 @@ import (
 //     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
 //     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
 //     near 1.1·K (Vector's fixed ×0.9 steps took 47 round trips to follow
-//     a step from 32 to 8 in the simulation, against 5 here). lastMax is
+//     a step from 32 to 8 in the simulation, against 4 here). lastMax is
 //     set to the new limit: the knee is about there, not where the queue
-//     was. The first epoch of a run that sees a queue cuts to ×0.75 at
-//     most; only the next, still seeing it, cuts deeper (about one more
-//     round trip to follow a step down): a stall of this
-//     host delays every send in flight at once and looks like a queue for
-//     one epoch (the simulation's 2.5x stalls cut a limit at a knee of 32
-//     to 14 without this, 27 with it).
+//     was.
 //   - m ≤ b·1.1, the limit was reached, nothing failed: grow. Until the
 //     first cut, ×4 (slow start: Vector starts at 1 and adds 1 per round
 //     trip, the slow ramp its users report; doubling from 4 took 6 round
@@ -115,8 +110,7 @@ const (
 	cvWeight        = 0.125     // EWMA weight of an epoch in the pooled RTT spread
 	cvPrior         = 0.25      // the spread assumed before any epoch (pessimistic),
 	cvPriorWeight   = 8         // worth this many samples
-	minLatencyCut   = 0.25      // a latency cut at most quarters the limit,
-	firstLatencyCut = 0.75      // and the first of a run of them cuts to this at most
+	minLatencyCut   = 0.25      // a latency cut at most quarters the limit
 	maxLatencyCut   = 0.9       // and cuts at least 10 %
 	overloadCut     = 0.75      // 429, 503, Retry-After
 	errorCut        = 0.75      // 5xx, transport errors
@@ -293,7 +287,6 @@ type adaptiveLimit struct {
 	mean, m2      float64 // Welford's running mean and sum of squares of their RTT, in seconds
 	reached       bool    // the limit held a send back, or in flight met it
 	failed        bool    // a send failed (late or not) during the epoch
-	queued        bool    // the last epoch decided saw a queue (a latency cut)
 
 	base         float64 // baseline RTT, seconds; 0 = none yet
 	grown        bool    // the limit grew since the last decrease
@@ -555,7 +548,6 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 			l.failProbe = failureProbe
 		}
 		l.failedAt = float64(old)
-		l.queued = false
 		ch := l.decreaseLocked(old, l.lim*cut, reason, now, 0)
 		l.probe = l.failProbe
 		return ch
@@ -596,8 +588,6 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 	shrinkLine := l.base*(1+shrinkTolerance) + min(shrinkSigmas*se, maxShrinkNoise*l.base)
 	old := l.curLocked()
 	atMin := old <= l.cfg.Min
-	wasQueued := l.queued
-	l.queued = false
 
 	// The baseline follows the lowest mean, and at the minimum limit (where
 	// no queue is ours) re-learns a slower endpoint.
@@ -614,16 +604,7 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 		return l.holdLocked()
 	case m > shrinkLine:
 		cut := min(max(growLine/m, minLatencyCut), maxLatencyCut)
-		if !wasQueued {
-			// Seen once, a rise may be a stall of this host (a busy CPU
-			// delays every send in flight at once), not the endpoint's
-			// queue: cut at most to ×0.75, and deeper only when the next
-			// epoch still sees it. On a 2-core machine at load 9 single
-			// epochs 2x the baseline cut a limit at a knee of 32 to 22.
-			cut = max(cut, firstLatencyCut)
-		}
 		ch := l.decreaseLocked(old, l.lim*cut, reasonLatency, now, m)
-		l.queued = true
 		l.lastMax = l.lim // the knee is about here, not where the queue was
 		l.grown = true    // a later failure cascade starts from here
 		return ch
