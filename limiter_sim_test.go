@@ -439,7 +439,7 @@ func TestLimiterSimRampToBudget(t *testing.T) {
 // limit settles within [K, 1.5·K + 1] (the +1 is the granularity of a
 // whole send, which matters at K = 4), keeps the loader busy, and does not
 // oscillate. Slow start goes at most one x4 step past the knee, and for
-// K of 32 and more the limit holds at 1.4·K at most on average.
+// K of 32 and more the limit holds at 1.46·K at most on average.
 func TestLimiterSimKnee(t *testing.T) {
 	for _, k := range []int{4, 32, 100} {
 		t.Run("K="+strconv.Itoa(k), func(t *testing.T) {
