@@ -19,9 +19,17 @@ import (
 // outcome (ok, overload, timeout, error, or ignored) and the limiter
 // measures the round trip from acquire to release. Time is cut into epochs:
 // an epoch starts at every decision, marks the first sends acquired in it
-// (a quarter of its limit, at least 2) and decides when all of them are
-// back. So there is one decision per round trip, and a decision judges only
-// sends made under the limit it judges. Waiting for every marked send, not
+// that take one of its top slots (a quarter of its limit, at least 2; half
+// in slow start) and decides when all of them are back. So there is one
+// decision per round trip, and a decision judges only sends made under the
+// limit it judges, beside as many others as it allows: after a growth the
+// sends filling the new slots start together, and the first of them run
+// beside no more than the old limit (judged by them, slow start at x4 went
+// on past a knee for a round trip, to 8·K). Slow start judges by half its
+// sends because its few round trips are all the baseline is learned from
+// before it meets the endpoint's capacity (judged by a quarter, the prior
+// spread below kept that baseline high enough to hold the limit at 1.5·K).
+// Waiting for every marked send, not
 // for the first that return, keeps the fast ones from hiding a queue. Per
 // epoch the limiter keeps m, the mean RTT of the marked sends that came
 // back ok, whether the limit was reached (an acquirer had to wait, or in
@@ -71,11 +79,16 @@ import (
 //     set to the new limit: the knee is about there, not where the queue
 //     was.
 //   - m ≤ b·1.1, the limit was reached, nothing failed: grow. Until the
-//     first cut, double (slow start: Vector starts at 1 and adds 1 per
-//     round trip, the slow ramp its users report; from 4, 128 is 5 round
-//     trips away). Below lastMax, approach it as above; at or past it
-//     probe +1, +2, +4, ... per round trip, so a capacity that grew is
-//     found in log₂ round trips.
+//     first cut, ×4 (slow start: Vector starts at 1 and adds 1 per round
+//     trip, the slow ramp its users report; doubling from 4 took 6 round
+//     trips to the ~270 sends a 64 MiB budget holds, 2.4 s of a 5 s run at
+//     400 ms, and delivered 0.51x seed-async's events/s there; ×4 takes 3).
+//     The price is a larger first overshoot: past a knee one round trip
+//     at up to 4·K (the latency cut, clamped at ×0.25, still lands near
+//     1.1·K), past a hard limit L up to 3·L sends refused once, where
+//     doubling refused up to L. After slow start, below lastMax approach
+//     it as above; at or past it probe +1, +2, +4, ... per round trip, so
+//     a capacity that grew is found in log₂ round trips.
 //   - Otherwise hold; the probe restarts from +1 (or below, after a
 //     failure). The band between 1.1·b and 1.3·b where the limit holds
 //     still is what keeps it from oscillating around a knee.
@@ -105,6 +118,7 @@ const (
 	failureProbe    = 1.0 / 16  // the first probe step past a limit where sends failed,
 	minFailureProbe = 1.0 / 256 // halved down to this while they fail at the same limit
 	minEpochSamples = 2         // marked sends per epoch, at least
+	slowStartFactor = 4         // slow start multiplies the limit by this per round trip
 )
 
 // sendOutcome is what a send told about the endpoint.
@@ -204,7 +218,7 @@ func (c limitConfig) validate() error {
 type limitReason string
 
 const (
-	reasonSlowStart limitReason = "slow start" // doubled: reached, RTT at the baseline
+	reasonSlowStart limitReason = "slow start" // x4: reached, RTT at the baseline
 	reasonGrow      limitReason = "grow"       // grew: reached, RTT at the baseline
 	reasonLatency   limitReason = "latency"    // RTT rose past the baseline's tolerance
 	reasonOverload  limitReason = "overload"   // 429/503 or Retry-After
@@ -308,7 +322,7 @@ func (l *adaptiveLimit) ceilingLocked() int {
 }
 
 // unboundedLimit bounds a limit that neither a maximum nor a budget cap
-// does, so doubling cannot overflow.
+// does, so slow start cannot overflow.
 const unboundedLimit = 1 << 20
 
 func (l *adaptiveLimit) clampLocked(v float64) float64 {
@@ -393,7 +407,13 @@ func (l *adaptiveLimit) takeLocked(now time.Time) token {
 	if l.inFlight >= l.curLocked() {
 		l.reached = true
 	}
-	t := token{epoch: l.epoch, start: now, marked: l.marks < l.need}
+	// The epoch's samples are sends that run at its limit: those taking one
+	// of its top need slots. After a growth the sends that fill the new
+	// slots start together, and the first of them run beside no more than
+	// the old limit; judging by them let slow start past a knee unseen for
+	// a round trip (at x4 per round trip, to 8x the knee in the simulation).
+	top := min(l.epochLimit, l.curLocked()) - l.need
+	t := token{epoch: l.epoch, start: now, marked: l.marks < l.need && l.inFlight > top}
 	if t.marked {
 		l.marks++
 	}
@@ -592,7 +612,7 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 		next, reason := l.lim, reasonGrow
 		switch {
 		case l.slowStart:
-			next, reason = 2*l.lim, reasonSlowStart
+			next, reason = slowStartFactor*l.lim, reasonSlowStart
 		case l.lim < l.lastMax:
 			next = min(next+max(1, (l.lastMax-l.lim)/2), l.lastMax)
 		default:
@@ -639,6 +659,11 @@ func (l *adaptiveLimit) newEpochLocked() {
 	l.epoch++
 	l.epochLimit = l.curLocked()
 	l.need = max(minEpochSamples, (l.epochLimit+3)/4)
+	if l.slowStart {
+		// Slow start has few epochs to learn the baseline from before it
+		// meets the endpoint's capacity: each judges by more sends.
+		l.need = max(minEpochSamples, (l.epochLimit+1)/2)
+	}
 	l.marks, l.back = 0, 0
 	l.n, l.mean, l.m2 = 0, 0, 0
 	l.reached = l.inFlight >= l.epochLimit || len(l.waiters) > 0

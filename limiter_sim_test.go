@@ -412,10 +412,34 @@ func TestLimiterSimConstantLatencyGrowsToCap(t *testing.T) {
 	}
 }
 
+// Slow start multiplies the limit by 4 per round trip while it is reached
+// and round trips stay at their baseline: from 4 to a budget cap of 256 in
+// 3 decisions (4, 16, 64, 256), where doubling took 6. A service that
+// starts against a slow loader (400 ms, the seed's) carries its budget's
+// worth of sends after about a second and a half, not three (issue 10: at
+// 5 s, doubling delivered 0.51x seed-async's events/s).
+func TestLimiterSimRampToBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ld := newQueueLoader(1024, 1024, simRTT, 0)
+		defer ld.close()
+		run := simulate(t, limitConfig{}, 256, ld, 20, nil)
+		reached := run.firstAt(256)
+		var steps []string
+		for _, c := range run.changes {
+			steps = append(steps, strconv.Itoa(c.To))
+		}
+		t.Logf("the limit reached the cap of 256 after %.1f round trips: 4 -> %v", reached, steps)
+		if reached < 0 || reached > 3.5 {
+			t.Errorf("limit reached 256 after %.1f round trips, want within 3.5 (three x4 steps)", reached)
+		}
+	})
+}
+
 // A capacity knee: past K concurrent sends the RTT grows linearly. The
 // limit settles within [K, 1.5·K + 1] (the +1 is the granularity of a
 // whole send, which matters at K = 4), keeps the loader busy, and does not
-// oscillate.
+// oscillate. Slow start goes at most one x4 step past the knee, and for
+// K of 32 and more the limit holds at 1.46·K at most on average.
 func TestLimiterSimKnee(t *testing.T) {
 	for _, k := range []int{4, 32, 100} {
 		t.Run("K="+strconv.Itoa(k), func(t *testing.T) {
@@ -426,9 +450,26 @@ func TestLimiterSimKnee(t *testing.T) {
 				hi := k + k/2 + 1
 				settle := run.converge(0, rounds, k, hi)
 				s := statsOf(run.window(30, rounds))
+				peak := statsOf(run.limits).hi
 				eff := float64(run.ok) / (float64(k) * rounds)
-				t.Logf("K=%d: settled in [K, 1.5K+1] after %.1f round trips; from round trip 30: mean %.1f (%.2fK), sd %.2f, range [%d, %d] (%.2fK max); throughput %.1f%% of capacity; %d decreases",
-					k, settle, s.mean, s.mean/float64(k), s.sd, s.lo, s.hi, float64(s.hi)/float64(k), 100*eff, run.decreases())
+				t.Logf("K=%d: peak %d (%.2fK); settled in [K, 1.5K+1] after %.1f round trips; from round trip 30: mean %.1f (%.2fK), sd %.2f, range [%d, %d] (%.2fK max); throughput %.1f%% of capacity; %d decreases",
+					k, peak, float64(peak)/float64(k), settle, s.mean, s.mean/float64(k), s.sd, s.lo, s.hi, float64(s.hi)/float64(k), 100*eff, run.decreases())
+				// A round trip's samples are the sends that fill its top
+				// slots: judged by the first sends after a x4 step, which
+				// run beside no more than the old limit, slow start went
+				// on past the knee unseen for a round trip (to 8K at K=32).
+				if peak > 4*k {
+					t.Errorf("the limit peaked at %d, %.1fK: slow start went more than one x4 step past the knee", peak, float64(peak)/float64(k))
+				}
+				// Slow start judges each round trip by half its sends, so
+				// the baseline it learns in its few round trips is not
+				// inflated by the pessimistic prior spread: judged by a
+				// quarter, the limit held at 1.50-1.53K (K=32) in 87 of 100
+				// runs, the edge of the band, where doubling's six round
+				// trips held 1.22K; by half, at most 1.44K in 100 runs.
+				if k >= 32 && s.mean > 1.46*float64(k) {
+					t.Errorf("the limit held at %.2fK on average, want at most 1.46K", s.mean/float64(k))
+				}
 				if settle < 0 || settle > 30 {
 					t.Errorf("limit did not settle in [%d, %d] within 30 round trips (%.1f)", k, hi, settle)
 				}
@@ -603,9 +644,13 @@ func TestLimiterSimJitter(t *testing.T) {
 			t.Logf("K=%d, ±30%% jitter: from round trip 30 mean %.1f (%.2fK), p95 %d (%.2fK), range [%d, %d]; throughput %.1f%% of capacity; %d decreases",
 				k, s.mean, s.mean/k, p95, float64(p95)/k, s.lo, s.hi, 100*eff, run.decreases())
 			// The noise allowance widens the band the limit holds in, so
-			// the margin over the knee is wider than without jitter.
-			if s.lo < k*3/4 || float64(p95) > 1.65*k || s.mean > 1.6*k {
-				t.Errorf("limit ranged over [%d, %d], p95 %d, mean %.1f: want at least 0.75K, p95 at most 1.65K, mean at most 1.6K", s.lo, s.hi, p95, s.mean)
+			// the margin over the knee is wider than without jitter. Slow
+			// start at x4 learns the baseline in 3 round trips, not 5,
+			// and the jitter inflates it more: over 100 runs the mean
+			// reached 1.60K and the p95 1.66K, so the bounds, 1.6K and
+			// 1.65K with doubling, are 1.65K and 1.75K (DESIGN.md).
+			if s.lo < k*3/4 || float64(p95) > 1.75*k || s.mean > 1.65*k {
+				t.Errorf("limit ranged over [%d, %d], p95 %d, mean %.1f: want at least 0.75K, p95 at most 1.75K, mean at most 1.65K", s.lo, s.hi, p95, s.mean)
 			}
 			if eff < 0.9 {
 				t.Errorf("throughput %.1f%% of capacity, want >= 90%%", 100*eff)

@@ -32,7 +32,7 @@ func (r *Report) collect(cfg Config) {
 			continue
 		}
 		k := key{name: d.Name}
-		if cfg.Mode == ModeSweep {
+		if cfg.Mode == ModeSweep || cfg.Mode == ModeLimits {
 			k.load, k.latency = d.Load, d.LoaderLatencyMs
 		}
 		if _, ok := groups[k]; !ok {
@@ -44,7 +44,7 @@ func (r *Report) collect(cfg Config) {
 	for _, k := range order {
 		rows = append(rows, medianRun(groups[k]))
 	}
-	if cfg.Mode == ModeSweep {
+	if cfg.Mode == ModeSweep || cfg.Mode == ModeLimits {
 		r.Sweep = rows
 	} else {
 		r.Designs = rows
@@ -354,7 +354,16 @@ func (r *Report) Summary() string {
 	if rows[0].CPUMethod == CPUCallgrind {
 		cpuHead = "instr/event"
 	}
-	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s\n", nameW, "design", "delivered/min", "% target", cpuHead, "Add p99", "e2e p99")
+	// The 429 rate, where the receiver refuses (-loader-limit) or did.
+	show429 := r.Config.LoaderLimit > 0
+	for _, d := range rows {
+		show429 = show429 || d.HTTP429 > 0
+	}
+	fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s", nameW, "design", "delivered/min", "% target", cpuHead, "Add p99", "e2e p99")
+	if show429 {
+		fmt.Fprintf(&b, "  %8s", "429 rate")
+	}
+	b.WriteString("\n")
 	for _, d := range rows {
 		name := summaryName(d, r.Config.Mode)
 		if d.Error != "" && d.Offered == 0 {
@@ -371,6 +380,9 @@ func (r *Report) Summary() string {
 		}
 		fmt.Fprintf(&b, "%-*s  %13s  %8s  %14s  %9s  %8s", nameW, name, commas(int64(d.DeliveredPerMin+0.5)), target,
 			cpuCell(d), dur(d.AddLatencyNs.P99), e2e)
+		if show429 {
+			fmt.Fprintf(&b, "  %7.2f%%", 100*d.Rate429)
+		}
 		if d.Error != "" {
 			fmt.Fprintf(&b, "  (%s)", d.Error)
 		}
@@ -384,6 +396,15 @@ func (r *Report) Summary() string {
 	}
 	if len(starved) > 0 {
 		fmt.Fprintf(&b, "warning: no run of %s kept the load (the machine starved the child under valgrind): those instruction figures are not at the asked rate\n", strings.Join(starved, ", "))
+	}
+	if r.Config.Mode == ModeLimits {
+		ratios := r.LimitsRatios()
+		lats, _, _ := r.limitsGrid()
+		for _, l := range lats {
+			if x, ok := ratios[l]; ok {
+				fmt.Fprintf(&b, "batchproc / best fixed at %gms: %.1f%% (%s)\n", l, 100*x.Ratio, x.BestFixed)
+			}
+		}
 	}
 	for _, c := range r.Calibration {
 		if c.NoRunKeptLoad {
@@ -407,8 +428,11 @@ func (r *Report) Summary() string {
 }
 
 func summaryName(d DesignResult, mode string) string {
-	if mode == ModeSweep {
+	switch mode {
+	case ModeSweep:
 		return fmt.Sprintf("%s %s %gms", d.Name, d.Load, d.LoaderLatencyMs)
+	case ModeLimits:
+		return fmt.Sprintf("%s %gms", d.Name, d.LoaderLatencyMs)
 	}
 	return d.Name
 }

@@ -100,6 +100,7 @@ func (r *Report) charts(dir string) (written []writtenChart, errs []error) {
 		try(chartCPU, "Design CPU per million events", func(f string) (bool, error) { return r.cpuChart(f, rows) })
 		try(chartLatency, "Add latency", func(f string) (bool, error) { return r.latencyChart(f, rows) })
 	}
+	r.limitsCharts(try)
 	for _, load := range []string{LoadClosed, LoadOpen} {
 		file := "sweep_" + load + ".png"
 		try(file, "Delivered against the loader's latency, "+load+" loop", func(f string) (bool, error) { return r.sweepChart(f, load) })

@@ -43,6 +43,7 @@ type sendStats struct {
 	maxInFlight atomic.Int64
 	requests    atomic.Int64
 	failures    atomic.Int64
+	status429   atomic.Int64 // HTTP answers 429 Too Many Requests
 }
 
 // begin counts a send starting.
@@ -76,6 +77,9 @@ type countingTransport struct {
 func (c *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.begin()
 	resp, err := c.rt.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		c.status429.Add(1)
+	}
 	c.end(err != nil || resp.StatusCode != http.StatusOK)
 	return resp, err
 }

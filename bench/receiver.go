@@ -16,6 +16,8 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/batchproc/batchproc/loader"
 )
 
 // endpoint is the receiving side of one run: the in-process loader, the null
@@ -105,9 +107,17 @@ type nullEndpoint struct {
 	latency  time.Duration
 	knee     int          // requests at once past which latency grows (0: none)
 	inflight atomic.Int64 // requests in their latency wait
-	srv      *http.Server
-	ln       net.Listener
-	done     chan error
+	// slots, when not nil, are the ingest slots of a loader with a
+	// concurrency limit (Config.LoaderLimit): a request waits up to
+	// slotWait for one and is answered 429 with Retry-After otherwise, as
+	// the real loader does (protocol.md, Admission).
+	slots      chan struct{}
+	slotWait   time.Duration
+	retryAfter string       // the Retry-After value, whole seconds
+	rejected   atomic.Int64 // requests answered 429
+	srv        *http.Server
+	ln         net.Listener
+	done       chan error
 
 	keysMu sync.Mutex
 	keys   map[string]struct{}
@@ -115,17 +125,29 @@ type nullEndpoint struct {
 }
 
 func startNullEndpoint(latency time.Duration) (*nullEndpoint, error) {
-	return startNullEndpointKnee(latency, 0)
+	return startNullEndpointShaped(latency, endpointShape{})
 }
 
-// startNullEndpointKnee is startNullEndpoint with a capacity knee (see
-// Config.LoaderKnee).
-func startNullEndpointKnee(latency time.Duration, knee int) (*nullEndpoint, error) {
+// endpointShape is the capacity of a null endpoint: a knee (see
+// Config.LoaderKnee) and a concurrency limit answered with 429 (see
+// Config.LoaderLimit). The zero value is neither.
+type endpointShape struct {
+	knee     int           // 0: no knee
+	limit    int           // requests served at once; 0: no limit
+	slotWait time.Duration // how long a request past limit waits for a slot
+}
+
+// startNullEndpointShaped is startNullEndpoint with the capacity shape.
+func startNullEndpointShaped(latency time.Duration, shape endpointShape) (*nullEndpoint, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	n := &nullEndpoint{rec: newReceiver(), latency: latency, knee: knee, ln: ln, keys: map[string]struct{}{}}
+	n := &nullEndpoint{rec: newReceiver(), latency: latency, knee: shape.knee, ln: ln, keys: map[string]struct{}{},
+		slotWait: shape.slotWait, retryAfter: strconv.FormatInt(int64((loader.DefaultRetryAfter+time.Second-1)/time.Second), 10)}
+	if shape.limit > 0 {
+		n.slots = make(chan struct{}, shape.limit)
+	}
 	n.bufs.New = func() any { return new(bytes.Buffer) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/batches", (&receiverHandler{n}).batches)
@@ -165,6 +187,15 @@ func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "empty batch"})
 		return
 	}
+	if n.slots != nil {
+		if !n.takeSlot(r.Context()) {
+			n.rejected.Add(1)
+			w.Header().Set("Retry-After", n.retryAfter)
+			writeJSON(w, http.StatusTooManyRequests, map[string]any{"error": "no ingest slot free within " + n.slotWait.String()})
+			return
+		}
+		defer func() { <-n.slots }()
+	}
 	if n.latency > 0 {
 		at := n.inflight.Add(1)
 		t := time.NewTimer(n.wait(at))
@@ -193,6 +224,28 @@ func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, `{"accepted":%d,"duplicate":false}`, len(lines))
 }
 
+// takeSlot takes an ingest slot, waiting up to slotWait for one; false:
+// none freed in time (or the request was cancelled).
+func (n *nullEndpoint) takeSlot(ctx context.Context) bool {
+	select {
+	case n.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if n.slotWait <= 0 {
+		return false
+	}
+	t := time.NewTimer(n.slotWait)
+	defer t.Stop()
+	select {
+	case n.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
 // wait is the latency of a request that found at requests in their wait,
 // itself included: the base latency, stretched past the knee.
 func (n *nullEndpoint) wait(at int64) time.Duration {
@@ -205,7 +258,7 @@ func (n *nullEndpoint) wait(at int64) time.Duration {
 func (h *receiverHandler) stats(w http.ResponseWriter, _ *http.Request) {
 	r := h.n.rec
 	writeJSON(w, http.StatusOK, map[string]any{"events": r.events.Load(), "batches": r.batches.Load(),
-		"duplicates": r.duplicates.Load(), "rejected": 0})
+		"duplicates": r.duplicates.Load(), "rejected": h.n.rejected.Load()})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

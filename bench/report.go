@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -113,6 +114,8 @@ type DesignResult struct {
 
 	HTTPRequests     int64   `json:"http_requests"` // with -sink kafka: produce calls (one per batch)
 	HTTPFailures     int64   `json:"http_failures"` // with -sink kafka: failed produce calls
+	HTTP429          int64   `json:"http_429"`      // answers 429 Too Many Requests
+	Rate429          float64 `json:"rate_429"`      // http_429 / http_requests
 	MaxSendsInFlight int64   `json:"max_sends_in_flight"`
 	ShutdownMs       float64 `json:"shutdown_ms"`
 	ShutdownError    string  `json:"shutdown_error,omitempty"`
@@ -145,6 +148,9 @@ type RunConfig struct {
 	SeedQueue       int      `json:"seed_queue"`
 	Loader          string   `json:"loader"`
 	LoaderLatencyMs float64  `json:"loader_latency_ms"`
+	LoaderKnee      int      `json:"loader_knee,omitempty"`         // the null endpoint's capacity knee, 0 none
+	LoaderLimit     int      `json:"loader_limit,omitempty"`        // its concurrency limit (429 past it), 0 none
+	LoaderSlotWait  float64  `json:"loader_slot_wait_ms,omitempty"` // how long a request past the limit waits for a slot
 	Target          string   `json:"target,omitempty"`
 	Sink            string   `json:"sink"`
 	EventSize       int      `json:"event_size"`
@@ -191,16 +197,20 @@ type CalibrationResult struct {
 }
 
 func newReport(cfg Config) *Report {
-	return &Report{
+	r := &Report{
 		Machine: Machine{CPUs: runtime.NumCPU(), GoMaxProcs: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
 			OS: runtime.GOOS, Arch: runtime.GOARCH, CPUModel: cpuModel()},
 		Config: RunConfig{Mode: cfg.Mode, DurationS: cfg.Duration.Seconds(), Rate: cfg.Rate, Designs: cfg.Designs,
 			Load: cfg.Load, Handlers: cfg.Handlers, SeedQueue: cfg.SeedQueue, Loader: cfg.Loader,
-			LoaderLatencyMs: ms(cfg.LoaderLatency), Target: cfg.Target, Sink: cfg.Sink, EventSize: cfg.EventSize,
+			LoaderLatencyMs: ms(cfg.LoaderLatency), LoaderKnee: cfg.LoaderKnee, LoaderLimit: cfg.LoaderLimit, Target: cfg.Target, Sink: cfg.Sink, EventSize: cfg.EventSize,
 			MemProfileRate: cfg.MemProfileRate},
 		Started: time.Now().UTC(),
 		Designs: []DesignResult{},
 	}
+	if cfg.LoaderLimit > 0 {
+		r.Config.LoaderSlotWait = max(ms(cfg.LoaderSlotWait), 0)
+	}
+	return r
 }
 
 func cpuModel() string {
@@ -273,6 +283,12 @@ func (r *Report) Markdown(file bool) string {
 	recv := c.Loader + " loader in process"
 	if c.Loader == LoaderNull {
 		recv = "null endpoint in process (counts only)"
+		if c.LoaderKnee > 0 {
+			recv += fmt.Sprintf(", capacity knee at %d requests at once (past it, latency x at-once / %d)", c.LoaderKnee, c.LoaderKnee)
+		}
+		if c.LoaderLimit > 0 {
+			recv += fmt.Sprintf(", at most %d requests at once (one more waits up to %gms for a slot, then 429 + Retry-After: 1)", c.LoaderLimit, c.LoaderSlotWait)
+		}
 	}
 	if c.Target != "" {
 		recv = "external loader " + c.Target
@@ -284,6 +300,9 @@ func (r *Report) Markdown(file bool) string {
 	case ModeSaturate:
 		fmt.Fprintf(&b, "Load: %d producers calling Add back to back for %gs per design, %d-byte events. Receiver: %s, +%gms per request.\n\n",
 			c.Handlers, c.DurationS, c.EventSize, recv, c.LoaderLatencyMs)
+	case ModeLimits:
+		fmt.Fprintf(&b, "Load: %d producers calling Add back to back for %gs per design and point, %d-byte events. Receiver: %s; its added latency swept.\n\n",
+			c.Handlers, c.DurationS, c.EventSize, recv)
 	case ModeSweep:
 		fmt.Fprintf(&b, "Load: %g events/s for %gs per point, closed loop (%d handlers) and open loop, %d-byte events. Receiver: %s; its added latency swept.\n\n",
 			c.Rate, c.DurationS, c.Handlers, c.EventSize, recv)
@@ -294,7 +313,10 @@ func (r *Report) Markdown(file bool) string {
 	if len(r.Designs) > 0 {
 		r.designTables(&b, file)
 	}
-	if len(r.Sweep) > 0 {
+	switch {
+	case len(r.Sweep) > 0 && c.Mode == ModeLimits:
+		r.limitsTables(&b)
+	case len(r.Sweep) > 0:
 		r.sweepTables(&b)
 	}
 	if file {
@@ -332,18 +354,18 @@ func (r *Report) designTables(b *strings.Builder, file bool) {
 	if len(r.Designs) > 0 && r.Designs[0].CPUMethod == CPUCallgrind {
 		cpuHead = "instructions / event (callgrind)"
 	}
-	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | " + cpuHead + " | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|\n")
+	b.WriteString("\n| design | offered | delivered | from logs | lost | % of target | " + cpuHead + " | profile CPU s / M (samples) | alloc B / event | runtime sync CPU | GC cycles | Add p50 / p99 / p99.9 / max | e2e p50 / p99 | peak heap (live) | sends in flight (max) | 429s (rate) |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|\n")
 	for _, d := range r.Designs {
 		target := "-"
 		if d.Target > 0 {
 			target = fmt.Sprintf("%.2f%%", d.DeliveredPctOfTarget)
 		}
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %.2f (%d) | %.0f | %s | %d | %s / %s / %s / %s | %.0f / %.0f ms | %s (%s) | %d |\n",
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %.2f (%d) | %.0f | %s | %d | %s / %s / %s / %s | %.0f / %.0f ms | %s (%s) | %d | %s |\n",
 			d.Name, commas(d.Offered), commas(d.Delivered), commas(d.DeliveredFromLogs), commas(d.Lost), target,
 			cpuCell(d), d.ProfileCPUSecondsPerMillion, d.CPUSamples, d.AllocBytesPerEvent, sampledShare(d.RuntimeSyncShare, d.CPUSamples), d.GCCycles,
 			dur(d.AddLatencyNs.P50), dur(d.AddLatencyNs.P99), dur(d.AddLatencyNs.P999), dur(d.AddLatencyNs.Max),
-			d.E2ELatencyMs.P50, d.E2ELatencyMs.P99, mib(d.PeakHeapBytes), mib(d.PeakLiveHeapBytes), d.MaxSendsInFlight)
+			d.E2ELatencyMs.P50, d.E2ELatencyMs.P99, mib(d.PeakHeapBytes), mib(d.PeakLiveHeapBytes), d.MaxSendsInFlight, rate429(d))
 	}
 	for _, d := range r.Designs {
 		if d.Error != "" || d.ShutdownError != "" {
@@ -543,6 +565,137 @@ func (r *Report) sweepTables(b *strings.Builder) {
 	r.cpuNotes(b)
 }
 
+// rate429 is a design's 429 answers and their share of its requests.
+func rate429(d DesignResult) string {
+	return fmt.Sprintf("%s (%.2f%%)", commas(d.HTTP429), 100*d.Rate429)
+}
+
+// limitsTables are -mode limits' tables: events/s per design against the
+// loader's latency, batchproc (the adaptive limit) as a share of the best
+// fixed limit at each latency, and each design's 429 rate and peak heap.
+func (r *Report) limitsTables(b *strings.Builder) {
+	lats, rows, cell := r.limitsGrid()
+	header := func(title string) {
+		fmt.Fprintf(b, "\n%s\n\n| design |", title)
+		for _, l := range lats {
+			fmt.Fprintf(b, " %gms |", l)
+		}
+		b.WriteString("\n|---|")
+		for range lats {
+			b.WriteString("---:|")
+		}
+		b.WriteString("\n")
+	}
+	header("Events delivered per second (the drain included) against the loader's added latency:")
+	for _, name := range rows {
+		fmt.Fprintf(b, "| %s |", name)
+		for _, l := range lats {
+			d, ok := cell[name][l]
+			switch {
+			case !ok:
+				b.WriteString(" - |")
+			case d.Error != "" && d.Offered == 0:
+				b.WriteString(" error |")
+			default:
+				fmt.Fprintf(b, " %s |", commas(int64(d.DeliveredPerSec+0.5)))
+			}
+		}
+		b.WriteString("\n")
+	}
+	if ratios := r.LimitsRatios(); len(ratios) > 0 {
+		b.WriteString("| **batchproc / best fixed** |")
+		for _, l := range lats {
+			if x, ok := ratios[l]; ok {
+				fmt.Fprintf(b, " **%.1f%%** (%s) |", 100*x.Ratio, strings.TrimPrefix(x.BestFixed, "batchproc-"))
+			} else {
+				b.WriteString(" - |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	header("429 answers / requests (the 429 rate):")
+	for _, name := range rows {
+		fmt.Fprintf(b, "| %s |", name)
+		for _, l := range lats {
+			if d, ok := cell[name][l]; ok {
+				fmt.Fprintf(b, " %s / %s (%.2f%%) |", commas(d.HTTP429), commas(d.HTTPRequests), 100*d.Rate429)
+			} else {
+				b.WriteString(" - |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	header("Peak heap (live) / sends in flight at most:")
+	for _, name := range rows {
+		fmt.Fprintf(b, "| %s |", name)
+		for _, l := range lats {
+			if d, ok := cell[name][l]; ok {
+				fmt.Fprintf(b, " %s (%s) / %d |", mib(d.PeakHeapBytes), mib(d.PeakLiveHeapBytes), d.MaxSendsInFlight)
+			} else {
+				b.WriteString(" - |")
+			}
+		}
+		b.WriteString("\n")
+	}
+	for _, d := range r.Sweep {
+		if d.Error != "" || d.ShutdownError != "" {
+			fmt.Fprintf(b, "\n- %s at %gms: %s %s", d.Name, d.LoaderLatencyMs, d.Error, d.ShutdownError)
+		}
+	}
+	b.WriteString("\n")
+}
+
+// limitsGrid arranges -mode limits' rows: the latencies in order, the
+// designs in order of first appearance, and each design's row per latency.
+func (r *Report) limitsGrid() (lats []float64, names []string, cell map[string]map[float64]DesignResult) {
+	cell = map[string]map[float64]DesignResult{}
+	seenLat := map[float64]bool{}
+	for _, d := range r.Sweep {
+		if !seenLat[d.LoaderLatencyMs] {
+			seenLat[d.LoaderLatencyMs] = true
+			lats = append(lats, d.LoaderLatencyMs)
+		}
+		if cell[d.Name] == nil {
+			names = append(names, d.Name)
+			cell[d.Name] = map[float64]DesignResult{}
+		}
+		cell[d.Name][d.LoaderLatencyMs] = d
+	}
+	slices.Sort(lats)
+	return lats, names, cell
+}
+
+// LimitsRatio is the adaptive limit against the fixed ones at one loader
+// latency.
+type LimitsRatio struct {
+	BestFixed string  // the fixed-limit design that delivered most
+	Ratio     float64 // batchproc's events/s over BestFixed's
+}
+
+// LimitsRatios returns, per loader latency (ms) of a -mode limits report,
+// batchproc's events/s as a share of the best batchproc-fixed-N design's
+// at that latency; latencies lacking either (or where it failed) are left
+// out.
+func (r *Report) LimitsRatios() map[float64]LimitsRatio {
+	_, _, cell := r.limitsGrid()
+	out := map[float64]LimitsRatio{}
+	for lat, a := range cell[Batchproc] {
+		if a.Error != "" && a.Offered == 0 {
+			continue
+		}
+		var best DesignResult
+		for name, row := range cell {
+			if d, ok := row[lat]; ok && strings.HasPrefix(name, "batchproc-fixed-") && (d.Error == "" || d.Offered > 0) && d.DeliveredPerSec > best.DeliveredPerSec {
+				best = d
+			}
+		}
+		if best.DeliveredPerSec > 0 {
+			out[lat] = LimitsRatio{BestFixed: best.Name, Ratio: a.DeliveredPerSec / best.DeliveredPerSec}
+		}
+	}
+	return out
+}
+
 const definitions = `
 ## Definitions
 
@@ -554,6 +707,8 @@ const definitions = `
 - **profile CPU s / M** (the estimate from the CPU profile, and the only one with -isolate=false): CPU-profile samples labelled side=client (the design's goroutines, and the load generator's handlers while inside Add), plus unlabelled runtime work, minus anything in the receiver's code; the load generator's pacing and event building and the harness are left out; runtime work without a goroutine (scheduler, GC workers) is counted with the design. At 100 Hz a design at 2,000 events/s gets a few dozen samples in 10 s, so it is uncertain by about 1/sqrt(samples). Shares of samples (select overhead, runtime sync) resting on fewer than 30 samples print n/a.
 - **memory overhead**: share of the design's allocated bytes (heap profile alloc_space, delta over the run, receiver's stacks left out) allocated under deepCopy: buffer copies at flush. **alloc B / event**: the design's allocated bytes per event offered (the event the load generator builds and hands to Add is not counted; what Add and the sends allocate is).
 - **Add p50 / p99 / p99.9 / max**: the time Add took, as the service's handler waits for it (HdrHistogram). **e2e**: from just before Add to the loader's commit (t0 in each event).
+- **429 rate**: the design's HTTP answers 429 Too Many Requests over all its HTTP requests (retries included), counted by its transport. The null endpoint answers 429 with -loader-limit N, as the real loader does past its ingest slots: a request past N waits up to -loader-slot-wait for a slot, then is refused with Retry-After: 1.
+- **batchproc / best fixed** (-mode limits): at each loader latency, batchproc's events delivered per second (the adaptive limit, no option set) over the most any batchproc-fixed-N design delivered there, all run one after another at that latency.
 - **peak heap (live)**: the highest heap object bytes sampled every 10 ms, garbage not yet collected included, and in brackets the highest live heap as of a GC (/gc/heap/live:bytes); of the child process (the design and the load generator) when isolated, else of the whole process, receiver included. GC cycles and alloc B / event likewise come from the process the design ran in.
 `
 

@@ -41,6 +41,12 @@
 //     the peak heap.
 //   - sweep: delivered per minute and Add latency against the loader's added
 //     latency (0 to 1 s), per design, closed and open loop.
+//   - limits: the adaptive send limit against fixed ones (issue 10): at
+//     each loader latency of [LimitsLatencies], every design (default
+//     [LimitsDesigns]: batchproc and batchproc-fixed-N) saturating the null
+//     endpoint, by default with a capacity knee ([DefaultLimitsKnee]); the
+//     report has events/s against latency per design, and batchproc as a
+//     share of the best fixed limit at each point.
 package bench
 
 import (
@@ -58,6 +64,8 @@ import (
 
 	"github.com/google/pprof/profile"
 	"golang.org/x/term"
+
+	"github.com/batchproc/batchproc/loader"
 )
 
 // Modes.
@@ -65,7 +73,27 @@ const (
 	ModeFixed    = "fixed"
 	ModeSaturate = "saturate"
 	ModeSweep    = "sweep"
+	ModeLimits   = "limits"
 )
+
+// LimitsLatencies are the loader latencies -mode limits visits.
+var LimitsLatencies = []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond,
+	700 * time.Millisecond, time.Second}
+
+// LimitsDesigns are -mode limits' default designs: the adaptive limit and
+// the fixed ones it is set against.
+var LimitsDesigns = func() []string {
+	d := []string{Batchproc}
+	for _, n := range FixedLimits {
+		d = append(d, FixedDesign(n))
+	}
+	return d
+}()
+
+// DefaultLimitsKnee is cmd/batchbench's -loader-knee in -mode limits when
+// the flag is not given: the null endpoint's latency grows past 32
+// requests at once, so that the best fixed limit is not simply the largest.
+const DefaultLimitsKnee = 32
 
 // SweepLatencies are the loader latencies the sweep visits.
 var SweepLatencies = []time.Duration{0, 10 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
@@ -74,7 +102,7 @@ var SweepLatencies = []time.Duration{0, 10 * time.Millisecond, 50 * time.Millise
 // Config is one invocation of the harness; cmd/batchbench fills it from its
 // flags. Zero values take the defaults named.
 type Config struct {
-	Mode          string        // fixed (default), saturate, sweep
+	Mode          string        // fixed (default), saturate, sweep, limits
 	Duration      time.Duration // per design (and per sweep point); default 60s
 	Rate          float64       // events (requests) per second; default 2,000; saturate ignores it
 	Designs       []string      // default AllDesigns
@@ -88,6 +116,15 @@ type Config struct {
 	// times (requests at once / LoaderKnee), as a server queueing work
 	// beyond its capacity does. 0: no knee.
 	LoaderKnee int
+	// LoaderLimit, with the null endpoint, gives the receiver the real
+	// loader's admission (protocol.md): at most LoaderLimit requests served
+	// at once; one more waits up to LoaderSlotWait for a slot and is then
+	// answered 429 with Retry-After (the loader's default, 1 s). 0: no
+	// limit. Each design's 429 rate is in the report.
+	LoaderLimit int
+	// LoaderSlotWait is how long a request past LoaderLimit waits for a
+	// slot; default the loader's -slot-wait (250ms). Negative: none.
+	LoaderSlotWait time.Duration
 	// LoaderLatencySet says LoaderLatency was given (so 0 means 0, not the default).
 	LoaderLatencySet bool
 	Target           string // URL of an external loader; overrides Loader
@@ -141,9 +178,9 @@ func (c *Config) defaults() error {
 		c.Mode = ModeFixed
 	}
 	switch c.Mode {
-	case ModeFixed, ModeSaturate, ModeSweep:
+	case ModeFixed, ModeSaturate, ModeSweep, ModeLimits:
 	default:
-		return fmt.Errorf("bench: unknown -mode %q (fixed, saturate, sweep)", c.Mode)
+		return fmt.Errorf("bench: unknown -mode %q (fixed, saturate, sweep, limits)", c.Mode)
 	}
 	if c.Duration == 0 {
 		c.Duration = 60 * time.Second
@@ -159,6 +196,9 @@ func (c *Config) defaults() error {
 	}
 	if len(c.Designs) == 0 {
 		c.Designs = append([]string(nil), AllDesigns...)
+		if c.Mode == ModeLimits {
+			c.Designs = append([]string(nil), LimitsDesigns...)
+		}
 	}
 	for _, d := range c.Designs {
 		if _, ok := designSpecs[d]; !ok {
@@ -179,13 +219,16 @@ func (c *Config) defaults() error {
 	}
 	if c.Loader == "" {
 		c.Loader = LoaderSQLite
+		if c.Mode == ModeLimits {
+			c.Loader = LoaderNull
+		}
 	}
 	switch c.Loader {
 	case LoaderSQLite, LoaderDiscard, LoaderNull:
 	default:
 		return fmt.Errorf("bench: unknown -loader %q (sqlite, discard, null)", c.Loader)
 	}
-	if !c.LoaderLatencySet && c.LoaderLatency == 0 && c.Mode != ModeSaturate {
+	if !c.LoaderLatencySet && c.LoaderLatency == 0 && !c.unpaced() {
 		// Saturate measures how fast a design can go; a loader latency
 		// would measure max in-flight / latency instead, so there it is 0
 		// unless asked for.
@@ -193,6 +236,12 @@ func (c *Config) defaults() error {
 	}
 	if c.LoaderKnee < 0 || c.LoaderKnee > 0 && c.Loader != LoaderNull {
 		return fmt.Errorf("bench: -loader-knee %d: want 0 (none) or a positive count with -loader null", c.LoaderKnee)
+	}
+	if c.LoaderLimit < 0 || c.LoaderLimit > 0 && c.Loader != LoaderNull {
+		return fmt.Errorf("bench: -loader-limit %d: want 0 (none) or a positive count with -loader null", c.LoaderLimit)
+	}
+	if c.LoaderSlotWait == 0 {
+		c.LoaderSlotWait = loader.DefaultSlotWait
 	}
 	if c.LoaderLatency < 0 {
 		return errors.New("bench: -loader-latency is negative")
@@ -208,8 +257,8 @@ func (c *Config) defaults() error {
 			return errors.New("bench: -sink kafka produces to an in-process Kafka topic that the in-process loader consumes; it cannot use -target")
 		case c.Loader == LoaderNull:
 			return errors.New("bench: -sink kafka needs the loader's Kafka consumer: use -loader sqlite or discard, not null")
-		case c.Mode == ModeSweep:
-			return errors.New("bench: -mode sweep varies the loader's latency, which -sink kafka ignores")
+		case c.Mode == ModeSweep || c.Mode == ModeLimits:
+			return fmt.Errorf("bench: -mode %s varies the loader's latency, which -sink kafka ignores", c.Mode)
 		}
 		// The loader adds its latency to HTTP answers; a produce is
 		// answered by Kafka.
@@ -217,8 +266,8 @@ func (c *Config) defaults() error {
 	default:
 		return fmt.Errorf("bench: unknown -sink %q (http, kafka)", c.Sink)
 	}
-	if c.Target != "" && c.Mode == ModeSweep {
-		return errors.New("bench: -mode sweep varies the in-process loader's latency; it cannot use -target")
+	if c.Target != "" && (c.Mode == ModeSweep || c.Mode == ModeLimits) {
+		return fmt.Errorf("bench: -mode %s varies the in-process loader's latency; it cannot use -target", c.Mode)
 	}
 	if c.Out == "" {
 		c.Out = filepath.Join("results", time.Now().Format("20060102-150405"))
@@ -365,7 +414,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 // isolated runs (in process, the CPU figure is the profile's, which leaves
 // the load generator out by its labels) at a paced rate (unpaced, a no-op
 // Add would only measure how fast the generator spins).
-func (c *Config) calibrates() bool { return !c.InProcess && c.Mode != ModeSaturate }
+func (c *Config) calibrates() bool { return !c.InProcess && !c.unpaced() }
+
+// unpaced says whether the mode's producers call Add back to back.
+func (c *Config) unpaced() bool { return c.Mode == ModeSaturate || c.Mode == ModeLimits }
 
 // specs lists the runs of cfg, in order: repeat by repeat, each repeat
 // every design (and first, the calibration), so that a change in the
@@ -396,6 +448,18 @@ func (c *Config) specs() []runSpec {
 			for _, d := range names {
 				specs = append(specs, runSpec{design: d, load: load, rate: rate, latency: c.LoaderLatency,
 					dir: specDir(*c, d, r), profiles: true, repeat: rep(r), cpuMethod: c.cpuMethodFor()})
+			}
+		}
+	case ModeLimits:
+		// One latency at a time, all designs at it in a row: the designs
+		// of a point are compared with each other, under the same load of
+		// the machine.
+		for r := 1; r <= c.Repeat; r++ {
+			for _, lat := range LimitsLatencies {
+				for _, d := range c.Designs {
+					specs = append(specs, runSpec{design: d, load: LoadOpen, rate: 0, latency: lat,
+						dir: specDir(*c, fmt.Sprintf("%s-%dms", d, lat.Milliseconds()), r), profiles: true, repeat: rep(r)})
+				}
 			}
 		}
 	case ModeSweep:
@@ -443,7 +507,7 @@ func startEndpoint(ctx context.Context, cfg Config, s runSpec) (endpoint, error)
 		return newExternalEndpoint(ctx, strings.TrimRight(cfg.Target, "/"))
 	}
 	if cfg.Loader == LoaderNull {
-		return startNullEndpointKnee(s.latency, cfg.LoaderKnee)
+		return startNullEndpointShaped(s.latency, endpointShape{knee: cfg.LoaderKnee, limit: cfg.LoaderLimit, slotWait: cfg.LoaderSlotWait})
 	}
 	var logW io.WriteCloser
 	if s.dir != "" {
@@ -700,6 +764,10 @@ func runClient(ctx context.Context, cfg Config, s runSpec, t clientTarget, h cli
 	}
 	res.HTTPRequests = sends.requests.Load()
 	res.HTTPFailures = sends.failures.Load()
+	res.HTTP429 = sends.status429.Load()
+	if res.HTTPRequests > 0 {
+		res.Rate429 = float64(res.HTTP429) / float64(res.HTTPRequests)
+	}
 	res.MaxSendsInFlight = sends.maxInFlight.Load()
 	res.ShutdownMs = ms(shutdownDur)
 	if shutdownErr != nil {

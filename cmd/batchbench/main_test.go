@@ -195,3 +195,27 @@ func TestCommandKafka(t *testing.T) {
 		t.Errorf("designs %v, want batchproc, seed-async (no default-transport variant with kafka)", names)
 	}
 }
+
+// -mode limits takes the null endpoint with a knee and the adaptive and
+// fixed-limit designs unless the flags say otherwise; other modes keep
+// their flags' defaults.
+func TestLimitsModeDefaults(t *testing.T) {
+	cfg := bench.Config{Mode: bench.ModeLimits, Loader: bench.LoaderSQLite}
+	designs := "all"
+	modeDefaults(&cfg, &designs, map[string]bool{})
+	if cfg.Loader != bench.LoaderNull || cfg.LoaderKnee != bench.DefaultLimitsKnee || designs != strings.Join(bench.LimitsDesigns, ",") {
+		t.Errorf("limits defaults: loader %s, knee %d, designs %s", cfg.Loader, cfg.LoaderKnee, designs)
+	}
+	cfg = bench.Config{Mode: bench.ModeLimits, Loader: bench.LoaderNull, LoaderKnee: 0}
+	designs = "batchproc"
+	modeDefaults(&cfg, &designs, map[string]bool{"loader-knee": true, "designs": true})
+	if cfg.LoaderKnee != 0 || designs != "batchproc" {
+		t.Errorf("given flags overridden: knee %d, designs %s", cfg.LoaderKnee, designs)
+	}
+	cfg = bench.Config{Mode: bench.ModeSaturate, Loader: bench.LoaderSQLite}
+	designs = "all"
+	modeDefaults(&cfg, &designs, map[string]bool{})
+	if cfg.Loader != bench.LoaderSQLite || cfg.LoaderKnee != 0 || designs != "all" {
+		t.Errorf("saturate changed: loader %s, knee %d, designs %s", cfg.Loader, cfg.LoaderKnee, designs)
+	}
+}
