@@ -311,12 +311,13 @@ func WithOnFailure(f func(b *Batch, err error)) Option {
 // With a journal:
 //   - a batch in the journal is never given up on a retryable error (the
 //     retry policy's MaxAttempts and MaxElapsed do not apply to it; its
-//     backoff does), and while it waits for its next attempt its payloads
-//     leave memory, so an outage fills the journal, not the memory budget;
-//     so do queued batches when an Add waits for budget. A batch read back
-//     for its send takes its budget even past the limit: with the sends
-//     under way bounded by the send limit, the heap stays within about
-//     twice the budget;
+//     backoff does), and while it waits for its next attempt its events
+//     leave memory (it keeps 128 bytes of budget), so an outage fills the
+//     journal, not the memory budget; so do queued batches when an Add
+//     waits for budget. A batch read back for its send takes its budget
+//     even past the limit: with the sends under way bounded by the send
+//     limit, the heap stays within about twice the budget;
+//   - with ordered dispatch, what a previous processor left is sent first;
 //   - a batch the journal refuses (full, or failed) is sent from memory
 //     only and counted in Stats.Unjournaled: the memory budget then pushes
 //     back as without a journal;
@@ -327,7 +328,7 @@ func WithOnFailure(f func(b *Batch, err error)) Option {
 // until its Append returned. Those are lost by a crash of the process: the
 // batch being filled in each shard (the events of at most one flush
 // interval, WithFlushInterval, or one full batch), and at most three cut
-// batches per appender waiting for their Append (async dispatch has four
+// batches per appender not yet written to it (async dispatch has four
 // appenders, the worker pool and ordered dispatch one per lane; a cut
 // finding three waiting waits for the journal, so an Add that fills a
 // batch may wait for a slow disk).

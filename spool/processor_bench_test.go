@@ -30,6 +30,25 @@ var processorModes = []struct {
 	{"spool=never", spool.SyncNever, true},
 }
 
+// newBenchProcessor returns a processor on nullSink, with a spool in mode
+// if on (the spool is returned for its Stats).
+func newBenchProcessor(b *testing.B, on bool, mode spool.SyncMode) (*batchproc.Processor, *spool.Spool) {
+	var s *spool.Spool
+	var opts []batchproc.Option
+	if on {
+		var err error
+		if s, err = spool.Open(b.TempDir(), spool.WithSync(mode)); err != nil {
+			b.Fatal(err)
+		}
+		opts = append(opts, batchproc.WithJournal(func() (batchproc.Journal, error) { return s, nil }))
+	}
+	p, err := batchproc.New(nullSink{}, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p, s
+}
+
 // BenchmarkProcessorAdd is Add of 200-byte events, one goroutine, into a
 // processor without a journal and with a spool per sync mode, against a
 // sink that accepts at once: the issue's "Add with the spool within 2x of
@@ -39,20 +58,7 @@ var processorModes = []struct {
 func BenchmarkProcessorAdd(b *testing.B) {
 	for _, m := range processorModes {
 		b.Run(m.name, func(b *testing.B) {
-			var s *spool.Spool
-			opts := []batchproc.Option{}
-			if m.on {
-				var err error
-				s, err = spool.Open(b.TempDir(), spool.WithSync(m.mode))
-				if err != nil {
-					b.Fatal(err)
-				}
-				opts = append(opts, batchproc.WithJournal(func() (batchproc.Journal, error) { return s, nil }))
-			}
-			p, err := batchproc.New(nullSink{}, opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
+			p, s := newBenchProcessor(b, m.on, m.mode)
 			e := batchproc.Event{Payload: benchPayload}
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -84,20 +90,7 @@ func BenchmarkProcessorAdd(b *testing.B) {
 func BenchmarkProcessorSaturate(b *testing.B) {
 	for _, m := range processorModes {
 		b.Run(m.name, func(b *testing.B) {
-			var s *spool.Spool
-			opts := []batchproc.Option{}
-			if m.on {
-				var err error
-				s, err = spool.Open(b.TempDir(), spool.WithSync(m.mode))
-				if err != nil {
-					b.Fatal(err)
-				}
-				opts = append(opts, batchproc.WithJournal(func() (batchproc.Journal, error) { return s, nil }))
-			}
-			p, err := batchproc.New(nullSink{}, opts...)
-			if err != nil {
-				b.Fatal(err)
-			}
+			p, s := newBenchProcessor(b, m.on, m.mode)
 			ctx := context.Background()
 			b.SetParallelism(4)
 			b.SetBytes(int64(len(benchPayload)))

@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,9 +18,7 @@ import (
 
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/httpsink"
-	"github.com/batchproc/batchproc/loader"
-	"github.com/batchproc/batchproc/loader/store/sqlite"
-	"github.com/batchproc/batchproc/loader/store/storetest"
+	"github.com/batchproc/batchproc/internal/testutil/faults"
 	"github.com/batchproc/batchproc/spool"
 )
 
@@ -125,33 +120,16 @@ func crashChild() {
 // being filled or not yet journaled, which WithJournal documents as the
 // crash bound. Nothing is stored twice.
 func TestCrashSpoolKill9(t *testing.T) {
-	dbPath := filepath.Join(t.TempDir(), "crash.db")
-	st, err := sqlite.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := loader.New(loader.Config{Store: st, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The loader is down (503) during every other child's life: its batches
 	// wait in the spool, retrying, when the kill comes.
 	var down atomic.Bool
-	h := srv.Handler()
-	hs := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fh := &faults.Handler{Plan: onlyBatches(func(int) faults.Fault {
 		if down.Load() {
-			http.Error(w, "down for the test", http.StatusServiceUnavailable)
-			return
+			return faults.Unavailable
 		}
-		h.ServeHTTP(w, r)
+		return faults.None
 	})}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(ln) }()
-	url := "http://" + ln.Addr().String()
+	url, dbPath, stop := inProcessLoader(t, fh)
 	dir := t.TempDir()
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
@@ -262,24 +240,8 @@ func TestCrashSpoolKill9(t *testing.T) {
 	down.Store(false)
 	run(*crashIterations, true)
 
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	if err := hs.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	<-served
-	if err := srv.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s2, err := sqlite.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	batches, err := storetest.Reader(s2).Batches(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	stop()
+	batches := storedBatches(t, dbPath)
 	stored := map[string]bool{}
 	for _, b := range batches {
 		for _, e := range b.Events {

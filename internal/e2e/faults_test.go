@@ -29,6 +29,7 @@ import (
 	"github.com/batchproc/batchproc/httpsink"
 	"github.com/batchproc/batchproc/internal/testutil/faults"
 	"github.com/batchproc/batchproc/loader"
+	"github.com/batchproc/batchproc/loader/store"
 	"github.com/batchproc/batchproc/loader/store/sqlite"
 	"github.com/batchproc/batchproc/loader/store/storetest"
 	"github.com/batchproc/batchproc/spool"
@@ -393,15 +394,7 @@ func (row *faultRow) count(t *testing.T, dbPath, run string) {
 		t.Logf("%s: added for %v, Shutdown drained in %v, store read back in %v",
 			run, row.res.AddedFor.Round(time.Millisecond), row.res.Drain.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 	}()
-	st, err := sqlite.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	batches, err := storetest.Reader(st).Batches(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	batches := storedBatches(t, dbPath)
 	accepted := map[int]bool{}
 	for _, rg := range row.res.Accepted {
 		for i := rg[0]; i < rg[1]; i++ {
@@ -901,4 +894,20 @@ func faultTable(rows []faultRow) string {
 			float64(r.res.MaxBuffered)/(1<<20), float64(r.res.MaxHeapLive)/(1<<20), absorbed, r.injected)
 	}
 	return b.String()
+}
+
+// storedBatches reads back every batch of the SQLite file at dbPath (a
+// loader that used it has shut down).
+func storedBatches(t *testing.T, dbPath string) []store.Batch {
+	t.Helper()
+	st, err := sqlite.Open(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	batches, err := storetest.Reader(st).Batches(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return batches
 }

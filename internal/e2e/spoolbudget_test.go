@@ -11,8 +11,6 @@ import (
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/httpsink"
 	"github.com/batchproc/batchproc/internal/testutil/faults"
-	"github.com/batchproc/batchproc/loader/store/sqlite"
-	"github.com/batchproc/batchproc/loader/store/storetest"
 	"github.com/batchproc/batchproc/spool"
 )
 
@@ -92,15 +90,7 @@ func spoolOutageBudget(t *testing.T, idLen int) {
 	if st.Delivered != st.Added || st.Failed != 0 || st.Journaled == 0 {
 		t.Errorf("stats %+v", st)
 	}
-	s, err := sqlite.Open(dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	batches, err := storetest.Reader(s).Batches(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	batches := storedBatches(t, dbPath)
 	seen := map[string]bool{}
 	for _, b := range batches {
 		for _, e := range b.Events {
