@@ -438,6 +438,11 @@ type request struct {
 	chunks [][]driver.NamedValue
 	stmts  []int
 
+	// events is len(b.Events), fixed before r is queued: a leader reads it
+	// for requests it does not own (b belongs to a caller that may have
+	// withdrawn and reused it).
+	events int
+
 	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
 	dup   bool
 	err   error
@@ -461,7 +466,7 @@ const (
 )
 
 func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
-	r := &request{ctx: ctx, b: b, ns: store.CleanText(b.Namespace), done: make(chan struct{})}
+	r := &request{ctx: ctx, b: b, events: len(b.Events), ns: store.CleanText(b.Namespace), done: make(chan struct{})}
 	if b.Key != "" {
 		r.key = store.CleanText(b.Key)
 		sum := b.Digest()
@@ -537,12 +542,12 @@ func (s *Store) lead() {
 	events, i := 0, 0
 	for ; i < len(s.queue); i++ {
 		r := s.queue[i]
-		if len(group) > 0 && events+len(r.b.Events) > s.cfg.groupEvents {
+		if len(group) > 0 && events+r.events > s.cfg.groupEvents {
 			break
 		}
 		if r.state.CompareAndSwap(queued, taken) {
 			group = append(group, r)
-			events += len(r.b.Events)
+			events += r.events
 		}
 	}
 	n := copy(s.queue, s.queue[i:])
