@@ -453,3 +453,41 @@ func TestPageSize(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestWithdrawnBatchIsNotRead: a Store whose ctx ends while it is queued
+// behind another returns, and its caller reuses the batch (the loader
+// recycles it) while the leader takes the queue: the leader must not read
+// it. Under -race this fails if the leader reads a withdrawn request's
+// batch (the write below is ordered with nothing the leader does).
+func TestWithdrawnBatchIsNotRead(t *testing.T) {
+	s := openT(t)
+	queued, release := holdWriter(s)
+	first := make(chan error)
+	go func() {
+		_, err := s.Store(context.Background(), batch("k", "k", 5))
+		first <- err
+	}()
+	waitQueued(t, queued, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	withdrawn, reuse := make(chan error), make(chan struct{})
+	go func() {
+		b := batch("w", "w", 10)
+		_, err := s.Store(ctx, b)
+		withdrawn <- err
+		<-reuse
+		b.Events = append(b.Events[:0], store.Event{ID: "reused"}) // the caller's again
+	}()
+	waitQueued(t, queued, 2)
+	cancel()
+	if err := <-withdrawn; !errors.Is(err, context.Canceled) {
+		t.Fatalf("withdrawn Store: %v", err)
+	}
+	release()
+	close(reuse)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if c := s.Counts(); c.Batches != 1 || c.Events != 5 {
+		t.Fatalf("Counts %+v: only the first batch is stored", c)
+	}
+}
