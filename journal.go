@@ -169,6 +169,18 @@ func (g *appendGate) exit() {
 	g.cond.Signal()
 }
 
+// Journal returns the journal the processor writes through ([WithJournal],
+// spool.WithSpool), or nil without one: a metrics adapter reads the
+// journal's own statistics through it (spoolprom, spoolotel). The
+// processor owns the journal and closes it at the end of Shutdown; do not
+// call its methods that change it.
+func (p *Processor) Journal() Journal {
+	if p.jr == nil {
+		return nil
+	}
+	return p.jr.j
+}
+
 // appendQueue is how many batches per appender may wait for the journal.
 const appendQueue = 2
 

@@ -36,3 +36,13 @@ func WithSpool(dir string, opts ...Option) batchproc.Option {
 		return s, nil
 	})
 }
+
+// Of returns the spool the processor p writes through ([WithSpool], or a
+// *Spool given to [batchproc.WithJournal]), or nil if p has none: a
+// service reads its [Spool.Stats] through it, and the metrics adapters
+// (spoolprom, spoolotel) bind to it. The processor owns the spool: it
+// closes it at the end of Shutdown; Stats stays readable after that.
+func Of(p *batchproc.Processor) *Spool {
+	s, _ := p.Journal().(*Spool)
+	return s
+}

@@ -347,6 +347,40 @@ func TestWithSpoolOpenFails(t *testing.T) {
 	}
 }
 
+// TestOf: spool.Of finds the spool WithSpool opened inside New, and its
+// Stats count the processor's batches, also after Shutdown closed it; a
+// processor without a spool has none.
+func TestOf(t *testing.T) {
+	rec := &batchproctest.Recorder{}
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir()), batchproc.WithMaxBatchEvents(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := spool.Of(p)
+	if s == nil {
+		t.Fatal("spool.Of: nil for a processor with WithSpool")
+	}
+	for i := range 30 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: payload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.Stats(); st.Appended != 3 || st.Acked != 3 || st.Batches != 0 {
+		t.Errorf("after Shutdown: Appended %d, Acked %d, Batches %d; want 3, 3, 0", st.Appended, st.Acked, st.Batches)
+	}
+	bare, err := batchproc.New(rec, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bare.Shutdown(t.Context())
+	if s := spool.Of(bare); s != nil {
+		t.Errorf("spool.Of of a processor without a journal: %v, want nil", s)
+	}
+}
+
 // TestProcessorOrderedReplaysFirst: with WithOrdered, what the previous
 // processor left in the spool reaches the sink before anything added
 // since, in its order, even with a budget that holds only two batches.

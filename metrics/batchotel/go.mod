@@ -3,11 +3,15 @@ module github.com/batchproc/batchproc/metrics/batchotel
 go 1.26.0
 
 // The modules of this repository are developed together (go.work);
-// this replace makes the module build on its own from a checkout.
-replace github.com/batchproc/batchproc => ../..
+// these replaces make the module build on its own from a checkout.
+replace (
+	github.com/batchproc/batchproc => ../..
+	github.com/batchproc/batchproc/spool => ../../spool
+)
 
 require (
 	github.com/batchproc/batchproc v0.0.0-00010101000000-000000000000
+	github.com/batchproc/batchproc/spool v0.0.0-00010101000000-000000000000
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
 	go.opentelemetry.io/otel/sdk/metric v1.47.0

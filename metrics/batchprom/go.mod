@@ -3,11 +3,15 @@ module github.com/batchproc/batchproc/metrics/batchprom
 go 1.26.0
 
 // The modules of this repository are developed together (go.work);
-// this replace makes the module build on its own from a checkout.
-replace github.com/batchproc/batchproc => ../..
+// these replaces make the module build on its own from a checkout.
+replace (
+	github.com/batchproc/batchproc => ../..
+	github.com/batchproc/batchproc/spool => ../../spool
+)
 
 require (
 	github.com/batchproc/batchproc v0.0.0-00010101000000-000000000000
+	github.com/batchproc/batchproc/spool v0.0.0-00010101000000-000000000000
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.74.0

@@ -1,0 +1,163 @@
+package spoolotel_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/batchproctest"
+	"github.com/batchproc/batchproc/metrics/batchotel/spoolotel"
+	"github.com/batchproc/batchproc/spool"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+var quiet = batchproc.WithLogger(slog.New(slog.DiscardHandler))
+
+func newMetrics(t *testing.T, opts ...spoolotel.Option) (*spoolotel.Metrics, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	m, err := spoolotel.New(append([]spoolotel.Option{spoolotel.WithMeterProvider(mp)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return m, reader
+}
+
+// collect returns each instrument's single value (as float64) and the
+// attribute set of its data point.
+func collect(t *testing.T, r *sdkmetric.ManualReader) (map[string]float64, map[string]attribute.Set) {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	vals, sets := map[string]float64{}, map[string]attribute.Set{}
+	for _, sm := range rm.ScopeMetrics {
+		if sm.Scope.Name != spoolotel.ScopeName {
+			t.Errorf("scope %q, want %q", sm.Scope.Name, spoolotel.ScopeName)
+		}
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				vals[m.Name], sets[m.Name] = float64(d.DataPoints[0].Value), d.DataPoints[0].Attributes
+			case metricdata.Sum[float64]:
+				vals[m.Name], sets[m.Name] = d.DataPoints[0].Value, d.DataPoints[0].Attributes
+			case metricdata.Gauge[int64]:
+				vals[m.Name], sets[m.Name] = float64(d.DataPoints[0].Value), d.DataPoints[0].Attributes
+			case metricdata.Gauge[float64]:
+				vals[m.Name], sets[m.Name] = d.DataPoints[0].Value, d.DataPoints[0].Attributes
+			default:
+				t.Errorf("%s: unexpected data %T", m.Name, m.Data)
+			}
+		}
+	}
+	return vals, sets
+}
+
+// TestMetricsObserveSpoolStats: bound through the processor's hooks, the
+// instruments report the spool's Stats exactly.
+func TestMetricsObserveSpoolStats(t *testing.T) {
+	attr := attribute.String("spool", "orders")
+	m, reader := newMetrics(t, spoolotel.WithAttributes(attr))
+	p, err := batchproc.New(&batchproctest.Recorder{}, quiet, spool.WithSpool(t.TempDir()),
+		batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 25 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"i":` + strings.Repeat("7", i+1) + `}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st := spool.Of(p).Stats()
+	if st.Appended != 3 || st.Fsyncs == 0 {
+		t.Fatalf("spool Stats: Appended %d, Fsyncs %d; want 3 batches appended, fsynced (SyncBatch)", st.Appended, st.Fsyncs)
+	}
+	got, sets := collect(t, reader)
+	want := map[string]float64{
+		"batchproc.spool.usage":                 float64(st.Bytes),
+		"batchproc.spool.batches":               float64(st.Batches),
+		"batchproc.spool.segments":              float64(st.Segments),
+		"batchproc.spool.failed":                0,
+		"batchproc.spool.batch.recovered":       float64(st.Recovered),
+		"batchproc.spool.batch.appended":        3,
+		"batchproc.spool.batch.acked":           3,
+		"batchproc.spool.batch.dropped":         float64(st.Dropped),
+		"batchproc.spool.batch.replayed":        float64(st.Replayed),
+		"batchproc.spool.append.full":           float64(st.Full),
+		"batchproc.spool.recovery.torn":         float64(st.TornBytes),
+		"batchproc.spool.recovery.corrupt":      float64(st.CorruptFiles),
+		"batchproc.spool.recovery.lost":         float64(st.LostBytes),
+		"batchproc.spool.recovery.lost_batches": float64(st.LostBatches),
+		"batchproc.spool.fsync.count":           float64(st.Fsyncs),
+		"batchproc.spool.fsync.duration":        st.FsyncLatency.Sum.Seconds(),
+		"batchproc.spool.fsync.max":             st.FsyncLatency.Max.Seconds(),
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d instruments reported, want %d: %v", len(got), len(want), got)
+	}
+	for name, v := range want {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if g != v {
+			t.Errorf("%s = %v, want %v", name, g, v)
+		}
+		if s := sets[name]; s.Len() != 1 || !s.HasValue(attr.Key) {
+			t.Errorf("%s: attributes %v, want %v", name, s.ToSlice(), attr)
+		}
+	}
+}
+
+// TestMetricsUnbound: given to a processor without a spool, Metrics binds
+// to nothing and reports nothing.
+func TestMetricsUnbound(t *testing.T) {
+	m, reader := newMetrics(t)
+	p, err := batchproc.New(&batchproctest.Recorder{}, quiet, batchproc.WithHooks(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	if got, _ := collect(t, reader); len(got) != 0 {
+		t.Errorf("unbound: %v, want nothing", got)
+	}
+}
+
+// TestMetricsErrors: an invalid attribute fails New; a second spool
+// panics Observe.
+func TestMetricsErrors(t *testing.T) {
+	if _, err := spoolotel.New(spoolotel.WithAttributes(attribute.KeyValue{})); err == nil {
+		t.Error("New with an invalid attribute: nil error")
+	}
+	m, _ := newMetrics(t)
+	s1, err := spool.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Close()
+	s2, err := spool.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	m.Observe(s1)
+	m.Observe(s1)
+	defer func() {
+		if recover() == nil {
+			t.Error("Observe of a second spool did not panic")
+		}
+	}()
+	m.Observe(s2)
+}
