@@ -10,20 +10,23 @@ import (
 // completion tracks which batches are done (delivered or failed), for
 // Flush, Shutdown and cutIfIdle. Batches are numbered as they are cut; low
 // is the smallest number not yet done, and completions out of order park
-// in doneSeq until low reaches them.
+// in doneSeq until low reaches them. A batch is done before its budget is
+// released (an Add woken by the release must find it done) and a watcher
+// wakes only after: releasing holds the batches in between.
 type completion struct {
-	mu       sync.Mutex
-	next     uint64 // the number the next cut batch gets
-	low      uint64
-	doneSeq  map[uint64]struct{} // done numbers > low
-	watchers []*watcher
+	mu        sync.Mutex
+	next      uint64 // the number the next cut batch gets
+	low       uint64
+	doneSeq   map[uint64]struct{} // done numbers > low
+	releasing map[uint64]struct{} // done numbers whose budget is not released yet
+	watchers  []*watcher
 }
 
 // A watcher waits for every batch numbered below target, and collects the
 // failures among them: a Flush or a Shutdown.
 type watcher struct {
 	target uint64
-	ch     chan struct{} // closed when low reaches target, after the budget of those batches was released
+	ch     chan struct{} // closed once every batch below target is done and its budget released
 	out    outcome
 }
 
@@ -45,6 +48,7 @@ func (o *outcome) err() error {
 func (c *completion) init() {
 	c.next, c.low = 1, 1
 	c.doneSeq = make(map[uint64]struct{})
+	c.releasing = make(map[uint64]struct{})
 }
 
 // number returns the number of a batch being cut.
@@ -64,11 +68,11 @@ func (c *completion) idle() bool {
 }
 
 // complete records that batch seq is done, failed events of it having
-// failed for reason err, and returns the watchers it satisfied. The caller
-// closes their channels (wakeAll) after releasing the batch's budget: a
-// Flush returns only once what it flushed holds no more budget, while an
-// Add woken by the release already finds the batch done.
-func (c *completion) complete(seq uint64, failed int, err error) []*watcher {
+// failed for reason err. The caller then releases the batch's budget and
+// calls released, which wakes the watchers: a Flush returns only once what
+// it flushed holds no more budget, while an Add woken by the release
+// already finds the batch done.
+func (c *completion) complete(seq uint64, failed int, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if failed > 0 {
@@ -82,9 +86,10 @@ func (c *completion) complete(seq uint64, failed int, err error) []*watcher {
 			}
 		}
 	}
+	c.releasing[seq] = struct{}{}
 	if seq != c.low {
 		c.doneSeq[seq] = struct{}{}
-		return nil
+		return
 	}
 	c.low++
 	for {
@@ -94,10 +99,25 @@ func (c *completion) complete(seq uint64, failed int, err error) []*watcher {
 		delete(c.doneSeq, c.low)
 		c.low++
 	}
+}
+
+// released records that the budget of batch seq, done, was released, and
+// returns the watchers now satisfied, for the caller to wake (wakeAll):
+// those whose every batch is done and released. Another sender may still
+// be between its batch's complete and released, so that is not only the
+// batches below low.
+func (c *completion) released(seq uint64) []*watcher {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.releasing, seq)
+	bound := c.low // a watcher of target <= bound is satisfied
+	for s := range c.releasing {
+		bound = min(bound, s)
+	}
 	var woken []*watcher
 	kept := c.watchers[:0]
 	for _, w := range c.watchers {
-		if w.target <= c.low {
+		if w.target <= bound {
 			woken = append(woken, w)
 		} else {
 			kept = append(kept, w)
@@ -119,7 +139,7 @@ func wakeAll(ws []*watcher) {
 func (c *completion) watch() *watcher {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.low >= c.next {
+	if c.low >= c.next && len(c.releasing) == 0 {
 		return nil
 	}
 	w := &watcher{target: c.next, ch: make(chan struct{})}

@@ -226,12 +226,19 @@ func (p *Processor) finish(l *lane, b *Batch, attempts, stored int, err error) {
 	// complete before release: an Add woken by the release must find this
 	// batch done, or cutIfIdle would wrongly wait for it. Flush and
 	// Shutdown wake after the release: what they covered holds no budget.
-	woken := p.completion.complete(seq, failed, err)
+	p.completion.complete(seq, failed, err)
+	if testHookBeforeRelease != nil {
+		testHookBeforeRelease()
+	}
 	if p.mem.release(reserved) {
 		p.cutIfIdle()
 	}
-	wakeAll(woken)
+	wakeAll(p.completion.released(seq))
 }
+
+// testHookBeforeRelease, if set (by tests, before New), runs in finish
+// between a batch's completion and the release of its budget.
+var testHookBeforeRelease func()
 
 // isShutdown reports whether err is Shutdown's abort.
 func isShutdown(err error) bool {

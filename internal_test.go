@@ -112,3 +112,60 @@ func TestBudget(t *testing.T) {
 		t.Fatal("still waiting after the only waiter left")
 	}
 }
+
+// Flush returns only after the budget of what it covered is released, also
+// when a batch completed but its sender has not yet released it (the window
+// testHookBeforeRelease holds open). Before, Flush saw every batch done and
+// returned at once with that batch's budget still counted (the flake of
+// TestFlushReturnsAfterRelease in CI); or another sender's release, of a
+// later batch, woke it.
+func TestFlushWaitsForAReleaseUnderWay(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		open int // events Flush finds in an open batch: a later batch it cuts
+	}{{"all done before Flush", 0}, {"a later batch released first", 5}} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				inWindow, leave := make(chan struct{}), make(chan struct{})
+				var once bool
+				testHookBeforeRelease = func() {
+					if !once { // the first batch's sender only
+						once = true
+						close(inWindow)
+						<-leave
+					}
+				}
+				defer func() { testHookBeforeRelease = nil }()
+				p, err := New(SinkFunc(func(context.Context, *Batch) error { return nil }), WithMaxBatchEvents(10))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer p.Shutdown(context.Background())
+				for range 10 + tc.open { // the tenth cuts the first batch
+					if err := p.Add(t.Context(), Event{Payload: []byte("x")}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				<-inWindow // delivered and done; its budget not yet released
+				flushed := make(chan int64)
+				go func() {
+					if err := p.Flush(context.Background()); err != nil {
+						t.Error(err)
+					}
+					flushed <- p.Stats().BufferedBytes
+				}()
+				synctest.Wait()
+				select {
+				case b := <-flushed:
+					close(leave)
+					t.Fatalf("Flush returned while the first batch's release was under way (BufferedBytes %d)", b)
+				default:
+				}
+				close(leave)
+				if b := <-flushed; b != 0 {
+					t.Fatalf("BufferedBytes %d right after Flush, want 0", b)
+				}
+			})
+		})
+	}
+}
