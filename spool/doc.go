@@ -127,7 +127,8 @@
 // # Concurrency and cost
 //
 // All methods are safe for concurrent use. An Append encodes its record
-// (header, ids and the batch's NDJSON) into a reused buffer and writes it
-// with one write call, under the spool's lock; the fsync runs with the lock
+// head (header, key and ids) into a reused buffer and writes it, then the
+// batch's NDJSON straight from the batch (two write calls, no copy of the
+// events), under the spool's lock; the fsync runs with the lock
 // released, so other Appends write meanwhile and share the next fsync.
 package spool

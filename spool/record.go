@@ -30,9 +30,12 @@ func recordCRC(hdr []byte, body []byte) uint32 {
 	return crc32.Update(c, castagnoli, body)
 }
 
-// appendBatchRecord appends the batch record of b, with sequence number seq,
-// to dst: the header, then the body (seq, key, event count, ids, NDJSON).
-func appendBatchRecord(dst []byte, seq uint64, b *batchproc.Batch) []byte {
+// appendBatchHead appends to dst the batch record of b, with sequence
+// number seq, all but its last part: the header, then the body's seq, key,
+// event count and ids. The record ends with b.NDJSON(), which the header's
+// length and CRC cover and which the caller writes right after what this
+// returns: the batch's events are not copied on their way to the file.
+func appendBatchHead(dst []byte, seq uint64, b *batchproc.Batch) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, headerSize)...)
 	dst = binary.AppendUvarint(dst, seq)
@@ -46,8 +49,12 @@ func appendBatchRecord(dst []byte, seq uint64, b *batchproc.Batch) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(id)))
 		dst = append(dst, id...)
 	}
-	dst = append(dst, b.NDJSON()...)
-	return sealRecord(dst[start:], recBatch)
+	head, ndjson := dst[start:], b.NDJSON()
+	binary.LittleEndian.PutUint32(head[0:4], uint32(len(head)-headerSize+len(ndjson)))
+	head[8] = recBatch
+	c := recordCRC(head, head[headerSize:])
+	binary.LittleEndian.PutUint32(head[4:8], crc32.Update(c, castagnoli, ndjson))
+	return dst
 }
 
 // appendAckRecord appends the ack record of the batch with sequence number

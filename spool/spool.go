@@ -231,10 +231,10 @@ func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e 
 		return nil, nil, 0, fmt.Errorf("%w: %q", ErrDuplicateKey, key)
 	}
 	seq := s.nextSeq
-	rec := appendBatchRecord(s.buf[:0], seq, b)
-	s.buf = rec
+	head, ndjson := appendBatchHead(s.buf[:0], seq, b), b.NDJSON()
+	s.buf = head
 	defer s.trimBuf()
-	need := int64(len(rec))
+	need := int64(len(head) + len(ndjson))
 	if need > s.cfg.maxBytes-s.cfg.segmentSize {
 		return nil, nil, 0, fmt.Errorf("%w: record of %d bytes, budget %d bytes", ErrTooLarge, need, s.cfg.maxBytes)
 	}
@@ -253,12 +253,12 @@ func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e 
 			return dropped, nil, 0, ErrFull
 		}
 	}
-	seg, off, gen, err := s.writeRecord(rec)
+	seg, off, gen, err := s.writeRecord(head, ndjson)
 	if err != nil {
 		return dropped, nil, 0, err
 	}
 	s.nextSeq++
-	e = &entry{seq: seq, key: key, seg: seg, off: off, n: len(rec)}
+	e = &entry{seq: seq, key: key, seg: seg, off: off, n: int(need)}
 	seg.live++
 	s.live[key] = e
 	s.order = append(s.order, e)
@@ -355,7 +355,7 @@ func (s *Spool) ackLocked(e *entry) error {
 	var werr error
 	rec := appendAckRecord(s.ackBuf[:0], e.seq) // not s.buf: a drop-oldest ack comes amid an Append
 	s.ackBuf = rec
-	if _, _, _, err := s.writeRecord(rec); err != nil {
+	if _, _, _, err := s.writeRecord(rec, nil); err != nil {
 		werr = err
 	}
 	if err := s.reclaim(); err != nil && werr == nil {
@@ -390,15 +390,18 @@ func (s *Spool) reclaim() error {
 	return nil
 }
 
-// writeRecord writes rec at the end of the active segment, starting a new
-// one first if rec would take it past the segment size. mu is held.
-func (s *Spool) writeRecord(rec []byte) (*segment, int64, uint64, error) {
+// writeRecord writes the record head+tail (a batch record's NDJSON comes
+// as its tail, written from the batch itself rather than copied after the
+// head) at the end of the active segment, starting a new one first if the
+// record would take it past the segment size. mu is held.
+func (s *Spool) writeRecord(head, tail []byte) (*segment, int64, uint64, error) {
 	if s.err != nil {
 		return nil, 0, 0, s.err
 	}
+	n := int64(len(head) + len(tail))
 	for {
 		seg := s.segs[len(s.segs)-1]
-		if seg.size == 0 || seg.size+int64(len(rec)) <= s.cfg.segmentSize {
+		if seg.size == 0 || seg.size+n <= s.cfg.segmentSize {
 			break
 		}
 		if err := s.rotate(); err != nil {
@@ -407,7 +410,11 @@ func (s *Spool) writeRecord(rec []byte) (*segment, int64, uint64, error) {
 	}
 	seg := s.segs[len(s.segs)-1]
 	off := seg.size
-	if _, err := seg.f.WriteAt(rec, off); err != nil {
+	_, err := seg.f.WriteAt(head, off)
+	if err == nil && len(tail) > 0 {
+		_, err = seg.f.WriteAt(tail, off+int64(len(head)))
+	}
+	if err != nil {
 		// Whatever part of the record reached the file must go, or the
 		// next record would follow garbage.
 		if terr := seg.f.Truncate(off); terr != nil {
@@ -418,8 +425,8 @@ func (s *Spool) writeRecord(rec []byte) (*segment, int64, uint64, error) {
 		}
 		return nil, 0, 0, s.fail("write", err)
 	}
-	seg.size += int64(len(rec))
-	s.usage += int64(len(rec))
+	seg.size += n
+	s.usage += n
 	s.writeGen++
 	return seg, off, s.writeGen, nil
 }

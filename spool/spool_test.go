@@ -347,6 +347,48 @@ func TestENOSPCIsFullAndLeavesNoPartialRecord(t *testing.T) {
 	}
 }
 
+// ENOSPC at every byte of the first two records, so that it cuts short
+// the write of a record's head and the write of its NDJSON (a batch record
+// is written in two calls): the spool reports full, the files hold exactly
+// what Stats counts, and recovery finds no damage.
+func TestENOSPCAtEveryByteLeavesNoPartialRecord(t *testing.T) {
+	one := int64(len(appendBatchHead(nil, 0, testBatch(t, "k00", 5))) + len(testBatch(t, "k00", 5).NDJSON()))
+	for limit := int64(1); limit < 2*one+8; limit++ {
+		m := newMemFS()
+		s := mustOpen(t, "/d", withFS(m), WithSegmentSize(1<<20), WithMaxBytes(8<<20))
+		m.limit = limit
+		var keys []string
+		var err error
+		for i := range 4 {
+			k := fmt.Sprintf("k%02d", i)
+			if err = s.Append(testBatch(t, k, 5)); err != nil {
+				break
+			}
+			keys = append(keys, k)
+		}
+		if !errors.Is(err, ErrFull) {
+			t.Fatalf("limit %d: Append on a full filesystem: %v, want ErrFull", limit, err)
+		}
+		var onDisk int64
+		for _, d := range m.segmentFiles() {
+			onDisk += int64(len(d))
+		}
+		if onDisk != s.Stats().Bytes {
+			t.Fatalf("limit %d: files hold %d bytes, Stats %d: the partial record was not cut off", limit, onDisk, s.Stats().Bytes)
+		}
+		s.Close()
+		m.limit = 0
+		s = mustOpen(t, "/d", withFS(m), WithSegmentSize(1<<20), WithMaxBytes(8<<20))
+		if got := replayKeys(t, s, five); !slices.Equal(got, keys) {
+			t.Errorf("limit %d: replayed %v, want %v", limit, got, keys)
+		}
+		if st := s.Stats(); st.TornBytes != 0 || st.LostBytes != 0 {
+			t.Errorf("limit %d: recovery found damage after ENOSPC: %+v", limit, st)
+		}
+		s.Close()
+	}
+}
+
 func TestFsyncFailureIsStickyAndNeverRetried(t *testing.T) {
 	for _, mode := range []SyncMode{SyncBatch, SyncInterval(time.Hour)} {
 		t.Run(mode.String(), func(t *testing.T) {
