@@ -415,6 +415,25 @@ func FuzzFormatTS(f *testing.F) {
 	})
 }
 
+// FuzzFormatTSSequence checks that a tsFormatter reused for a second
+// instant (its date kept from the first when they share a day) writes
+// what time.Format does.
+func FuzzFormatTSSequence(f *testing.F) {
+	f.Add(int64(1767323045), int64(5), int64(1767323045+3600), int64(7))        // one day
+	f.Add(int64(1767311999), int64(0), int64(1767312000), int64(0))             // midnight
+	f.Add(int64(-62167219200), int64(0), int64(-62167219201), int64(999))       // year 0, then -1
+	f.Add(int64(253402300799), int64(999999999), int64(253402300800), int64(0)) // 9999, then 10000
+	f.Add(int64(-1), int64(0), int64(0), int64(0))                              // the epoch
+	f.Fuzz(func(t *testing.T, sec1, nsec1, sec2, nsec2 int64) {
+		var tf tsFormatter
+		for _, ts := range []time.Time{time.Unix(sec1, nsec1), time.Unix(sec2, nsec2), time.Unix(sec1, nsec1)} {
+			if got, want := string(tf.append(nil, ts)), ts.UTC().Format(tsLayout); got != want {
+				t.Errorf("tsFormatter.append(%v) = %q, want %q", ts, got, want)
+			}
+		}
+	})
+}
+
 // TestPageSize: a database Open creates has pages of pageSize bytes; an
 // existing one keeps its own and works as before.
 func TestPageSize(t *testing.T) {
