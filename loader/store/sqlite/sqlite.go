@@ -492,16 +492,18 @@ func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
 	all := getArgs(nargs)
 	r.args = all
 	var f tsFormatter
-	text := make([]byte, 0, len(ev)*len(tsLayout))
+	var text strings.Builder // its String does not copy
+	text.Grow(len(ev) * len(tsLayout))
 	regular := true // every ts took len(tsLayout) bytes (years 0 to 9999)
+	var buf [64]byte
 	for j := range ev {
 		if t, null := store.CleanTS(ev[j].TS); !null {
-			n := len(text)
-			text = f.append(text, t)
-			regular = regular && len(text)-n == len(tsLayout)
+			b := f.append(buf[:0], t)
+			text.Write(b)
+			regular = regular && len(b) == len(tsLayout)
 		}
 	}
-	tsText := string(text)
+	tsText := text.String()
 	var typ any
 	lastType := ""
 	for i, n := range s.sizes {
