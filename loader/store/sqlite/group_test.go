@@ -510,3 +510,47 @@ func TestWithdrawnBatchIsNotRead(t *testing.T) {
 		t.Fatalf("Counts %+v: only the first batch is stored", c)
 	}
 }
+
+// TestWriterTempStoreMemory: the writer keeps statement and savepoint
+// journals in memory (with the default they spill to a temporary file, a
+// few writes per page of each batch).
+func TestWriterTempStoreMemory(t *testing.T) {
+	s := openT(t)
+	var got int
+	if err := s.wc.QueryRowContext(context.Background(), "PRAGMA temp_store").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != 2 {
+		t.Errorf("writer: temp_store %d, want 2 (MEMORY)", got)
+	}
+}
+
+// TestRequestAllocs: building a request's INSERT arguments allocates about
+// three values per event (the interface values of its id, ts and payload):
+// the argument slices come from the pool, the ts texts share one string
+// and a run of one type is boxed once.
+func TestRequestAllocs(t *testing.T) {
+	s := openT(t)
+	const n = 1000
+	b := batch("k", "a", n)
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range b.Events {
+		b.Events[i].Type = "page_view"
+		b.Events[i].TS = ts.Add(time.Duration(i) * time.Microsecond)
+	}
+	ctx := context.Background()
+	s.newRequest(ctx, b).release() // fill the pool
+	allocs := testing.AllocsPerRun(20, func() { s.newRequest(ctx, b).release() })
+	if max := float64(3*n + 32); allocs > max {
+		t.Errorf("newRequest of %d events: %.0f allocations, want at most %.0f", n, allocs, max)
+	}
+	// The pooled arguments hold nothing of the last batch.
+	r := s.newRequest(ctx, b)
+	a := r.args
+	r.release()
+	for i, v := range a {
+		if v.Value != nil {
+			t.Fatalf("released argument %d still holds %v", i, v.Value)
+		}
+	}
+}
