@@ -415,6 +415,25 @@ func FuzzFormatTS(f *testing.F) {
 	})
 }
 
+// FuzzFormatTSSequence checks that a tsFormatter reused for a second
+// instant (its date kept from the first when they share a day) writes
+// what time.Format does.
+func FuzzFormatTSSequence(f *testing.F) {
+	f.Add(int64(1767323045), int64(5), int64(1767323045+3600), int64(7))        // one day
+	f.Add(int64(1767311999), int64(0), int64(1767312000), int64(0))             // midnight
+	f.Add(int64(-62167219200), int64(0), int64(-62167219201), int64(999))       // year 0, then -1
+	f.Add(int64(253402300799), int64(999999999), int64(253402300800), int64(0)) // 9999, then 10000
+	f.Add(int64(-1), int64(0), int64(0), int64(0))                              // the epoch
+	f.Fuzz(func(t *testing.T, sec1, nsec1, sec2, nsec2 int64) {
+		var tf tsFormatter
+		for _, ts := range []time.Time{time.Unix(sec1, nsec1), time.Unix(sec2, nsec2), time.Unix(sec1, nsec1)} {
+			if got, want := string(tf.append(nil, ts)), ts.UTC().Format(tsLayout); got != want {
+				t.Errorf("tsFormatter.append(%v) = %q, want %q", ts, got, want)
+			}
+		}
+	})
+}
+
 // TestPageSize: a database Open creates has pages of pageSize bytes; an
 // existing one keeps its own and works as before.
 func TestPageSize(t *testing.T) {
@@ -489,5 +508,49 @@ func TestWithdrawnBatchIsNotRead(t *testing.T) {
 	}
 	if c := s.Counts(); c.Batches != 1 || c.Events != 5 {
 		t.Fatalf("Counts %+v: only the first batch is stored", c)
+	}
+}
+
+// TestWriterTempStoreMemory: the writer keeps statement and savepoint
+// journals in memory (with the default they spill to a temporary file, a
+// few writes per page of each batch).
+func TestWriterTempStoreMemory(t *testing.T) {
+	s := openT(t)
+	var got int
+	if err := s.wc.QueryRowContext(context.Background(), "PRAGMA temp_store").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != 2 {
+		t.Errorf("writer: temp_store %d, want 2 (MEMORY)", got)
+	}
+}
+
+// TestRequestAllocs: building a request's INSERT arguments allocates about
+// three values per event (the interface values of its id, ts and payload):
+// the argument slices come from the pool, the ts texts share one string
+// and a run of one type is boxed once.
+func TestRequestAllocs(t *testing.T) {
+	s := openT(t)
+	const n = 1000
+	b := batch("k", "a", n)
+	ts := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for i := range b.Events {
+		b.Events[i].Type = "page_view"
+		b.Events[i].TS = ts.Add(time.Duration(i) * time.Microsecond)
+	}
+	ctx := context.Background()
+	s.newRequest(ctx, b).release() // fill the pool
+	allocs := testing.AllocsPerRun(20, func() { s.newRequest(ctx, b).release() })
+	if max := float64(3*n + 32); allocs > max {
+		t.Errorf("newRequest of %d events: %.0f allocations, want at most %.0f", n, allocs, max)
+	}
+	// The pooled arguments hold nothing of the last batch.
+	r := s.newRequest(ctx, b)
+	a := r.args
+	r.release()
+	for i, v := range a {
+		if v.Value != nil {
+			t.Fatalf("released argument %d still holds %v", i, v.Value)
+		}
 	}
 }
