@@ -587,7 +587,16 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 	growLine := l.base * (1 + growTolerance)
 	shrinkLine := l.base*(1+shrinkTolerance) + min(shrinkSigmas*se, maxShrinkNoise*l.base)
 	old := l.curLocked()
-	atMin := old <= l.cfg.Min
+	// Latency cuts stop at the starting limit, today's fixed default of 4:
+	// only failures take the limit below it. On a busy host round trips of
+	// a few milliseconds double with a few sends in flight (the CPU, not
+	// the endpoint, is the queue), and a limit cut to 1 or 2 by that
+	// carried less than the old fixed 4 did.
+	floor := max(l.cfg.Min, min(l.cfg.Initial, l.ceilingLocked()))
+	if l.ceilingLocked() <= 0 {
+		floor = max(l.cfg.Min, l.cfg.Initial)
+	}
+	atMin := old <= floor
 
 	// The baseline follows the lowest mean, and at the minimum limit (where
 	// no queue is ours) re-learns a slower endpoint.
@@ -604,7 +613,11 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 		return l.holdLocked()
 	case m > shrinkLine:
 		cut := min(max(growLine/m, minLatencyCut), maxLatencyCut)
-		ch := l.decreaseLocked(old, l.lim*cut, reasonLatency, now, m)
+		v := max(l.lim*cut, float64(floor))
+		if int(v) >= old {
+			return l.holdLocked() // at the floor already
+		}
+		ch := l.decreaseLocked(old, v, reasonLatency, now, m)
 		l.lastMax = l.lim // the knee is about here, not where the queue was
 		l.grown = true    // a later failure cascade starts from here
 		return ch
