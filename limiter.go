@@ -297,6 +297,14 @@ type adaptiveLimit struct {
 	failedAt     float64 // the limit at the last failure cut
 	failProbe    float64 // the first probe after it
 
+	// Refusals counted after an overload cut: the sends in flight at the
+	// cut that the endpoint goes on to refuse say how many it serves.
+	hardEpoch   uint64 // sends of epochs before it were in flight at the cut; 0 = not counting
+	hardIn      int    // how many were in flight then
+	hardBack    int    // of them, back since
+	hardRefused int    // of them, refused
+	hardOK      bool   // one of them was delivered
+
 	changes uint64
 	last    limitChange
 }
@@ -507,6 +515,9 @@ func (l *adaptiveLimit) notify(ch *limitChange) {
 // epoch, decides. It returns the change made, if any.
 func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOutcome, now time.Time) *limitChange {
 	sample := t.epoch == l.epoch && t.marked // else sent under an earlier limit, or not among the first
+	if ch := l.countRefusalsLocked(t, outcome, now); ch != nil {
+		return ch
+	}
 	switch outcome {
 	case sendIgnored:
 	case sendOK:
@@ -550,6 +561,9 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 		l.failedAt = float64(old)
 		ch := l.decreaseLocked(old, l.lim*cut, reason, now, 0)
 		l.probe = l.failProbe
+		if outcome == sendOverload {
+			l.hardEpoch, l.hardIn, l.hardBack, l.hardRefused, l.hardOK = l.epoch, l.inFlight, 0, 0, false
+		}
 		return ch
 	}
 	if !sample {
@@ -563,6 +577,49 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 		return l.holdLocked()
 	}
 	return l.decideLocked(now)
+}
+
+// countRefusalsLocked follows the sends that were in flight at the last
+// overload cut. The cut (x0.75) is made at the first 429, before the
+// endpoint has answered the others; once it has delivered one of them,
+// each one it refuses says it serves one fewer, and the limit falls to the
+// sends it has not refused (never raised by this). Slow start's x4 step
+// past a loader's slots (16 to 64 against 32) had all 32 sends past them
+// refused; the x0.75 cut alone left 48 and then 36, sent past the slots
+// again in the next round trips: 54 429s in 50 round trips where the
+// overshoot made 32 (TestLimiterSimSlotWaitOvershootOnce). Until one of
+// them is delivered it counts nothing: sends that all fail say nothing of
+// a capacity (a loader that refuses everything is cut once per round trip,
+// like any failure).
+func (l *adaptiveLimit) countRefusalsLocked(t token, outcome sendOutcome, now time.Time) *limitChange {
+	if l.hardEpoch == 0 || t.epoch >= l.hardEpoch {
+		return nil
+	}
+	l.hardBack++
+	switch outcome {
+	case sendOK:
+		l.hardOK = true
+	case sendOverload:
+		l.hardRefused++
+	}
+	if l.hardBack >= l.hardIn {
+		defer func() { l.hardEpoch = 0 }() // all back
+	}
+	if !l.hardOK || outcome == sendIgnored {
+		return nil
+	}
+	old := l.curLocked()
+	est := float64(max(l.hardIn-l.hardRefused, l.cfg.Min))
+	if est >= l.lim {
+		return nil
+	}
+	l.lim = l.clampLocked(est)
+	l.lastMax = min(l.lastMax, l.lim)
+	l.failedAt = float64(l.curLocked())
+	if l.curLocked() == old {
+		return nil
+	}
+	return l.recordLocked(old, reasonOverload, now, 0)
 }
 
 // decideLocked ends the epoch on its RTT samples.

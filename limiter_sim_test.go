@@ -774,3 +774,39 @@ func TestLimiterSimBusyHostKeepsTheStartingLimit(t *testing.T) {
 		}
 	})
 }
+
+// retryAfterWait is a waitLoader whose 429s carry Retry-After, as the
+// loader's do.
+type retryAfterWait struct {
+	*waitLoader
+	after time.Duration
+}
+
+func (r retryAfterWait) retryAfter() time.Duration { return r.after }
+
+// batchbench's -loader-limit 32 at 400 ms in simulation: 32 slots, a
+// request that finds none waits up to 250/400 of the latency for one, then
+// is answered 429 with a Retry-After of 2.5 round trips (1 s). Slow start's
+// x4 step from 16 to 64 sends 32 requests past the slots at once, and all
+// of them are refused (the wait is shorter than a request): that overshoot
+// is the price of the ramp (TestLimiterSimRampToBudget). What must not
+// follow are more waves: cut x0.75 at the first 429, the limit (48, then
+// 36) sent past the slots again in the next round trips, which made 52 to
+// 55 429s in a 20 s batchbench run. The limit falls to the sends the
+// loader did not refuse once it has served some of them.
+func TestLimiterSimSlotWaitOvershootOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const L, rounds = 32, 50
+		w := &waitLoader{slots: make(chan struct{}, L), latency: simRTT, wait: simRTT * 250 / 400}
+		run := simulate(t, limitConfig{}, 512, retryAfterWait{w, simRTT * 10 / 4}, rounds, nil)
+		sv, rj := w.served.Load(), w.rejected.Load()
+		var steps []string
+		for _, c := range run.changes {
+			steps = append(steps, strconv.Itoa(c.To)+" "+string(c.Reason))
+		}
+		t.Logf("L=%d over %d round trips: %d served, %d refused (%.2f%%); the limit went 4 -> %v", L, rounds, sv, rj, 100*float64(rj)/float64(sv+rj), steps)
+		if rj > L+L/8 {
+			t.Errorf("%d requests refused, want at most %d: the overshoot's %d and a few probes", rj, L+L/8, L)
+		}
+	})
+}
