@@ -49,9 +49,10 @@ import (
 // concurrency-limits #134; with an EWMA baseline the limit in the knee
 // simulation ran to 2.3–3.3·K) and how a minRTT re-measured under load climbs
 // (Envoy #11579). It is re-learned where the limit adds no load of its own:
-// at the minimum limit b is each epoch's m + 2·se, so a loader that became
-// slower for good (not busier) does not hold the limit at the minimum for
-// ever, the "stuck at the minimum" reports against Envoy.
+// at the floor of latency cuts (the starting limit, below) b is each
+// epoch's m + 2·se, so a loader that became slower for good (not busier)
+// does not hold the limit at the floor for ever, the "stuck at the
+// minimum" reports against Envoy.
 //
 // # The decision rule
 //
@@ -71,13 +72,27 @@ import (
 //     429s. Each failure at the same limit as the one before (a hard limit:
 //     fixed slots, a rate limit) halves that first probe, down to +1/256,
 //     so the probes that draw a 429 become rarer (one per ~13 round trips).
+//     The x0.75 of an overload is made at the first 429, before the
+//     endpoint has answered the other sends then in flight; once it has
+//     delivered one of them, each of them it refuses lowers the limit to
+//     the sends of them it has not refused (never raising it). Slow
+//     start's x4 step past a loader's slots (16 to 64 against 32, whose
+//     slot wait is shorter than a request) has all 32 sends past them
+//     refused, and x0.75 alone left 48, then 36, sent past the slots
+//     again: 54 429s in 50 round trips, 34 with the count. A loader that
+//     refuses every send is still cut once per round trip.
 //   - m > b·1.3 + min(3·se, 0.1·b): the endpoint is queueing. The limit is
 //     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
 //     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
 //     near 1.1·K (Vector's fixed ×0.9 steps took 47 round trips to follow
 //     a step from 32 to 8 in the simulation, against 4 here). lastMax is
 //     set to the new limit: the knee is about there, not where the queue
-//     was.
+//     was. Latency cuts stop at the starting limit (4, the old fixed
+//     default; only failures go below it): on a busy host round trips of
+//     a few milliseconds double with a few sends in flight, the CPU being
+//     the queue, and a limit cut to 1 to 3 by that carried less than a
+//     fixed 4 (batchbench's null endpoint at 0 ms on two loaded cores: 392
+//     against 476 k events/s; TestLimiterSimBusyHostKeepsTheStartingLimit).
 //   - m ≤ b·1.1, the limit was reached, nothing failed: grow. Until the
 //     first cut, ×4 (slow start: Vector starts at 1 and adds 1 per round
 //     trip, the slow ramp its users report; doubling from 4 took 6 round
