@@ -75,12 +75,13 @@ import (
 //     The x0.75 of an overload is made at the first 429, before the
 //     endpoint has answered the other sends then in flight; once it has
 //     delivered one of them, each of them it refuses lowers the limit to
-//     the sends of them it has not refused (never raising it). Slow
-//     start's x4 step past a loader's slots (16 to 64 against 32, whose
-//     slot wait is shorter than a request) has all 32 sends past them
-//     refused, and x0.75 alone left 48, then 36, sent past the slots
-//     again: 54 429s in 50 round trips, 34 with the count. A loader that
-//     refuses every send is still cut once per round trip.
+//     the sends of them it has not refused (never raising it, nor going
+//     below half the limit before the cut). Slow start's x4 step past a
+//     loader's slots (16 to 64 against 32, whose slot wait is shorter
+//     than a request) has all 32 sends past them refused, and x0.75 alone
+//     left 48, then 36, sent past the slots again: 54 429s in 50 round
+//     trips, 34 with the count. A loader that refuses every send is still
+//     cut once per round trip.
 //   - m > b·1.3 + min(3·se, 0.1·b): the endpoint is queueing. The limit is
 //     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
 //     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
@@ -314,11 +315,12 @@ type adaptiveLimit struct {
 
 	// Refusals counted after an overload cut: the sends in flight at the
 	// cut that the endpoint goes on to refuse say how many it serves.
-	hardEpoch   uint64 // sends of epochs before it were in flight at the cut; 0 = not counting
-	hardIn      int    // how many were in flight then
-	hardBack    int    // of them, back since
-	hardRefused int    // of them, refused
-	hardOK      bool   // one of them was delivered
+	hardEpoch   uint64  // sends of epochs before it were in flight at the cut; 0 = not counting
+	hardIn      int     // how many were in flight then
+	hardBack    int     // of them, back since
+	hardRefused int     // of them, refused
+	hardOK      bool    // one of them was delivered
+	hardFloor   float64 // the count goes no lower: half the limit before the cut
 
 	changes uint64
 	last    limitChange
@@ -529,10 +531,19 @@ func (l *adaptiveLimit) notify(ch *limitChange) {
 // observeLocked takes one send's outcome into account and, when it ends the
 // epoch, decides. It returns the change made, if any.
 func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOutcome, now time.Time) *limitChange {
-	sample := t.epoch == l.epoch && t.marked // else sent under an earlier limit, or not among the first
-	if ch := l.countRefusalsLocked(t, outcome, now); ch != nil {
+	// A send in flight at the last overload cut may lower the limit
+	// further; it is no sample of this epoch, but a failure still forbids
+	// growth in it, below.
+	counted := l.countRefusalsLocked(t, outcome, now)
+	if ch := l.judgeLocked(t, rtt, outcome, now); ch != nil {
 		return ch
 	}
+	return counted
+}
+
+// judgeLocked is observeLocked but for the refusal count.
+func (l *adaptiveLimit) judgeLocked(t token, rtt time.Duration, outcome sendOutcome, now time.Time) *limitChange {
+	sample := t.epoch == l.epoch && t.marked // else sent under an earlier limit, or not among the first
 	switch outcome {
 	case sendIgnored:
 	case sendOK:
@@ -578,6 +589,7 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 		l.probe = l.failProbe
 		if outcome == sendOverload {
 			l.hardEpoch, l.hardIn, l.hardBack, l.hardRefused, l.hardOK = l.epoch, l.inFlight, 0, 0, false
+			l.hardFloor = float64(old) / 2
 		}
 		return ch
 	}
@@ -598,7 +610,8 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 // overload cut. The cut (x0.75) is made at the first 429, before the
 // endpoint has answered the others; once it has delivered one of them,
 // each one it refuses says it serves one fewer, and the limit falls to the
-// sends it has not refused (never raised by this). Slow start's x4 step
+// sends it has not refused (never raised by this, nor taken below half the
+// limit before the cut: at most x0.5 in a round trip). Slow start's x4 step
 // past a loader's slots (16 to 64 against 32) had all 32 sends past them
 // refused; the x0.75 cut alone left 48 and then 36, sent past the slots
 // again in the next round trips: 54 429s in 50 round trips where the
@@ -624,7 +637,7 @@ func (l *adaptiveLimit) countRefusalsLocked(t token, outcome sendOutcome, now ti
 		return nil
 	}
 	old := l.curLocked()
-	est := float64(max(l.hardIn-l.hardRefused, l.cfg.Min))
+	est := max(float64(l.hardIn-l.hardRefused), l.hardFloor)
 	if est >= l.lim {
 		return nil
 	}
