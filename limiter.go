@@ -49,9 +49,10 @@ import (
 // concurrency-limits #134; with an EWMA baseline the limit in the knee
 // simulation ran to 2.3–3.3·K) and how a minRTT re-measured under load climbs
 // (Envoy #11579). It is re-learned where the limit adds no load of its own:
-// at the minimum limit b is each epoch's m + 2·se, so a loader that became
-// slower for good (not busier) does not hold the limit at the minimum for
-// ever, the "stuck at the minimum" reports against Envoy.
+// at the floor of latency cuts (the starting limit, below) b is each
+// epoch's m + 2·se, so a loader that became slower for good (not busier)
+// does not hold the limit at the floor for ever, the "stuck at the
+// minimum" reports against Envoy.
 //
 // # The decision rule
 //
@@ -71,13 +72,28 @@ import (
 //     429s. Each failure at the same limit as the one before (a hard limit:
 //     fixed slots, a rate limit) halves that first probe, down to +1/256,
 //     so the probes that draw a 429 become rarer (one per ~13 round trips).
+//     The x0.75 of an overload is made at the first 429, before the
+//     endpoint has answered the other sends then in flight; once it has
+//     delivered one of them, each of them it refuses lowers the limit to
+//     the sends of them it has not refused (never raising it, nor going
+//     below half the limit before the cut). Slow start's x4 step past a
+//     loader's slots (16 to 64 against 32, whose slot wait is shorter
+//     than a request) has all 32 sends past them refused, and x0.75 alone
+//     left 48, then 36, sent past the slots again: 54 429s in 50 round
+//     trips, 34 with the count. A loader that refuses every send is still
+//     cut once per round trip.
 //   - m > b·1.3 + min(3·se, 0.1·b): the endpoint is queueing. The limit is
 //     multiplied by b·1.1/m, clamped to [0.25, 0.9]. For a loader that
 //     queues beyond K concurrent sends, m/b ≈ limit/K, so one cut lands
 //     near 1.1·K (Vector's fixed ×0.9 steps took 47 round trips to follow
 //     a step from 32 to 8 in the simulation, against 4 here). lastMax is
 //     set to the new limit: the knee is about there, not where the queue
-//     was.
+//     was. Latency cuts stop at the starting limit (4, the old fixed
+//     default; only failures go below it): on a busy host round trips of
+//     a few milliseconds double with a few sends in flight, the CPU being
+//     the queue, and a limit cut to 1 to 3 by that carried less than a
+//     fixed 4 (batchbench's null endpoint at 0 ms on two loaded cores: 392
+//     against 476 k events/s; TestLimiterSimBusyHostKeepsTheStartingLimit).
 //   - m ≤ b·1.1, the limit was reached, nothing failed: grow. Until the
 //     first cut, ×4 (slow start: Vector starts at 1 and adds 1 per round
 //     trip, the slow ramp its users report; doubling from 4 took 6 round
@@ -297,6 +313,15 @@ type adaptiveLimit struct {
 	failedAt     float64 // the limit at the last failure cut
 	failProbe    float64 // the first probe after it
 
+	// Refusals counted after an overload cut: the sends in flight at the
+	// cut that the endpoint goes on to refuse say how many it serves.
+	hardEpoch   uint64  // sends of epochs before it were in flight at the cut; 0 = not counting
+	hardIn      int     // how many were in flight then
+	hardBack    int     // of them, back since
+	hardRefused int     // of them, refused
+	hardOK      bool    // one of them was delivered
+	hardFloor   float64 // the count goes no lower: half the limit before the cut
+
 	changes uint64
 	last    limitChange
 }
@@ -506,6 +531,18 @@ func (l *adaptiveLimit) notify(ch *limitChange) {
 // observeLocked takes one send's outcome into account and, when it ends the
 // epoch, decides. It returns the change made, if any.
 func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOutcome, now time.Time) *limitChange {
+	// A send in flight at the last overload cut may lower the limit
+	// further; it is no sample of this epoch, but a failure still forbids
+	// growth in it, below.
+	counted := l.countRefusalsLocked(t, outcome, now)
+	if ch := l.judgeLocked(t, rtt, outcome, now); ch != nil {
+		return ch
+	}
+	return counted
+}
+
+// judgeLocked is observeLocked but for the refusal count.
+func (l *adaptiveLimit) judgeLocked(t token, rtt time.Duration, outcome sendOutcome, now time.Time) *limitChange {
 	sample := t.epoch == l.epoch && t.marked // else sent under an earlier limit, or not among the first
 	switch outcome {
 	case sendIgnored:
@@ -550,6 +587,10 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 		l.failedAt = float64(old)
 		ch := l.decreaseLocked(old, l.lim*cut, reason, now, 0)
 		l.probe = l.failProbe
+		if outcome == sendOverload {
+			l.hardEpoch, l.hardIn, l.hardBack, l.hardRefused, l.hardOK = l.epoch, l.inFlight, 0, 0, false
+			l.hardFloor = float64(old) / 2
+		}
 		return ch
 	}
 	if !sample {
@@ -563,6 +604,50 @@ func (l *adaptiveLimit) observeLocked(t token, rtt time.Duration, outcome sendOu
 		return l.holdLocked()
 	}
 	return l.decideLocked(now)
+}
+
+// countRefusalsLocked follows the sends that were in flight at the last
+// overload cut. The cut (x0.75) is made at the first 429, before the
+// endpoint has answered the others; once it has delivered one of them,
+// each one it refuses says it serves one fewer, and the limit falls to the
+// sends it has not refused (never raised by this, nor taken below half the
+// limit before the cut: at most x0.5 in a round trip). Slow start's x4 step
+// past a loader's slots (16 to 64 against 32) had all 32 sends past them
+// refused; the x0.75 cut alone left 48 and then 36, sent past the slots
+// again in the next round trips: 54 429s in 50 round trips where the
+// overshoot made 32 (TestLimiterSimSlotWaitOvershootOnce). Until one of
+// them is delivered it counts nothing: sends that all fail say nothing of
+// a capacity (a loader that refuses everything is cut once per round trip,
+// like any failure).
+func (l *adaptiveLimit) countRefusalsLocked(t token, outcome sendOutcome, now time.Time) *limitChange {
+	if l.hardEpoch == 0 || t.epoch >= l.hardEpoch {
+		return nil
+	}
+	l.hardBack++
+	switch outcome {
+	case sendOK:
+		l.hardOK = true
+	case sendOverload:
+		l.hardRefused++
+	}
+	if l.hardBack >= l.hardIn {
+		defer func() { l.hardEpoch = 0 }() // all back
+	}
+	if !l.hardOK || outcome == sendIgnored {
+		return nil
+	}
+	old := l.curLocked()
+	est := max(float64(l.hardIn-l.hardRefused), l.hardFloor)
+	if est >= l.lim {
+		return nil
+	}
+	l.lim = l.clampLocked(est)
+	l.lastMax = min(l.lastMax, l.lim)
+	l.failedAt = float64(l.curLocked())
+	if l.curLocked() == old {
+		return nil
+	}
+	return l.recordLocked(old, reasonOverload, now, 0)
 }
 
 // decideLocked ends the epoch on its RTT samples.
@@ -587,7 +672,16 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 	growLine := l.base * (1 + growTolerance)
 	shrinkLine := l.base*(1+shrinkTolerance) + min(shrinkSigmas*se, maxShrinkNoise*l.base)
 	old := l.curLocked()
-	atMin := old <= l.cfg.Min
+	// Latency cuts stop at the starting limit, today's fixed default of 4:
+	// only failures take the limit below it. On a busy host round trips of
+	// a few milliseconds double with a few sends in flight (the CPU, not
+	// the endpoint, is the queue), and a limit cut to 1 or 2 by that
+	// carried less than the old fixed 4 did.
+	floor := max(l.cfg.Min, min(l.cfg.Initial, l.ceilingLocked()))
+	if l.ceilingLocked() <= 0 {
+		floor = max(l.cfg.Min, l.cfg.Initial)
+	}
+	atMin := old <= floor
 
 	// The baseline follows the lowest mean, and at the minimum limit (where
 	// no queue is ours) re-learns a slower endpoint.
@@ -604,7 +698,11 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 		return l.holdLocked()
 	case m > shrinkLine:
 		cut := min(max(growLine/m, minLatencyCut), maxLatencyCut)
-		ch := l.decreaseLocked(old, l.lim*cut, reasonLatency, now, m)
+		v := max(l.lim*cut, float64(floor))
+		if int(v) >= old {
+			return l.holdLocked() // at the floor already
+		}
+		ch := l.decreaseLocked(old, v, reasonLatency, now, m)
 		l.lastMax = l.lim // the knee is about here, not where the queue was
 		l.grown = true    // a later failure cascade starts from here
 		return ch

@@ -728,3 +728,85 @@ func TestLimiterSimSlowerLoaderIsRelearned(t *testing.T) {
 		}
 	})
 }
+
+// cpuLoader is a busy host rather than a queue at the endpoint: a request
+// arriving as the c-th under way takes latency·(1 + (c−1)/4) on average,
+// exponentially distributed (a busy host's scheduling and GC pauses), so
+// round trips grow from the first send on (the CPU is shared) while the
+// sends in flight still buy throughput (c/(1 + (c−1)/4) per latency: 1 at
+// c = 1, 2.3 at 4, 3.4 at 16, 4 at most). It is batchbench's null
+// endpoint at 0 ms on two loaded cores, where round trips of a few
+// milliseconds double with a few sends in flight.
+type cpuLoader struct {
+	latency time.Duration
+	busy    atomic.Int64
+}
+
+func (l *cpuLoader) serve(ctx context.Context) sendOutcome {
+	c := l.busy.Add(1)
+	defer l.busy.Add(-1)
+	d := float64(l.latency) * (1 + float64(c-1)/4) * rand.ExpFloat64()
+	time.Sleep(time.Duration(d))
+	return sendOK
+}
+
+// On a busy host (cpuLoader) round trips grow with every send in flight,
+// which a delay-based limit reads as a queue: without a floor it was cut
+// below the starting limit of 4, to as low as 1 (at 0 ms in batchbench,
+// 447 cuts in 20 s, the limit mostly at 1 to 3), carrying less than the
+// old fixed default. Latency cuts stop at the starting limit; only
+// failures go below it.
+func TestLimiterSimBusyHostKeepsTheStartingLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ld := &cpuLoader{latency: simRTT}
+		const rounds = 200
+		run := simulate(t, limitConfig{}, 512, ld, rounds, nil)
+		s := statsOf(run.window(10, rounds))
+		// Fixed 4 delivers 4/(1 + 3/4) sends per latency.
+		fixed4 := 4 / 1.75 * rounds
+		t.Logf("busy host: from round trip 10 the limit averaged %.1f, range [%d, %d]; %d changes, %d decreases; delivered %.0f%% of fixed 4's sends",
+			s.mean, s.lo, s.hi, len(run.changes), run.decreases(), 100*float64(run.ok)/fixed4)
+		if s.lo < defaultInitialLimit {
+			t.Errorf("the limit fell to %d on latency alone, below the starting %d", s.lo, defaultInitialLimit)
+		}
+		if float64(run.ok) < 0.97*fixed4 {
+			t.Errorf("delivered %d sends, %.0f%% of fixed 4's %.0f: want at least 97%%", run.ok, 100*float64(run.ok)/fixed4, fixed4)
+		}
+	})
+}
+
+// retryAfterWait is a waitLoader whose 429s carry Retry-After, as the
+// loader's do.
+type retryAfterWait struct {
+	*waitLoader
+	after time.Duration
+}
+
+func (r retryAfterWait) retryAfter() time.Duration { return r.after }
+
+// batchbench's -loader-limit 32 at 400 ms in simulation: 32 slots, a
+// request that finds none waits up to 250/400 of the latency for one, then
+// is answered 429 with a Retry-After of 2.5 round trips (1 s). Slow start's
+// x4 step from 16 to 64 sends 32 requests past the slots at once, and all
+// of them are refused (the wait is shorter than a request): that overshoot
+// is the price of the ramp (TestLimiterSimRampToBudget). What must not
+// follow are more waves: cut x0.75 at the first 429, the limit (48, then
+// 36) sent past the slots again in the next round trips, which made 52 to
+// 55 429s in a 20 s batchbench run. The limit falls to the sends the
+// loader did not refuse once it has served some of them.
+func TestLimiterSimSlotWaitOvershootOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const L, rounds = 32, 50
+		w := &waitLoader{slots: make(chan struct{}, L), latency: simRTT, wait: simRTT * 250 / 400}
+		run := simulate(t, limitConfig{}, 512, retryAfterWait{w, simRTT * 10 / 4}, rounds, nil)
+		sv, rj := w.served.Load(), w.rejected.Load()
+		var steps []string
+		for _, c := range run.changes {
+			steps = append(steps, strconv.Itoa(c.To)+" "+string(c.Reason))
+		}
+		t.Logf("L=%d over %d round trips: %d served, %d refused (%.2f%%); the limit went 4 -> %v", L, rounds, sv, rj, 100*float64(rj)/float64(sv+rj), steps)
+		if rj > L+L/8 {
+			t.Errorf("%d requests refused, want at most %d: the overshoot's %d and a few probes", rj, L+L/8, L)
+		}
+	})
+}

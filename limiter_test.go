@@ -327,3 +327,38 @@ func BenchmarkLimiter(b *testing.B) {
 		}
 	})
 }
+
+// After an overload cut, the sends that were in flight at the cut and are
+// refused lower the limit to those not refused, once one of them was
+// delivered, but never below half the limit before the cut.
+func TestLimiterRefusalCount(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newAdaptiveLimit(limitConfig{Initial: 16})
+		toks := make([]token, 16)
+		for i := range toks {
+			toks[i], _ = l.acquire(t.Context())
+		}
+		time.Sleep(100 * time.Millisecond)
+		for _, tok := range toks[:10] {
+			l.release(tok, sendOK)
+		}
+		l.release(toks[10], sendOverload) // 5 others in flight
+		if got := l.limit(); got != 12 {
+			t.Fatalf("limit %d after the first 429, want 12 (x0.75)", got)
+		}
+		l.release(toks[11], sendOverload) // none delivered yet: counts nothing
+		if got := l.limit(); got != 12 {
+			t.Errorf("limit %d after a second 429 with none of the sends in flight at the cut delivered, want 12", got)
+		}
+		l.release(toks[12], sendOK) // 5 in flight at the cut, 1 refused: 4, but not below 16/2
+		if got := l.limit(); got != 8 {
+			t.Errorf("limit %d once one of the sends in flight at the cut was delivered, want 8 (half of 16; the count says 4)", got)
+		}
+		for _, tok := range toks[13:] {
+			l.release(tok, sendOK)
+		}
+		if s := l.snapshot(); s.Limit != 8 || s.Last.Reason != reasonOverload {
+			t.Errorf("snapshot %+v, want the limit at 8, last changed for overload", s)
+		}
+	})
+}
