@@ -74,7 +74,11 @@ func crashChild() {
 		os.Exit(2)
 	}
 	if os.Getenv(crashEnvLast) != "" {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		// The last child replays what every child before it left (the
+		// loader was down for half of them): under -race on a loaded
+		// 2-core machine that took over a minute once. The bound is only
+		// there so that a hang ends.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		if err := p.Flush(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, "flush:", err)
