@@ -122,16 +122,22 @@ func TestLimiterAcquireHoldsTheLimitInOrder(t *testing.T) {
 // drive runs n rounds of limit() sends that all end with outcome after rtt.
 func drive(l *adaptiveLimit, rounds int, rtt time.Duration, outcome sendOutcome) {
 	for range rounds {
-		n := l.limit()
-		toks := make([]token, n)
-		for i := range toks {
-			toks[i], _ = l.acquire(context.Background())
-		}
-		time.Sleep(rtt)
+		toks := start(l, l.limit(), rtt)
 		for _, tok := range toks {
 			l.release(tok, outcome)
 		}
 	}
+}
+
+// start acquires n sends from l and lets rtt pass (in the synctest
+// bubble's time), as n sends under way for a round trip.
+func start(l *adaptiveLimit, n int, rtt time.Duration) []token {
+	toks := make([]token, n)
+	for i := range toks {
+		toks[i], _ = l.acquire(context.Background())
+	}
+	time.Sleep(rtt)
+	return toks
 }
 
 // The budget cap bounds growth and lowers a limit above it; the maximum
@@ -197,11 +203,7 @@ func TestLimiterGrowsOnlyWhenReached(t *testing.T) {
 func TestLimiterOneCutPerRoundTrip(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := newAdaptiveLimit(limitConfig{Initial: 16})
-		toks := make([]token, 16)
-		for i := range toks {
-			toks[i], _ = l.acquire(t.Context())
-		}
-		time.Sleep(100 * time.Millisecond)
+		toks := start(l, 16, 100*time.Millisecond)
 		for _, tok := range toks {
 			l.release(tok, sendOverload)
 		}
@@ -334,11 +336,7 @@ func BenchmarkLimiter(b *testing.B) {
 func TestLimiterRefusalCount(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		l := newAdaptiveLimit(limitConfig{Initial: 16})
-		toks := make([]token, 16)
-		for i := range toks {
-			toks[i], _ = l.acquire(t.Context())
-		}
-		time.Sleep(100 * time.Millisecond)
+		toks := start(l, 16, 100*time.Millisecond)
 		for _, tok := range toks[:10] {
 			l.release(tok, sendOK)
 		}

@@ -430,6 +430,17 @@ func trimZero(s string) string {
 type durationLogTicks struct{}
 
 func (durationLogTicks) Ticks(lo, hi float64) []plot.Tick {
+	return logTicks(lo, hi, func(v, m float64) string {
+		if m == 1 {
+			return durLabel(int64(v))
+		}
+		return ""
+	})
+}
+
+// logTicks marks a log axis from lo to hi at 1 to 9 times each power of
+// ten, labelled by label(value, multiple); an empty label is a minor tick.
+func logTicks(lo, hi float64, label func(v, m float64) string) []plot.Tick {
 	if !(lo > 0) || !(hi > lo) || !finite(lo) || !finite(hi) {
 		return nil
 	}
@@ -437,15 +448,9 @@ func (durationLogTicks) Ticks(lo, hi float64) []plot.Tick {
 	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
 		base := math.Pow(10, e)
 		for m := 1.0; m < 10; m++ {
-			v := m * base
-			if v < lo || v > hi {
-				continue
+			if v := m * base; v >= lo && v <= hi {
+				ts = append(ts, plot.Tick{Value: v, Label: label(v, m)})
 			}
-			t := plot.Tick{Value: v}
-			if m == 1 {
-				t.Label = durLabel(int64(v))
-			}
-			ts = append(ts, t)
 		}
 	}
 	return ts

@@ -195,23 +195,10 @@ func latencyTicks(lats []float64) plot.Ticker {
 type countLogTicks struct{}
 
 func (countLogTicks) Ticks(lo, hi float64) []plot.Tick {
-	if !(lo > 0) || !(hi > lo) || !finite(lo) || !finite(hi) {
-		return nil
-	}
-	var ts []plot.Tick
-	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
-		base := math.Pow(10, e)
-		for m := 1.0; m < 10; m++ {
-			v := m * base
-			if v < lo || v > hi {
-				continue
-			}
-			t := plot.Tick{Value: v}
-			if m == 1 || m == 2 || m == 5 {
-				t.Label = humanCount(v)
-			}
-			ts = append(ts, t)
+	return logTicks(lo, hi, func(v, m float64) string {
+		if m == 1 || m == 2 || m == 5 {
+			return humanCount(v)
 		}
-	}
-	return ts
+		return ""
+	})
 }

@@ -513,17 +513,7 @@ func (r *Report) sweepTables(b *strings.Builder) {
 		}
 		cell[k][d.LoaderLatencyMs] = d
 	}
-	header := func(title string) {
-		fmt.Fprintf(b, "\n%s\n\n| design | load |", title)
-		for _, l := range lats {
-			fmt.Fprintf(b, " %gms |", l)
-		}
-		b.WriteString("\n|---|---|")
-		for range lats {
-			b.WriteString("---:|")
-		}
-		b.WriteString("\n")
-	}
+	header := func(title string) { latencyHeader(b, title, []string{"design", "load"}, lats) }
 	header("Delivered per minute (% of target) against the loader's added latency:")
 	for _, k := range rows {
 		fmt.Fprintf(b, "| %s | %s |", k.name, k.load)
@@ -565,6 +555,19 @@ func (r *Report) sweepTables(b *strings.Builder) {
 	r.cpuNotes(b)
 }
 
+// latencyHeader writes title and the head of a table whose columns are
+// lead, then one per loader latency in lats.
+func latencyHeader(b *strings.Builder, title string, lead []string, lats []float64) {
+	fmt.Fprintf(b, "\n%s\n\n|", title)
+	for _, c := range lead {
+		fmt.Fprintf(b, " %s |", c)
+	}
+	for _, l := range lats {
+		fmt.Fprintf(b, " %gms |", l)
+	}
+	b.WriteString("\n|" + strings.Repeat("---|", len(lead)) + strings.Repeat("---:|", len(lats)) + "\n")
+}
+
 // rate429 is a design's 429 answers and their share of its requests.
 func rate429(d DesignResult) string {
 	return fmt.Sprintf("%s (%.2f%%)", commas(d.HTTP429), 100*d.Rate429)
@@ -575,17 +578,7 @@ func rate429(d DesignResult) string {
 // fixed limit at each latency, and each design's 429 rate and peak heap.
 func (r *Report) limitsTables(b *strings.Builder) {
 	lats, rows, cell := r.limitsGrid()
-	header := func(title string) {
-		fmt.Fprintf(b, "\n%s\n\n| design |", title)
-		for _, l := range lats {
-			fmt.Fprintf(b, " %gms |", l)
-		}
-		b.WriteString("\n|---|")
-		for range lats {
-			b.WriteString("---:|")
-		}
-		b.WriteString("\n")
-	}
+	header := func(title string) { latencyHeader(b, title, []string{"design"}, lats) }
 	header("Events delivered per second (the drain included) against the loader's added latency:")
 	for _, name := range rows {
 		fmt.Fprintf(b, "| %s |", name)

@@ -124,11 +124,7 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 func (s *Spool) Write(b *batchproc.Batch) (durable func() error, err error) {
 	s.mu.Lock()
 	dropped, _, gen, err := s.appendLocked(b)
-	if err == nil {
-		s.st.Appended++
-	} else if errors.Is(err, ErrFull) {
-		s.st.Full++
-	}
+	s.countAppend(err)
 	s.mu.Unlock()
 	s.reportDropped(dropped)
 	if err != nil {
@@ -146,6 +142,15 @@ func (s *Spool) Write(b *batchproc.Batch) (durable func() error, err error) {
 
 func noWait() error { return nil }
 
+// countAppend counts what an Append or a Write came to. mu is held.
+func (s *Spool) countAppend(err error) {
+	if err == nil {
+		s.st.Appended++
+	} else if errors.Is(err, ErrFull) {
+		s.st.Full++
+	}
+}
+
 // reportDropped hands the batches a full spool dropped to the callbacks.
 func (s *Spool) reportDropped(dropped []*batchproc.Batch) {
 	for _, d := range dropped {
@@ -158,7 +163,8 @@ func (s *Spool) reportDropped(dropped []*batchproc.Batch) {
 	}
 }
 
-// Append writes b to the spool as one record, with one write call. With
+// Append writes b to the spool as one record (its head, then its NDJSON
+// straight from b: two write calls). With
 // [SyncBatch] it returns once the record is fsynced; Appends that arrive
 // while an fsync runs share the next one. It returns [ErrFull] when the
 // disk budget (or the filesystem) has no room, [ErrTooLarge] for a batch
@@ -175,11 +181,7 @@ func (s *Spool) Append(b *batchproc.Batch) error {
 			s.forget(e)
 		}
 	}
-	if err == nil {
-		s.st.Appended++
-	} else if errors.Is(err, ErrFull) {
-		s.st.Full++
-	}
+	s.countAppend(err)
 	s.mu.Unlock()
 	s.reportDropped(dropped)
 	return err

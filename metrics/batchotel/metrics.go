@@ -2,13 +2,12 @@ package batchotel
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"sync"
 	"sync/atomic"
 
 	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/metrics/batchotel/internal/instr"
 	"github.com/batchproc/batchproc/metrics/internal/reason"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -121,17 +120,8 @@ func New(opts ...Option) (*Metrics, error) {
 	m.observeOpts = []metric.ObserveOption{m.with()}
 	m.recordOpts = []metric.RecordOption{m.with()}
 
-	var errs []error
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		c, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
-	updown := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
-		c, err := meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
+	b := &instr.Builder{Meter: meter}
+	counter, updown := b.Counter, b.UpDown
 	m.added = counter("batchproc.event.added", "{event}", "Events accepted by Add or TryAdd (Stats.Added).")
 	m.delivered = counter("batchproc.event.delivered", "{event}", "Events in batches the sink accepted (Stats.Delivered).")
 	m.failed = counter("batchproc.event.failed", "{event}", "Events handed to the failure callback (Stats.Failed).")
@@ -149,25 +139,25 @@ func New(opts ...Option) (*Metrics, error) {
 	m.duration, err = meter.Float64Histogram("batchproc.send.duration", metric.WithUnit("s"),
 		metric.WithDescription("How long each Sink.Send attempt took."),
 		metric.WithExplicitBucketBoundaries(DurationBoundaries...))
-	errs = append(errs, err)
+	b.Add(err)
 	m.batchEvents, err = meter.Int64Histogram("batchproc.batch.events", metric.WithUnit("{event}"),
 		metric.WithDescription("Events per batch, recorded at the batch's first send."),
 		metric.WithExplicitBucketBoundaries(1, 4, 16, 64, 256, 1024, 4096, 16384))
-	errs = append(errs, err)
+	b.Add(err)
 	m.batchSize, err = meter.Int64Histogram("batchproc.batch.size", metric.WithUnit("By"),
 		metric.WithDescription("NDJSON bytes per batch, recorded at the batch's first send."),
 		metric.WithExplicitBucketBoundaries(1<<10, 1<<12, 1<<14, 1<<16, 1<<18, 1<<20, 1<<22, 1<<24))
-	errs = append(errs, err)
+	b.Add(err)
 	m.rejected, err = meter.Int64Counter("batchproc.event.rejected", metric.WithUnit("{event}"),
 		metric.WithDescription("Add or TryAdd calls refused, by error.type; they sum to Stats.Rejected."))
-	errs = append(errs, err)
+	b.Add(err)
 	m.batchFailed, err = meter.Int64Counter("batchproc.batch.failed", metric.WithUnit("{batch}"),
 		metric.WithDescription("Batches (or failed rests of batches) handed to the failure callback, by error.type."))
-	errs = append(errs, err)
+	b.Add(err)
 	m.limitChanges, err = meter.Int64Counter("batchproc.send.limit_changes", metric.WithUnit("{change}"),
 		metric.WithDescription("Changes of async dispatch's send limit, by reason."))
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
+	b.Add(err)
+	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("batchotel: %w", err)
 	}
 
@@ -256,9 +246,7 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	return nil
 }
 
-// clamp converts a Stats counter to OpenTelemetry's int64 (2^63 events are
-// centuries away at any rate, but a wrap would read as a reset).
-func clamp(v uint64) int64 { return int64(min(v, math.MaxInt64)) }
+var clamp = instr.Clamp
 
 // OnSend implements [batchproc.SendHook]: the attempt's duration by
 // outcome, and the batch's size at its first attempt.

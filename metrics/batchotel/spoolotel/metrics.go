@@ -42,12 +42,11 @@ package spoolotel
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"math"
 	"sync/atomic"
 
 	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/metrics/batchotel/internal/instr"
 	"github.com/batchproc/batchproc/spool"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -111,17 +110,8 @@ func New(opts ...Option) (*Metrics, error) {
 	}
 	meter := cfg.provider.Meter(ScopeName)
 	m := &Metrics{opts: []metric.ObserveOption{metric.WithAttributeSet(attribute.NewSet(cfg.attrs...))}}
-	var errs []error
-	counter := func(name, unit, desc string) metric.Int64ObservableCounter {
-		c, err := meter.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
-	updown := func(name, unit, desc string) metric.Int64ObservableUpDownCounter {
-		c, err := meter.Int64ObservableUpDownCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		errs = append(errs, err)
-		return c
-	}
+	b := &instr.Builder{Meter: meter}
+	counter, updown := b.Counter, b.UpDown
 	m.usage = updown("batchproc.spool.usage", "By", "Total size of the spool's segment files: the disk budget in use (Stats.Bytes).")
 	m.batches = updown("batchproc.spool.batches", "{batch}", "Batches in the spool, appended or recovered and not acked (Stats.Batches).")
 	m.segments = updown("batchproc.spool.segments", "{file}", "Segment files (Stats.Segments).")
@@ -139,14 +129,14 @@ func New(opts ...Option) (*Metrics, error) {
 	var err error
 	m.failed, err = meter.Int64ObservableGauge("batchproc.spool.failed", metric.WithUnit("1"),
 		metric.WithDescription("1 once a write or fsync failed and the spool takes no more writes (Stats.Err), else 0."))
-	errs = append(errs, err)
+	b.Add(err)
 	m.fsyncTime, err = meter.Float64ObservableCounter("batchproc.spool.fsync.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time spent in fsyncs of segment files, in total (Stats.FsyncLatency.Sum)."))
-	errs = append(errs, err)
+	b.Add(err)
 	m.fsyncMax, err = meter.Float64ObservableGauge("batchproc.spool.fsync.max", metric.WithUnit("s"),
 		metric.WithDescription("The longest fsync since Open (Stats.FsyncLatency.Max)."))
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
+	b.Add(err)
+	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("spoolotel: %w", err)
 	}
 	m.reg, err = meter.RegisterCallback(m.observe, m.usage, m.batches, m.segments, m.failed, m.recovered, m.appended,
@@ -211,5 +201,4 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	return nil
 }
 
-// clamp converts a Stats counter to OpenTelemetry's int64.
-func clamp(v uint64) int64 { return int64(min(v, math.MaxInt64)) }
+var clamp = instr.Clamp
