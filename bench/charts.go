@@ -438,6 +438,18 @@ func (durationLogTicks) Ticks(lo, hi float64) []plot.Tick {
 	})
 }
 
+// percentTicks are the default ticks of an axis of percentages, labelled
+// 97.5%.
+var percentTicks = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+	ts := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = trimZero(fmt.Sprintf("%.1f", ts[i].Value)) + "%"
+		}
+	}
+	return ts
+})
+
 // logTicks marks a log axis from lo to hi at 1 to 9 times each power of
 // ten, labelled by label(value, multiple); an empty label is a minor tick.
 func logTicks(lo, hi float64, label func(v, m float64) string) []plot.Tick {
@@ -748,15 +760,7 @@ func (r *Report) sweepChart(file, load string) (bool, error) {
 		}
 		return ts
 	})
-	p.Y.Tick.Marker = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
-		ts := plot.DefaultTicks{}.Ticks(lo, hi)
-		for i := range ts {
-			if ts[i].Label != "" {
-				ts[i].Label = trimZero(fmt.Sprintf("%.1f", ts[i].Value)) + "%"
-			}
-		}
-		return ts
-	})
+	p.Y.Tick.Marker = percentTicks
 	p.Y.Min, p.Y.Max = math.Max(0, lo-10), hi+4
 	return true, savePlot(file, p, chartWidth, 4.2*vg.Inch, items)
 }

@@ -163,15 +163,7 @@ func (r *Report) limitsRatioChart(file string) (bool, error) {
 	p.X.Min, p.X.Max = -xhi*0.05, xhi*1.08
 	p.X.Tick.Marker = latencyTicks(lats)
 	p.Y.Min, p.Y.Max = math.Max(0, lo-8), 108
-	p.Y.Tick.Marker = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
-		ts := plot.DefaultTicks{}.Ticks(lo, hi)
-		for i := range ts {
-			if ts[i].Label != "" {
-				ts[i].Label = trimZero(fmt.Sprintf("%.1f", ts[i].Value)) + "%"
-			}
-		}
-		return ts
-	})
+	p.Y.Tick.Marker = percentTicks
 	items := []legendItem{{"batchproc (adaptive) / best fixed limit", lineThumbs{line, pts}},
 		{fmt.Sprintf("target (%.0f%%)", 100*limitsTarget), target}}
 	return true, savePlot(file, p, chartWidth, 3.6*vg.Inch, items)
