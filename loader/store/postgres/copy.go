@@ -10,7 +10,8 @@ import (
 	"github.com/batchproc/batchproc/loader/store"
 )
 
-// copyReader streams a batch's events as PostgreSQL binary COPY data for
+// copyReader streams the events of one or more batches (a group commit
+// copies a group's batches in one COPY) as PostgreSQL binary COPY data for
 // the columns (batch_id int8, seq int4, event_id text, type text,
 // ts timestamptz, payload bytea), encoding a chunk of rows at a time into a
 // reused buffer, so a batch of any size costs no allocation per row.
@@ -23,12 +24,11 @@ type copyReader struct {
 	mu       sync.Mutex
 	released bool
 
-	batchID int64
-	events  []store.Event
-	next    int  // index of the next event to encode
-	ended   bool // trailer written
-	buf     []byte
-	off     int // read position in buf
+	parts []copyPart // what is left to encode; parts[0] is under way
+	next  int        // index of the next event of parts[0] to encode
+	ended bool       // trailer written
+	buf   []byte
+	off   int // read position in buf
 }
 
 // chunkSize is how much COPY data copyReader encodes ahead of the reader;
@@ -41,9 +41,15 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2*chunkSize); ret
 // length (0).
 var copyHeader = []byte("PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00")
 
-func newCopyReader(batchID int64, events []store.Event) *copyReader {
+// copyPart is one batch's events and the id of its batches row.
+type copyPart struct {
+	batchID int64
+	events  []store.Event
+}
+
+func newCopyReader(parts []copyPart) *copyReader {
 	bp := bufPool.Get().(*[]byte)
-	return &copyReader{batchID: batchID, events: events, buf: append((*bp)[:0], copyHeader...)}
+	return &copyReader{parts: parts, buf: append((*bp)[:0], copyHeader...)}
 }
 
 // errReleased is what a read after release gets; pgconn only passes it on
@@ -60,7 +66,7 @@ func (r *copyReader) release() {
 		b := r.buf[:0]
 		bufPool.Put(&b)
 	}
-	r.buf, r.events = nil, nil
+	r.buf, r.parts = nil, nil
 }
 
 // Read implements io.Reader.
@@ -85,11 +91,16 @@ func (r *copyReader) Read(p []byte) (int, error) {
 // trailer after the last.
 func (r *copyReader) fill() {
 	b := r.buf[:0]
-	for r.next < len(r.events) && len(b) < chunkSize {
-		b = appendRow(b, r.batchID, int32(r.next), &r.events[r.next])
+	for len(r.parts) > 0 && len(b) < chunkSize {
+		p := &r.parts[0]
+		if r.next == len(p.events) {
+			r.parts, r.next = r.parts[1:], 0
+			continue
+		}
+		b = appendRow(b, p.batchID, int32(r.next), &p.events[r.next])
 		r.next++
 	}
-	if r.next == len(r.events) {
+	if len(r.parts) == 0 {
 		b = binary.BigEndian.AppendUint16(b, 0xffff) // trailer: field count -1
 		r.ended = true
 	}

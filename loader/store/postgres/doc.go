@@ -31,18 +31,45 @@
 //
 // # Durability
 //
-// Each batch is one transaction, committed before [Store.Store] returns nil;
-// with the server's default synchronous_commit=on the commit is flushed to
-// the server's WAL, so it survives a crash of the server or of its machine.
+// A batch is stored in one transaction, committed before [Store.Store]
+// returns nil; with the server's default synchronous_commit=on the commit
+// is flushed to the server's WAL, so it survives a crash of the server or
+// of its machine.
+//
+// # Group commit
+//
+// Concurrent Store calls share transactions: a caller holding one of the
+// store's leader slots (half the pool's connections, at least one) takes
+// every batch queued by then, up to [WithGroupCommit] events (16,384 by
+// default), and writes them in one transaction: their key rows by one
+// pipelined round trip, their events by one COPY, one commit. Each caller
+// still returns only once the transaction holding its batch committed, so
+// "nil means committed" holds as without grouping, and each gets its own
+// outcome (stored, duplicate, [store.ErrKeyReused]). A caller whose ctx
+// ends while its batch is queued withdraws it; one whose ctx ends before
+// its group commits is left out (the group is rolled back and written
+// again without it); after the commit it is stored. A group transaction
+// that fails for any other reason is rolled back and each of its batches
+// is stored again in a transaction of its own, so one batch cannot fail
+// the others. A batch that arrives while a leader slot is free is
+// written alone, as without grouping. WithGroupCommit(0) gives every
+// batch a transaction of its own.
+//
+// Grouping saves what PostgreSQL pays per transaction and per COPY rather
+// than per row: the commit's WAL flush, four round trips, and the COPY's
+// multi-insert slots, whose setup took 14% of the server's CPU with one
+// COPY per batch of 1,000 events.
 //
 // # Concurrency
 //
-// Store calls run in parallel on the pool's connections. Each transaction
-// first inserts the key row with INSERT ... ON CONFLICT (namespace, key) DO
+// Transactions run in parallel on the pool's connections. Each first
+// inserts its key rows with INSERT ... ON CONFLICT (namespace, key) DO
 // NOTHING: when two transactions carry the same key, the second waits on
 // the unique index until the first ends, then inserts nothing (the first
 // committed: its digest is read and compared, a duplicate or
-// [store.ErrKeyReused]) or inserts the key (the first rolled back). The
-// events follow with COPY, in the same transaction. This holds across
-// processes sharing the database, too.
+// [store.ErrKeyReused]) or inserts the key (the first rolled back). A
+// group inserts its keys in (namespace, key) order, so two groups sharing
+// keys wait for each other in that order and never deadlock. The events
+// follow with COPY, in the same transaction. This holds across processes
+// sharing the database, too.
 package postgres

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -18,9 +19,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // testDSN returns the DSN of a fresh schema on the test server.
 func testDSN(tb testing.TB) string { tb.Helper(); return pgtest.DSN(tb) }
 
-func open(tb testing.TB, dsn string) *postgres.Store {
+func open(tb testing.TB, dsn string, opts ...postgres.Option) *postgres.Store {
 	tb.Helper()
-	s, err := postgres.Open(context.Background(), dsn)
+	s, err := postgres.Open(context.Background(), dsn, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -30,7 +31,14 @@ func open(tb testing.TB, dsn string) *postgres.Store {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	storetest.Run(t, func(t *testing.T) store.Store { return open(t, testDSN(t)) })
+	t.Run("group-commit", func(t *testing.T) {
+		t.Parallel()
+		storetest.Run(t, func(t *testing.T) store.Store { return open(t, testDSN(t)) })
+	})
+	t.Run("one-commit-per-batch", func(t *testing.T) {
+		t.Parallel()
+		storetest.Run(t, func(t *testing.T) store.Store { return open(t, testDSN(t), postgres.WithGroupCommit(0)) })
+	})
 }
 
 // TestSameKeyAcrossStores races one key through two Stores, as two loader
@@ -173,5 +181,8 @@ func TestOpenErrors(t *testing.T) {
 	// needs no server.
 	if _, err := postgres.Open(cctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable"); err == nil {
 		t.Error("Open with a cancelled context returned nil error")
+	}
+	if _, err := postgres.Open(ctx, "postgres://postgres@127.0.0.1:1/postgres", postgres.WithGroupCommit(-1)); err == nil || !strings.Contains(err.Error(), "WithGroupCommit(-1)") {
+		t.Errorf("Open with WithGroupCommit(-1): %v, want an error naming it", err)
 	}
 }

@@ -1,0 +1,31 @@
+package postgres
+
+// An Option configures [Open].
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	groupEvents int // events one group transaction may hold; 0: none
+}
+
+// defaultGroupEvents is 16 batches of 1,000 events: past that, a bigger
+// transaction saves nothing measurable and holds its first callers longer.
+const defaultGroupEvents = 16384
+
+// WithGroupCommit sets how many events one transaction may hold when
+// concurrent Store calls are committed together. It overrides the default
+// of 16,384; a batch larger than that is still committed, alone, and 0
+// commits every batch in a transaction of its own.
+//
+// Grouping changes no promise: Store returns nil only once the
+// transaction holding its batch committed, a batch is stored whole or not
+// at all, and a batch whose ctx ends before its group commits is left out
+// of it (the group is rolled back and written again without it). A group
+// that fails for any other reason is stored again one batch per
+// transaction, so that one batch cannot fail the others.
+func WithGroupCommit(maxEvents int) Option {
+	return optionFunc(func(c *config) { c.groupEvents = maxEvents })
+}
