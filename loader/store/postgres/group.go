@@ -149,8 +149,9 @@ func (s *Store) lead() {
 // commitGroup writes group in one transaction and sets each request's
 // outcome. A request whose ctx ends before the commit is left out: the
 // transaction is rolled back and written again without it. If the
-// transaction fails for another reason, every request is marked to be
-// stored alone, so one batch that cannot be stored fails no other.
+// transaction fails before its COMMIT, every request is marked to be
+// stored alone, so one batch that cannot be stored fails no other; a
+// failed COMMIT fails them all (see commitError).
 func (s *Store) commitGroup(group []*request) {
 	// Keys are inserted in one order by every group, so two groups that
 	// share keys wait for each other in that order, never in a cycle.
@@ -180,8 +181,12 @@ func (s *Store) commitGroup(group []*request) {
 			if s.onGroupError != nil {
 				s.onGroupError(err)
 			}
+			_, unknown := errors.AsType[commitError](err)
 			for _, r := range group {
-				r.dup, r.err, r.alone = false, nil, true
+				r.dup, r.err, r.alone = false, nil, !unknown
+				if unknown {
+					r.err = err
+				}
 			}
 			return
 		}
@@ -273,7 +278,7 @@ func (s *Store) writeGroup(group []*request) (again bool, err error) {
 		}
 	}
 	if s.beforeCommit != nil {
-		if err := s.beforeCommit(group); err != nil {
+		if err := s.beforeCommit(tx, group); err != nil {
 			return false, err
 		}
 	}
@@ -282,5 +287,17 @@ func (s *Store) writeGroup(group []*request) (again bool, err error) {
 			return true, nil
 		}
 	}
-	return false, tx.Commit(gctx)
+	if err := tx.Commit(gctx); err != nil {
+		return false, commitError{err}
+	}
+	return false, nil
 }
+
+// commitError is a failed COMMIT, whose outcome the client cannot know:
+// the server may have committed before the connection failed. Storing the
+// group again batch by batch could then store a batch without a key twice,
+// so each caller gets the error, as a batch stored alone would.
+type commitError struct{ err error }
+
+func (e commitError) Error() string { return e.err.Error() }
+func (e commitError) Unwrap() error { return e.err }

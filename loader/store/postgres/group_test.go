@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/batchproc/batchproc/internal/testutil/pgtest"
 	"github.com/batchproc/batchproc/loader/store"
 )
@@ -177,7 +179,7 @@ func TestGroupCommitLeavesOutEndedCtx(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var writes []int
-	s.beforeCommit = func(g []*request) error {
+	s.beforeCommit = func(_ pgx.Tx, g []*request) error {
 		writes = append(writes, len(g))
 		cancel() // the first write: b's caller gives up before the commit
 		return nil
@@ -209,7 +211,7 @@ func TestGroupCommitFailureStoresAlone(t *testing.T) {
 	ctx := context.Background()
 	injected := errors.New("injected group failure")
 	var writes []int
-	s.beforeCommit = func(g []*request) error {
+	s.beforeCommit = func(_ pgx.Tx, g []*request) error {
 		writes = append(writes, len(g))
 		return injected
 	}
@@ -234,6 +236,43 @@ func TestGroupCommitFailureStoresAlone(t *testing.T) {
 	}
 }
 
+// TestGroupCommitFailedCommit: when the COMMIT itself fails, the server
+// may or may not have committed, so the group is not stored again batch by
+// batch (a batch without a key would be stored twice if it had): every
+// caller gets the error, as one stored alone would. Here the server kills
+// the group's connection before the COMMIT arrives, so nothing is stored.
+func TestGroupCommitFailedCommit(t *testing.T) {
+	s := openT(t)
+	ctx := context.Background()
+	s.beforeCommit = func(tx pgx.Tx, g []*request) error {
+		var pid int
+		if err := tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		var ok bool
+		if err := s.pool.QueryRow(ctx, "SELECT pg_terminate_backend($1, 10000)", pid).Scan(&ok); err != nil || !ok {
+			t.Errorf("pg_terminate_backend(%d): %v, %v", pid, ok, err)
+		}
+		return nil
+	}
+	queued, release := holdLeaders(t, s)
+	calls := []call{
+		{ctx, batch("a", "a", 10), false, nil},
+		{ctx, batch("", "b", 10), false, nil},
+	}
+	res := queueCalls(t, s, queued, calls)
+	release()
+	for i, c := range calls {
+		if r := <-res[i]; r.err == nil {
+			t.Errorf("call %d (key %q): %v, nil error; want the COMMIT's error", i, c.b.Key, r.dup)
+		}
+	}
+	s.beforeCommit = nil
+	if got := stored(t, s); len(got) != 0 {
+		t.Errorf("stored %v, want nothing", got)
+	}
+}
+
 // TestGroupCommitKeyOrder: a group inserts its keys in (namespace, key)
 // order whatever order they arrived in. Two groups (of two loaders, or of
 // two leaders) that insert shared keys in different orders can each wait
@@ -244,7 +283,7 @@ func TestGroupCommitKeyOrder(t *testing.T) {
 	s := openT(t)
 	ctx := context.Background()
 	var order []string
-	s.beforeCommit = func(g []*request) error {
+	s.beforeCommit = func(_ pgx.Tx, g []*request) error {
 		for _, r := range g {
 			order = append(order, r.ns+"/"+r.b.Key)
 		}

@@ -89,7 +89,7 @@ type Store struct {
 	// that failed a group.
 	onQueued     func(n int)
 	onCommit     func(n int)
-	beforeCommit func(group []*request) error
+	beforeCommit func(tx pgx.Tx, group []*request) error
 	onGroupError func(err error)
 }
 
