@@ -39,7 +39,7 @@
 // # Group commit
 //
 // Concurrent Store calls share transactions: a caller holding one of the
-// store's leader slots (half the pool's connections, at least one) takes
+// store's committers ([WithCommitters]: GOMAXPROCS by default) takes
 // every batch queued by then, up to [WithGroupCommit] events (16,384 by
 // default), and writes them in one transaction: their key rows by one
 // pipelined round trip, their events by one COPY, one commit. Each caller

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -343,5 +346,32 @@ func TestGroupCommitSharedKeys(t *testing.T) {
 	}
 	if c := s.Counts(); c.Batches != keys || c.Duplicates != keys*(workers-1) {
 		t.Errorf("Counts %+v, want %d batches and %d duplicates", c, keys, keys*(workers-1))
+	}
+}
+
+// TestCommitters: GOMAXPROCS committers by default, never more than the
+// pool's connections.
+func TestCommitters(t *testing.T) {
+	dsn := pgtest.DSN(t)
+	for _, c := range []struct {
+		opt   Option
+		conns int
+		want  int
+	}{
+		{WithCommitters(0), 16, runtime.GOMAXPROCS(0)},
+		{WithCommitters(3), 16, 3},
+		{WithCommitters(9), 4, 4},
+	} {
+		s, err := Open(context.Background(), dsn+"&pool_max_conns="+strconv.Itoa(c.conns), c.opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cap(s.leaders); got != min(c.want, c.conns) {
+			t.Errorf("%+v: %d committers, want %d", c, got, min(c.want, c.conns))
+		}
+		_ = s.Close()
+	}
+	if _, err := Open(context.Background(), dsn, WithCommitters(-1)); err == nil || !strings.Contains(err.Error(), "WithCommitters(-1)") {
+		t.Errorf("WithCommitters(-1): %v, want an error naming it", err)
 	}
 }

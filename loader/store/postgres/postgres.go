@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -76,8 +77,8 @@ type Store struct {
 
 	cfg config
 	// The group commit (group.go): Store calls queue their requests, and
-	// a caller holding one of the leaders slots (as many as the pool has
-	// connections) writes what is queued in one transaction.
+	// a caller holding one of the leaders slots ([WithCommitters]) writes
+	// what is queued in one transaction.
 	leaders chan struct{}
 	qmu     sync.Mutex
 	queue   []*request
@@ -105,6 +106,9 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if c.groupEvents < 0 {
 		return nil, fmt.Errorf("postgres: WithGroupCommit(%d): want 0 or more events", c.groupEvents)
 	}
+	if c.committers < 0 {
+		return nil, fmt.Errorf("postgres: WithCommitters(%d): want 1 or more, or 0 for the default", c.committers)
+	}
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
@@ -113,10 +117,12 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
-	// Half the pool's connections write groups at once (2 of pgxpool's
-	// default 4 here): with all 4, groups held 1 to 3 batches; with 2,
-	// ingest at 16 clients was the highest (group.go).
-	s := &Store{pool: pool, cfg: c, leaders: make(chan struct{}, max(1, cfg.MaxConns/2))}
+	leaders := c.committers
+	if leaders == 0 {
+		leaders = runtime.GOMAXPROCS(0)
+	}
+	leaders = min(leaders, int(cfg.MaxConns))
+	s := &Store{pool: pool, cfg: c, leaders: make(chan struct{}, leaders)}
 	if err := s.init(ctx); err != nil {
 		pool.Close()
 		return nil, err
