@@ -2,6 +2,7 @@
 // docs/protocol.md in front of a SQLite, PostgreSQL or discarding store.
 //
 //	batchloader [-addr :8080] [-store sqlite|postgres|discard] [-sqlite-synchronous FULL|NORMAL]
+//	            [-postgres-group-commit 16384]
 //	            [-dsn batchloader.db | -dsn-file F] [-token T]... [-token-file F]...
 //	            [-max-body N] [-max-decoded-body N] [-max-events N] [-max-line N]
 //	            [-max-concurrent N] [-slot-wait D] [-body-memory N] [-decode-memory N]
@@ -106,12 +107,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		kafkaBrokers string
 		kafka        loader.KafkaConfig
 		sqliteSync   string
+		pgGroup      int
 	)
 	fs.StringVar(&cfg.Addr, "addr", loader.DefaultAddr, "TCP `address` to listen on")
 	fs.StringVar(&storeKind, "store", "sqlite", "store: sqlite, postgres or discard (validate, count, store nothing)")
 	fs.StringVar(&dsn, "dsn", "batchloader.db", "SQLite file `path`, or PostgreSQL URL (visible in ps: put a URL with a password in -dsn-file or $"+envDSN+")")
 	fs.StringVar(&dsnFile, "dsn-file", "", "read the DSN from this `file` (surrounding whitespace trimmed); instead of -dsn")
 	fs.StringVar(&sqliteSync, "sqlite-synchronous", string(sqlite.SyncFull), "SQLite WAL sync `mode`: FULL (a 200 survives power loss; commits of concurrent batches share one fsync) or NORMAL (faster; the last commits before a power loss can be lost)")
+	fs.IntVar(&pgGroup, "postgres-group-commit", 16384, "PostgreSQL: at most this many `events` in one transaction when concurrent batches are committed together (a 200 still follows the commit of its batch); 0: one transaction per batch")
 	fs.Func("token", "accepted bearer `token` (repeatable; visible in ps: prefer -token-file or $"+envToken+"); with any token, batch requests need one", func(s string) error {
 		cfg.Tokens = append(cfg.Tokens, s)
 		return nil
@@ -202,6 +205,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if sqliteSync = strings.ToUpper(sqliteSync); sqliteSync != string(sqlite.SyncFull) && sqliteSync != string(sqlite.SyncNormal) {
 		return usageError{err: fmt.Errorf("-sqlite-synchronous %q: want FULL or NORMAL", sqliteSync)}
 	}
+	if pgGroup < 0 {
+		return usageError{err: fmt.Errorf("-postgres-group-commit %d: want 0 or more events", pgGroup)}
+	}
 	switch storeKind {
 	case "sqlite", "postgres", "discard":
 	default:
@@ -226,7 +232,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.Logger.Info("memory limit", "bytes", memoryLimit)
 	}
 
-	st, err := openStore(ctx, storeKind, dsn, sqlite.WithSynchronous(sqlite.Sync(sqliteSync)))
+	st, err := openStore(ctx, storeKind, dsn, []sqlite.Option{sqlite.WithSynchronous(sqlite.Sync(sqliteSync))},
+		[]postgres.Option{postgres.WithGroupCommit(pgGroup)})
 	if err != nil {
 		return err
 	}
@@ -287,7 +294,7 @@ func readTokenFile(path string) ([]string, error) {
 	return toks, nil
 }
 
-func openStore(ctx context.Context, kind, dsn string, sqliteOpts ...sqlite.Option) (store.Store, error) {
+func openStore(ctx context.Context, kind, dsn string, sqliteOpts []sqlite.Option, pgOpts []postgres.Option) (store.Store, error) {
 	switch kind {
 	case "discard":
 		return store.NewDiscard(), nil
@@ -298,7 +305,7 @@ func openStore(ctx context.Context, kind, dsn string, sqliteOpts ...sqlite.Optio
 		}
 		return st, nil
 	case "postgres":
-		st, err := postgres.Open(ctx, dsn)
+		st, err := postgres.Open(ctx, dsn, pgOpts...)
 		if err != nil {
 			return nil, fmt.Errorf("opening PostgreSQL store %s: %w", redact(kind, dsn), err)
 		}

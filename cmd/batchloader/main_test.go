@@ -196,6 +196,7 @@ func TestBadFlags(t *testing.T) {
 		{"-kafka-brokers", "127.0.0.1:9092", "-kafka-topic", "a/b"},
 		{"-kafka-brokers", "127.0.0.1:9092,", "-kafka-topic", "events"},
 		{"-sqlite-synchronous", "OFF"},
+		{"-postgres-group-commit", "-1"},
 		{"-dsn", "a.db", "-dsn-file", "dsn.txt"},
 		{"-dsn-file", filepath.Join(t.TempDir(), "missing")},
 		{"-dsn-file", blankFile},
