@@ -47,6 +47,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -127,6 +128,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EmptyKeyAlwaysNew", testEmptyKey},
 		{"ConcurrentSameKey", testConcurrentSameKey},
 		{"ConcurrentDistinct", testConcurrentDistinct},
+		{"ConcurrentMixed", testConcurrentMixed},
 		{"RoundTrip", testRoundTrip},
 		{"AwkwardStrings", testAwkwardStrings},
 		{"CancelledBeforeStore", testCancelledBefore},
@@ -484,6 +486,158 @@ func testConcurrentDistinct(t *testing.T, s store.Store) {
 		}
 		compareBatch(t, "batch "+tag, &got[i], makeBatch(key, tag, events))
 	}
+}
+
+// testConcurrentMixed races what a loader sees at once: retries of one
+// key, other content under a taken key, batches without a key, and callers
+// whose ctx ends at any point, across keys and namespaces. Whatever the
+// interleaving (and however a store groups concurrent calls), each key
+// ends up stored by exactly one call that returned (false, nil), with that
+// call's content; a duplicate carries the stored content and a reuse the
+// other; a call that returned an error stored nothing; and the counts add
+// up.
+func testConcurrentMixed(t *testing.T, s store.Store) {
+	const goroutines, perG, keys, events = 8, 24, 6, 20
+	type outcome struct {
+		ns, key string
+		variant int // which of the key's two contents
+		tag     string
+		dup     bool
+		err     error
+	}
+	content := func(ns, key string, variant int, tag string) *store.Batch {
+		if key == "" {
+			b := makeBatch("", tag, events)
+			b.Namespace = ns
+			return b
+		}
+		b := makeBatch(key, fmt.Sprintf("%s-%s-v%d", ns, key, variant), events)
+		b.Namespace = ns
+		return b
+	}
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	results := make([][]outcome, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			<-start
+			for j := range perG {
+				// A fixed pseudo-random mix per (g, j): the same calls every run.
+				h := uint32(g*7919+j*104729) * 2654435761
+				o := outcome{ns: []string{"", "t1"}[h>>3&1], variant: int(h >> 5 & 1)}
+				if k := h >> 8 % (keys + 2); k < keys {
+					o.key = fmt.Sprintf("mixed-%d", k)
+				} else {
+					o.tag = fmt.Sprintf("nokey-g%d-%d", g, j)
+				}
+				b := content(o.ns, o.key, o.variant, o.tag)
+				var ctx context.Context = context.Background()
+				var cd *countdownCtx
+				if h>>12%4 == 0 { // a quarter of the callers give up after a few looks
+					cd = newCountdownCtx(int(h>>16%6) + 1)
+					ctx = cd
+				}
+				o.dup, o.err = s.Store(ctx, b)
+				if cd != nil {
+					cd.stop()
+				}
+				results[g] = append(results[g], o)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	type nsk struct{ ns, key string }
+	fresh := make(map[nsk]int) // the variant stored, from the call that stored it
+	var freshNoKey []string
+	var want store.Counts
+	for _, rs := range results {
+		for _, o := range rs {
+			switch {
+			case o.err != nil && !errors.Is(o.err, context.Canceled) && !errors.Is(o.err, store.ErrKeyReused):
+				t.Errorf("Store(%q/%q): unexpected error %v", o.ns, o.key, o.err)
+			case o.err == nil && !o.dup && o.key == "":
+				freshNoKey = append(freshNoKey, o.ns+"/"+o.tag)
+				want.Batches++
+				want.Events += events
+			case o.err == nil && !o.dup:
+				k := nsk{o.ns, o.key}
+				if _, twice := fresh[k]; twice {
+					t.Errorf("key %q/%q reported new by two calls", o.ns, o.key)
+				}
+				fresh[k] = o.variant
+				want.Batches++
+				want.Events += events
+			case o.err == nil && o.dup:
+				want.Duplicates++
+			}
+		}
+	}
+	for _, rs := range results {
+		for _, o := range rs {
+			v, stored := fresh[nsk{o.ns, o.key}]
+			switch {
+			case o.key == "" || o.err != nil && !errors.Is(o.err, store.ErrKeyReused):
+			case o.dup && (!stored || v != o.variant):
+				t.Errorf("key %q/%q variant %d reported a duplicate; stored: %v (variant %d)", o.ns, o.key, o.variant, stored, v)
+			case errors.Is(o.err, store.ErrKeyReused) && (!stored || v == o.variant):
+				t.Errorf("key %q/%q variant %d reported reused; stored: %v (variant %d)", o.ns, o.key, o.variant, stored, v)
+			}
+		}
+	}
+	checkCounts(t, s, want)
+	cancelled, reused := 0, 0
+	for _, rs := range results {
+		for _, o := range rs {
+			cancelled += btoi(errors.Is(o.err, context.Canceled))
+			reused += btoi(errors.Is(o.err, store.ErrKeyReused))
+		}
+	}
+	t.Logf("%d calls: %d keys stored, %d batches without a key, %d duplicates, %d reused, %d cancelled",
+		goroutines*perG, len(fresh), len(freshNoKey), want.Duplicates, reused, cancelled)
+	if reused == 0 || want.Duplicates == 0 {
+		t.Errorf("the mix made no reuse (%d) or no duplicate (%d): it tests less than it says", reused, want.Duplicates)
+	}
+	got, ok := readBack(t, s)
+	if !ok {
+		return
+	}
+	var gotNoKey []string
+	for i := range got {
+		b := &got[i]
+		if b.Key == "" {
+			if len(b.Events) == 0 {
+				t.Fatalf("batch %d without key has no events", i)
+			}
+			first := b.Events[0].ID
+			tag := first[:max(strings.LastIndexByte(first, '-'), 0)]
+			gotNoKey = append(gotNoKey, b.Namespace+"/"+tag)
+			compareBatch(t, "batch "+tag, b, content(b.Namespace, "", 0, tag))
+			continue
+		}
+		v, ok := fresh[nsk{b.Namespace, b.Key}]
+		if !ok {
+			t.Errorf("key %q/%q stored, but no call reported it new", b.Namespace, b.Key)
+			continue
+		}
+		compareBatch(t, "key "+b.Namespace+"/"+b.Key, b, content(b.Namespace, b.Key, v, ""))
+	}
+	slices.Sort(gotNoKey)
+	slices.Sort(freshNoKey)
+	if !slices.Equal(gotNoKey, freshNoKey) {
+		t.Errorf("batches without a key: stored %v, want %v (one per call that returned nil)", gotNoKey, freshNoKey)
+	}
+	if n := len(got) - len(gotNoKey); n != len(fresh) {
+		t.Errorf("%d keyed batches stored, want %d", n, len(fresh))
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func testRoundTrip(t *testing.T, s store.Store) {
