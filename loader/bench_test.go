@@ -73,19 +73,28 @@ func BenchmarkIngestSQLite(b *testing.B) {
 // off; start one with scripts/pg-start.sh --durable for the server's
 // durable defaults), with GOMAXPROCS clients and 8 per GOMAXPROCS, through
 // pgxpool's default pool (4 connections here) and, with 16 clients, through
-// 16 connections, so that more transactions wait for one WAL flush.
+// 16 connections, so that more transactions wait for one WAL flush; and
+// with 16 clients without the group commit (one transaction per batch).
 func BenchmarkIngestPostgres(b *testing.B) {
-	for _, c := range []struct{ par, conns int }{{1, 0}, {8, 0}, {8, 16}} {
+	for _, c := range []struct {
+		par, conns int
+		nogroup    bool
+	}{{1, 0, false}, {8, 0, false}, {8, 16, false}, {8, 0, true}} {
 		name := "clients=" + strconv.Itoa(c.par*runtime.GOMAXPROCS(0))
 		if c.conns > 0 {
 			name += "/conns=" + strconv.Itoa(c.conns)
+		}
+		var opts []postgres.Option
+		if c.nogroup {
+			name += "/nogroup"
+			opts = append(opts, postgres.WithGroupCommit(0))
 		}
 		b.Run(name, func(b *testing.B) {
 			dsn := pgtest.DSN(b)
 			if c.conns > 0 {
 				dsn += "&pool_max_conns=" + strconv.Itoa(c.conns) // pgtest's DSN is a URL with a query
 			}
-			st, err := postgres.Open(context.Background(), dsn)
+			st, err := postgres.Open(context.Background(), dsn, opts...)
 			if err != nil {
 				b.Fatal(err)
 			}
