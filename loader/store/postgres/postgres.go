@@ -186,7 +186,9 @@ func createSchema(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // Store implements [store.Store]: in one transaction, the key row, then the
-// events by COPY. The COPY data is encoded here (see copyReader) rather than
+// events by COPY; concurrent calls share a transaction (see the package
+// documentation, "Group commit", and [WithGroupCommit]). The COPY data is
+// encoded here (see copyReader) rather than
 // by pgx.Conn.CopyFrom, whose per-value encoding through interfaces cost
 // more client CPU than the server spent storing the rows.
 func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err error) {
