@@ -909,3 +909,41 @@ func TestLimiterSimCapacityIsNoCeiling(t *testing.T) {
 		}
 	})
 }
+
+// stepAdvertised serves with whichever advertised loader is current.
+type stepAdvertised struct{ cur atomic.Pointer[advertised] }
+
+func (s *stepAdvertised) serve(ctx context.Context) sendOutcome { return s.cur.Load().serve(ctx) }
+func (s *stepAdvertised) capacity() int                         { return s.cur.Load().capacity() }
+func (s *stepAdvertised) retryAfter() time.Duration             { return s.cur.Load().retryAfter() }
+
+// A loader restarted with twice the slots, telling them: the limit
+// approaches the new count by halves (32 -> 48 -> 56 -> ...) rather than
+// probing past the old one from a step made small by its 429s.
+func TestLimiterSimCapacityRises(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const rounds, step = 50, 30
+		loader := func(slots int) *advertised {
+			w := &waitLoader{slots: make(chan struct{}, slots), latency: simRTT, wait: simRTT * 250 / 400}
+			return &advertised{retryAfterWait{w, simRTT * 10 / 4}, slots}
+		}
+		ld := &stepAdvertised{}
+		ld.cur.Store(loader(32))
+		run := simulate(t, limitConfig{}, 512, ld, rounds, map[float64]func(){step: func() { ld.cur.Store(loader(64)) }})
+		var steps []string
+		for _, c := range run.changes {
+			steps = append(steps, strconv.Itoa(c.To)+" "+string(c.Reason))
+		}
+		at60 := -1.0
+		for i, x := range run.window(step, rounds) {
+			if x >= 60 {
+				at60 = float64(i) * float64(simTick) / float64(simRTT)
+				break
+			}
+		}
+		t.Logf("32 slots, then 64 at round trip %d: at 60 or more %.1f round trips later; the limit went 4 -> %v", step, at60, steps)
+		if at60 < 0 || at60 > 6 {
+			t.Errorf("the limit reached 60 %.1f round trips after the slots doubled, want within 6", at60)
+		}
+	})
+}
