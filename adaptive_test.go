@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -105,6 +107,48 @@ func TestRetryAfterPausesEverySender(t *testing.T) {
 		}
 		if len(rec.Events()) != 20 {
 			t.Fatalf("delivered %d events, want 20", len(rec.Events()))
+		}
+	})
+}
+
+// limitLog is a LimitHook recording the changes.
+type limitLog struct {
+	mu      sync.Mutex
+	changes []string
+}
+
+func (l *limitLog) OnLimitChange(from, to int, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.changes = append(l.changes, fmt.Sprintf("%d->%d %s", from, to, reason))
+}
+
+func (l *limitLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.changes)
+}
+
+// A sink that reports its endpoint's capacity (ReportCapacity, with Send's
+// ctx) stops slow start there: 4 -> 8, not 4 -> 16. Growth past it is by
+// probes, later.
+func TestReportCapacityStopsSlowStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &batchproctest.Recorder{Hook: func(ctx context.Context, _ *batchproc.Batch, _ int) error {
+			time.Sleep(400 * time.Millisecond)
+			batchproc.ReportCapacity(ctx, 8)
+			return nil
+		}}
+		log := &limitLog{}
+		p := mustNew(t, rec, batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(log))
+		for i := range 2000 {
+			_ = p.Add(t.Context(), ev(i))
+		}
+		shutdown(t, p)
+		got := log.get()
+		t.Logf("limit changes: %v", got)
+		if len(got) == 0 || got[0] != "4->8 capacity" {
+			t.Fatalf("limit changes %v: want 4->8 capacity first", got)
 		}
 	})
 }

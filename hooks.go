@@ -70,7 +70,8 @@ type RejectHook interface {
 
 // LimitHook is told when async dispatch's send limit changes (see
 // [WithAdaptiveInFlight]), with the reason ("slow start", "grow",
-// "latency", "overload", "timeout", "error", "budget").
+// "latency", "overload", "timeout", "error", "budget", and "capacity" when
+// slow start stopped at the count the sink reported with [ReportCapacity]).
 type LimitHook interface {
 	OnLimitChange(from, to int, reason string)
 }

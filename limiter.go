@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,9 +103,21 @@ import (
 //     The price is a larger first overshoot: past a knee one round trip
 //     at up to 4·K (the latency cut, clamped at ×0.25, still lands near
 //     1.1·K), past a hard limit L up to 3·L sends refused once, where
-//     doubling refused up to L. After slow start, below lastMax approach
-//     it as above; at or past it probe +1, +2, +4, ... per round trip, so
-//     a capacity that grew is found in log₂ round trips.
+//     doubling refused up to L. An endpoint that says how many sends it
+//     serves at once (ReportCapacity; the loader's Ingest-Slots header)
+//     removes that price: slow start's step stops at its count and slow
+//     start ends there, as at a 429 just past it (lastMax and the last
+//     failure's limit are set to the count), so the first send past the
+//     slots is a probe's +1, and a 429 to it halves the probes after it.
+//     The count is no hard ceiling: the loader holds a slot while it
+//     decodes and stores a batch, not while the answer travels (nor during
+//     -latency), so a distant client serves many more sends than slots,
+//     and a ceiling at the default 2·CPUs slots would bring back the fixed
+//     4 of issue 10 (TestLimiterSimCapacityIsNoCeiling). A count that rises
+//     later raises lastMax to it; one that falls cuts nothing by itself
+//     (the 429s past it are counted, below). After slow start, below
+//     lastMax approach it as above; at or past it probe +1, +2, +4, ...
+//     per round trip, so a capacity that grew is found in log₂ round trips.
 //   - Otherwise hold; the probe restarts from +1 (or below, after a
 //     failure). The band between 1.1·b and 1.3·b where the limit holds
 //     still is what keeps it from oscillating around a knee.
@@ -241,6 +254,7 @@ const (
 	reasonTimeout   limitReason = "timeout"    // a send timed out
 	reasonError     limitReason = "error"      // a send failed otherwise
 	reasonBudget    limitReason = "budget"     // the memory budget's cap fell below the limit
+	reasonCapacity  limitReason = "capacity"   // slow start stopped at the endpoint's advertised capacity
 )
 
 // limitChange records one change of the limit, for Stats, hooks and the log.
@@ -312,6 +326,12 @@ type adaptiveLimit struct {
 	probe        float64 // the next step past lastMax
 	failedAt     float64 // the limit at the last failure cut
 	failProbe    float64 // the first probe after it
+
+	// The endpoint's advertised capacity ([ReportCapacity]): slow start
+	// stops there. hintSeen mirrors hint for the lock-free check of the
+	// repeats every response brings.
+	hint     int // 0 = none
+	hintSeen atomic.Int64
 
 	// Refusals counted after an overload cut: the sends in flight at the
 	// cut that the endpoint goes on to refuse say how many it serves.
@@ -711,6 +731,12 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 		switch {
 		case l.slowStart:
 			next, reason = slowStartFactor*l.lim, reasonSlowStart
+			if h := float64(l.hint); h > 0 && next >= h && l.fitsLocked(h) {
+				// The endpoint serves h at once: slow start's step stops
+				// there and slow start ends, as at a 429 at h+1.
+				next, reason = max(h, l.lim), reasonCapacity
+				l.stopSlowStartLocked(next)
+			}
 		case l.lim < l.lastMax:
 			next = min(next+max(1, (l.lastMax-l.lim)/2), l.lastMax)
 		default:
@@ -726,6 +752,54 @@ func (l *adaptiveLimit) decideLocked(now time.Time) *limitChange {
 		return l.recordLocked(old, reason, now, m)
 	default:
 		return l.holdLocked()
+	}
+}
+
+// fitsLocked reports whether a limit of v is within the ceiling.
+func (l *adaptiveLimit) fitsLocked(v float64) bool {
+	c := l.ceilingLocked()
+	return c <= 0 || v <= float64(c)
+}
+
+// stopSlowStartLocked ends slow start at the endpoint's advertised
+// capacity v, as a 429 just past v would: growth then probes past v from
+// +1, and a 429 there counts as a second failure at the same limit (a hard
+// limit), so the probes after it are rarer.
+func (l *adaptiveLimit) stopSlowStartLocked(v float64) {
+	l.slowStart = false
+	l.lastMax = v
+	l.failedAt = v
+	l.failProbe = failureProbe
+	l.probe = 1
+}
+
+// reportCapacity takes the endpoint's word that it serves at most n sends
+// at once ([ReportCapacity]); n <= 0 withdraws it. Every response repeats
+// it, so a repeat costs an atomic load. The count stops slow start (in
+// decideLocked), and a count that rises after slow start is approached as
+// a limit known to hold. It never lowers the limit: the endpoint counts
+// only the sends it is working on, not those whose answer is on its way,
+// and a count it lowered (a restart with fewer slots) is found by the
+// 429s past it, whose refusals are counted.
+func (l *adaptiveLimit) reportCapacity(n int) {
+	n = max(n, 0)
+	if l.hintSeen.Load() == int64(n) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n == l.hint {
+		return
+	}
+	l.hint = n
+	l.hintSeen.Store(int64(n))
+	h := float64(n)
+	switch {
+	case n == 0:
+	case l.slowStart && l.lim >= h && l.fitsLocked(h):
+		l.stopSlowStartLocked(l.lim) // already there: no step past it
+	case !l.slowStart && h > l.lim:
+		l.lastMax = max(l.lastMax, h)
 	}
 }
 

@@ -360,3 +360,47 @@ func TestLimiterRefusalCount(t *testing.T) {
 		}
 	})
 }
+
+// ReportCapacity's count stops slow start where it is; a later count
+// replaces it, and 0 withdraws it. Each case drives fast round trips, all
+// at the limit: slow start goes on until the count it knows then.
+func TestLimiterCapacityCount(t *testing.T) {
+	rtt := 100 * time.Millisecond
+	run := func(t *testing.T, counts ...int) (limit int, slowStart bool) {
+		t.Helper()
+		synctest.Test(t, func(t *testing.T) {
+			l := newAdaptiveLimit(limitConfig{})
+			for _, n := range counts {
+				l.reportCapacity(n)
+			}
+			drive(l, 3, rtt, sendOK) // 4 -> 16 -> 64 -> 256 untold
+			limit = l.limit()
+			l.mu.Lock()
+			slowStart = l.slowStart
+			l.mu.Unlock()
+		})
+		return limit, slowStart
+	}
+	for _, tc := range []struct {
+		name   string
+		counts []int
+		limit  int // after 3 round trips: x4 per round trip up to the count, then probes past it: +1, +2, ...
+		slow   bool
+	}{
+		{"none", nil, 256, true},
+		{"20", []int{20}, 21, false},               // 4 -> 16 -> 20 (capacity) -> 21 (probe)
+		{"replaced", []int{20, 50}, 51, false},     // 4 -> 16 -> 50 -> 51
+		{"withdrawn", []int{20, 0}, 256, true},     // as none
+		{"negative", []int{20, -1}, 256, true},     // as 0
+		{"below the start", []int{2}, 11, false},   // slow start ends at 4, then probes: 5, 7, 11
+		{"repeated", []int{20, 20, 20}, 21, false}, // as one
+		{"far above", []int{1 << 21}, 256, true},   // not reached yet: still slow start
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			limit, slow := run(t, tc.counts...)
+			if limit != tc.limit || slow != tc.slow {
+				t.Errorf("counts %v: limit %d (slow start %v), want %d (%v)", tc.counts, limit, slow, tc.limit, tc.slow)
+			}
+		})
+	}
+}

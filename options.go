@@ -240,7 +240,9 @@ func WithMaxInFlight(n int) Option {
 // trip (limiter.go documents the rule). The memory budget always bounds it:
 // at most as many sends as the budget holds batches of the average size.
 // max = 0 (the default) means no other ceiling; otherwise max >= 4. A
-// [RetryAfter] answer pauses every send until it has passed.
+// [RetryAfter] answer pauses every send until it has passed. A sink that
+// reports how many sends its endpoint serves at once ([ReportCapacity];
+// httpsink does, from the loader's Ingest-Slots) stops slow start there.
 func WithAdaptiveInFlight(max int) Option {
 	return optionFunc(func(c *config) { c.adaptiveMax = max; c.adaptiveSet = true })
 }

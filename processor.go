@@ -174,6 +174,10 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 			lc = limitConfig{Initial: cfg.maxInFlight, Min: cfg.maxInFlight, Max: cfg.maxInFlight}
 		}
 		p.limit = newAdaptiveLimit(lc)
+		if !cfg.inFlightSet {
+			// Stored once: every send's ctx carries it, for ReportCapacity.
+			p.sendCtx = context.WithValue(p.sendCtx, capacityKey{}, p.limit)
+		}
 	}
 	p.shards = make([]shard, nshards)
 	for i := range p.shards {

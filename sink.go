@@ -50,6 +50,31 @@ type Sink interface {
 	Send(ctx context.Context, b *Batch) error
 }
 
+// ReportCapacity tells the processor that called Send with ctx that its
+// endpoint serves at most n sends at once, as the endpoint says (httpsink
+// reads the loader's Ingest-Slots header); n <= 0 withdraws an earlier
+// count. A sink calls it from Send, with Send's ctx (or one derived from
+// it), on every response that carries the count; a repeat costs an atomic
+// load. With the adaptive send limit (the default async dispatch), slow
+// start stops multiplying the limit at n instead of stepping past the
+// endpoint's slots at once; growth past n is then by probes, as past a
+// limit that drew 429s, since an endpoint counts only the sends it is
+// working on, not those whose answer is still on the wire. The limit may
+// still be cut below n by latency and failures, and processors sharing an
+// endpoint each take the whole count: it is a ceiling for slow start, not
+// a share. A fixed limit ([WithMaxInFlight]), worker-pool and ordered
+// dispatch ignore it, as it is ignored for a ctx the processor did not
+// give.
+func ReportCapacity(ctx context.Context, n int) {
+	if l, ok := ctx.Value(capacityKey{}).(*adaptiveLimit); ok {
+		l.reportCapacity(n)
+	}
+}
+
+// capacityKey is the context key under which async dispatch's Send context
+// carries the limiter, for ReportCapacity.
+type capacityKey struct{}
+
 // SinkFunc adapts a function to a [Sink].
 type SinkFunc func(ctx context.Context, b *Batch) error
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/loader"
 )
 
 // The null endpoint with -loader-limit N admits as the loader does: with
@@ -167,5 +168,47 @@ func TestLimitsReport(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("summary lacks %q:\n%s", want, s)
 		}
+	}
+}
+
+// The null endpoint with -loader-limit N tells its N slots as the loader
+// does (Ingest-Slots), on a 200 and on a 429; without a limit it tells
+// nothing.
+func TestNullEndpointTellsSlots(t *testing.T) {
+	post := func(t *testing.T, n *nullEndpoint) *http.Response {
+		t.Helper()
+		resp, err := http.Post(n.URL()+"/v1/batches", "application/x-ndjson", strings.NewReader(`{"id":"1"}`+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	n, err := startNullEndpointShaped(0, endpointShape{limit: 3, slotWait: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	defer http.DefaultClient.CloseIdleConnections()
+	if r := post(t, n); r.StatusCode != http.StatusOK || r.Header.Get(loader.IngestSlotsHeader) != "3" {
+		t.Errorf("a slot free: %d, %s %q; want 200 and 3", r.StatusCode, loader.IngestSlotsHeader, r.Header.Get(loader.IngestSlotsHeader))
+	}
+	for range 3 {
+		n.slots <- struct{}{}
+	}
+	if r := post(t, n); r.StatusCode != http.StatusTooManyRequests || r.Header.Get(loader.IngestSlotsHeader) != "3" {
+		t.Errorf("every slot busy: %d, %s %q; want 429 and 3", r.StatusCode, loader.IngestSlotsHeader, r.Header.Get(loader.IngestSlotsHeader))
+	}
+	for range 3 {
+		<-n.slots
+	}
+
+	free, err := startNullEndpoint(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer free.Close(context.Background())
+	if r := post(t, free); r.Header.Values(loader.IngestSlotsHeader) != nil {
+		t.Errorf("no limit: %s %q, want none", loader.IngestSlotsHeader, r.Header.Values(loader.IngestSlotsHeader))
 	}
 }

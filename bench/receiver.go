@@ -113,6 +113,7 @@ type nullEndpoint struct {
 	// the real loader does (protocol.md, Admission).
 	slots      chan struct{}
 	slotWait   time.Duration
+	slotsValue []string     // the Ingest-Slots header's value: cap(slots)
 	retryAfter string       // the Retry-After value, whole seconds
 	rejected   atomic.Int64 // requests answered 429
 	srv        *http.Server
@@ -147,6 +148,7 @@ func startNullEndpointShaped(latency time.Duration, shape endpointShape) (*nullE
 		slotWait: shape.slotWait, retryAfter: strconv.FormatInt(int64((loader.DefaultRetryAfter+time.Second-1)/time.Second), 10)}
 	if shape.limit > 0 {
 		n.slots = make(chan struct{}, shape.limit)
+		n.slotsValue = []string{strconv.Itoa(shape.limit)}
 	}
 	n.bufs.New = func() any { return new(bytes.Buffer) }
 	mux := http.NewServeMux()
@@ -164,6 +166,9 @@ type receiverHandler struct{ n *nullEndpoint }
 // receiver-side stacks are recognised by "bench.(*receiver" too.
 func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 	n := h.n
+	if n.slots != nil { // as the loader tells its ingest slots
+		w.Header()[loader.IngestSlotsHeader] = n.slotsValue
+	}
 	buf := n.bufs.Get().(*bytes.Buffer)
 	defer n.bufs.Put(buf)
 	buf.Reset()

@@ -287,7 +287,7 @@ func (r *Report) Markdown(file bool) string {
 			recv += fmt.Sprintf(", capacity knee at %d requests at once (past it, latency x at-once / %d)", c.LoaderKnee, c.LoaderKnee)
 		}
 		if c.LoaderLimit > 0 {
-			recv += fmt.Sprintf(", at most %d requests at once (one more waits up to %gms for a slot, then 429 + Retry-After: 1)", c.LoaderLimit, c.LoaderSlotWait)
+			recv += fmt.Sprintf(", at most %d requests at once (one more waits up to %gms for a slot, then 429 + Retry-After: 1; every answer says Ingest-Slots: %[1]d)", c.LoaderLimit, c.LoaderSlotWait)
 		}
 	}
 	if c.Target != "" {

@@ -32,6 +32,13 @@
 // the Retry-After wait; a batch stored in part after a 413 split fails with
 // a [*PartialError].
 //
+// # The loader's slots
+//
+// Every answer of the loader carries Ingest-Slots, the number of batches it
+// decodes and stores at once; the sink hands it to
+// [batchproc.ReportCapacity], so the processor's adaptive send limit stops
+// slow start there instead of stepping past the slots into 429s.
+//
 // # Connections
 //
 // Every response body is read, up to [WithMaxResponseBody], and closed, so

@@ -45,6 +45,7 @@ type fakeLoader struct {
 	srv       *httptest.Server
 	maxEvents int
 	respond   func(ctx context.Context, n int, r *request) reply
+	headers   map[string]string // set on every answer
 
 	newConns atomic.Int32
 	closed   chan struct{} // receives on each closed connection (buffered)
@@ -113,6 +114,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func (f *fakeLoader) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	for k, v := range f.headers {
+		w.Header().Set(k, v)
+	}
 	if r.Method != http.MethodPost {
 		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method"})
 		return

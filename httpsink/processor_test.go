@@ -192,3 +192,79 @@ func TestProcessorPartial(t *testing.T) {
 		})
 	}
 }
+
+// limitLog is a batchproc.LimitHook recording the limit's changes.
+type limitLog struct {
+	mu      sync.Mutex
+	changes []string
+}
+
+func (l *limitLog) OnLimitChange(from, to int, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.changes = append(l.changes, strconv.Itoa(from)+"->"+strconv.Itoa(to)+" "+reason)
+}
+
+func (l *limitLog) first() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.changes) == 0 {
+		return ""
+	}
+	return l.changes[0]
+}
+
+// The loader's Ingest-Slots reaches the processor's adaptive limit over
+// real HTTP: slow start's first step stops at the 8 slots (4 -> 8) where
+// it would step to 16. A malformed value is ignored. The fake loader holds
+// the first 4 requests until all 4 have arrived, so the limit of 4 is
+// reached, which growth needs, whatever the machine's speed.
+func TestIngestSlotsReachTheLimit(t *testing.T) {
+	for _, tc := range []struct{ slots, want string }{
+		{"8", "4->8 capacity"},
+		{"", "4->16 slow start"},
+		{"eight", "4->16 slow start"},
+		{"-8", "4->16 slow start"},
+	} {
+		t.Run("Ingest-Slots="+tc.slots, func(t *testing.T) {
+			gate := make(chan struct{})
+			fl := newFakeLoader(t, func(f *fakeLoader) {
+				if tc.slots != "" {
+					f.headers = map[string]string{"Ingest-Slots": tc.slots}
+				}
+				f.respond = func(ctx context.Context, n int, _ *request) reply {
+					if n == 4 {
+						close(gate)
+					}
+					if n <= 4 {
+						select {
+						case <-gate:
+						case <-ctx.Done():
+						}
+					}
+					return reply{}
+				}
+			})
+			s := newSink(t, fl.URL())
+			log := &limitLog{}
+			p, err := batchproc.New(s, batchproc.WithMaxBatchEvents(1), batchproc.WithHooks(log))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 64 {
+				if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"id":"` + strconv.Itoa(i) + `"}`)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := p.Shutdown(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := log.first(); got != tc.want {
+				t.Errorf("first limit change %q, want %q (all: %v)", got, tc.want, log.changes)
+			}
+			if st := p.Stats(); st.Delivered != 64 {
+				t.Errorf("delivered %d of 64", st.Delivered)
+			}
+		})
+	}
+}

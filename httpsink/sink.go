@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -281,7 +282,26 @@ func (s *Sink) post(ctx context.Context, b *batchproc.Batch) error {
 		}
 		return fmt.Errorf("httpsink: batch %s: %w", b.Key(), err)
 	}
+	reportSlots(ctx, resp.Header)
 	return s.readResponse(resp, b)
+}
+
+// ingestSlotsHeader is the loader's count of ingest slots, on every answer
+// of POST /v1/batches (protocol.md, Responses).
+const ingestSlotsHeader = "Ingest-Slots"
+
+// reportSlots hands the loader's Ingest-Slots count to the processor whose
+// send this is ([batchproc.ReportCapacity]): its adaptive send limit stops
+// slow start there instead of stepping past the slots into 429s. A missing
+// or malformed value (not one positive integer) is ignored.
+func reportSlots(ctx context.Context, h http.Header) {
+	v, ok := h[ingestSlotsHeader]
+	if !ok || len(v) != 1 {
+		return
+	}
+	if n, err := strconv.Atoi(v[0]); err == nil && n > 0 {
+		batchproc.ReportCapacity(ctx, n)
+	}
 }
 
 // headersFor returns the headers of a request for the batch with key k. The

@@ -34,6 +34,13 @@ const (
 	DefaultDebugAddr         = "127.0.0.1:6060"
 )
 
+// IngestSlotsHeader is the response header of POST /v1/batches that
+// tells the loader's ingest slots, [Config.MaxConcurrent] (protocol.md,
+// Responses): a client may take it as the number of batches the loader
+// works on at once, where slow start stops (httpsink passes it to
+// batchproc.ReportCapacity).
+const IngestSlotsHeader = "Ingest-Slots"
+
 // DefaultMaxConcurrent is the default of [Config.MaxConcurrent]:
 // 2 × GOMAXPROCS, at least 4.
 func DefaultMaxConcurrent() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
@@ -84,7 +91,9 @@ type Config struct {
 
 	// MaxConcurrent is the number of batch requests decoded and stored at
 	// once (ingest slots). A request takes one only once its body has been
-	// received, so slow clients hold none. Default [DefaultMaxConcurrent].
+	// received, so slow clients hold none. Every answer of POST /v1/batches
+	// tells it in the [IngestSlotsHeader] header. Default
+	// [DefaultMaxConcurrent].
 	MaxConcurrent int
 	// SlotWait is how long a request whose body has been received waits
 	// for an ingest slot before it is answered 429: a burst queues briefly

@@ -16,7 +16,12 @@ import (
 // see limits.go), then the request takes an ingest slot (or is answered 429
 // after Config.SlotWait), then the body is decoded (all-or-nothing) and
 // stored; only a committed batch is answered 200.
+//
+// Every answer says how many ingest slots the loader has (Ingest-Slots,
+// protocol.md), so that a client's concurrency limit stops its growth
+// there instead of stepping past the slots into 429s.
 func (s *Server) serveBatches(w http.ResponseWriter, r *http.Request) {
+	w.Header()[IngestSlotsHeader] = s.slotsValue // shared, read only, as net/http only reads it
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST", 0)

@@ -558,3 +558,35 @@ func TestMinBodyRateSparesTheStore(t *testing.T) {
 		t.Fatalf("%d %s", r.code, r.body)
 	}
 }
+
+// TestIngestSlotsHeader: every answer of POST /v1/batches tells the ingest
+// slots (Config.MaxConcurrent) in Ingest-Slots: a 200, a 400, a 405 and
+// the 429 of a request that found every slot busy for SlotWait.
+func TestIngestSlotsHeader(t *testing.T) {
+	ms := newMemStore()
+	ms.entered = make(chan string, 2)
+	ms.release = make(chan struct{})
+	ts := startServer(t, Config{Store: ms, MaxConcurrent: 1, SlotWait: time.Millisecond})
+	check := func(what string, r response, code int) {
+		t.Helper()
+		if r.code != code {
+			t.Errorf("%s: %d %s, want %d", what, r.code, r.body, code)
+		}
+		if got := r.header.Values(IngestSlotsHeader); len(got) != 1 || got[0] != "1" {
+			t.Errorf("%s: %s %q, want one value \"1\"", what, IngestSlotsHeader, got)
+		}
+	}
+	first := make(chan response, 1)
+	go func() { first <- ts.post(ndjson(1), "Idempotency-Key", "first") }()
+	<-ms.entered // the only slot is held in Store
+	check("all slots busy", ts.post(ndjson(1), "Idempotency-Key", "second"), http.StatusTooManyRequests)
+	close(ms.release)
+	check("stored", <-first, http.StatusOK)
+	check("bad body", ts.post([]byte("not json\n")), http.StatusBadRequest)
+	check("GET", ts.do(http.MethodGet, "/v1/batches", nil), http.StatusMethodNotAllowed)
+
+	other := startServer(t, Config{MaxConcurrent: 37})
+	if got := other.post(ndjson(2)).header.Get(IngestSlotsHeader); got != "37" {
+		t.Errorf("MaxConcurrent 37: %s %q", IngestSlotsHeader, got)
+	}
+}

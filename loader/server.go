@@ -34,6 +34,7 @@ type Server struct {
 	debug        *http.Server
 	tokens       [][sha256.Size]byte
 	slots        chan struct{} // ingest slots: a send takes one
+	slotsValue   []string      // the Ingest-Slots header's value: cap(slots)
 	bodyMem      *budget       // bodies as sent, being received or held (Config.BodyMemory)
 	// decodeMem bounds the decompressed bodies (Config.DecodeMemory).
 	decodeMem *budget
@@ -74,6 +75,7 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		m:          newMetrics(),
 		slots:      make(chan struct{}, cfg.MaxConcurrent),
+		slotsValue: []string{strconv.Itoa(cfg.MaxConcurrent)},
 		bodyMem:    newBudget(cfg.BodyMemory),
 		decodeMem:  newBudget(cfg.DecodeMemory),
 		codecs:     newCodecs(&cfg),

@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.SeedQueue, "seed-queue", 0, "capacity of the seed designs' channel queue (0: unbuffered, as the seed)")
 	fs.StringVar(&cfg.Loader, "loader", bench.LoaderSQLite, "receiving side: sqlite, discard (loader storing nothing) or null (counting endpoint); -mode limits: null")
 	fs.IntVar(&cfg.LoaderKnee, "loader-knee", 0, fmt.Sprintf("with -loader null: a capacity knee, past which each request's latency grows with the requests at once (latency x at-once / knee); 0: none (-mode limits: %d unless given)", bench.DefaultLimitsKnee))
-	fs.IntVar(&cfg.LoaderLimit, "loader-limit", 0, "with -loader null: serve at most this many requests at once, as the loader's ingest slots: one more waits up to -loader-slot-wait for a slot, then is answered 429 with Retry-After: 1 (the report shows each design's 429 rate); 0: no limit")
+	fs.IntVar(&cfg.LoaderLimit, "loader-limit", 0, "with -loader null: serve at most this many requests at once, as the loader's ingest slots: one more waits up to -loader-slot-wait for a slot, then is answered 429 with Retry-After: 1 (the report shows each design's 429 rate); every answer tells this count in the Ingest-Slots header, as the loader does; 0: no limit")
 	fs.DurationVar(&cfg.LoaderSlotWait, "loader-slot-wait", 250*time.Millisecond, "with -loader-limit: how long a request waits for a slot before its 429 (the loader's -slot-wait); 0: none")
 	fs.DurationVar(&cfg.LoaderLatency, "loader-latency", 400*time.Millisecond, "latency the in-process receiver adds per request (saturate: 0 unless given; ignored with -sink kafka)")
 	fs.StringVar(&cfg.Target, "target", "", "base URL of an external Batch Loader (instead of an in-process one)")

@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&cfg.MaxDecodedBody, "max-decoded-body", loader.DefaultMaxDecodedBody, "request body limit after decompression, in `bytes`")
 	fs.IntVar(&cfg.MaxEvents, "max-events", loader.DefaultMaxEvents, "events per batch limit")
 	fs.IntVar(&cfg.MaxLine, "max-line", loader.DefaultMaxLine, "one event's limit, in `bytes`")
-	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", loader.DefaultMaxConcurrent(), "ingest slots: batch requests decoded and stored at once (a request takes one once its body is received)")
+	fs.IntVar(&cfg.MaxConcurrent, "max-concurrent", loader.DefaultMaxConcurrent(), "ingest slots: batch requests decoded and stored at once (a request takes one once its body is received); every answer of POST /v1/batches tells it in the Ingest-Slots header")
 	fs.DurationVar(&cfg.SlotWait, "slot-wait", loader.DefaultSlotWait, "how long a received request waits for an ingest slot before it is answered 429")
 	fs.Int64Var(&cfg.BodyMemory, "body-memory", 0, "`bytes` of request bodies (as sent) held at once across all requests; over it: 429 (0: the larger of 128 MiB and -max-body)")
 	fs.Int64Var(&cfg.DecodeMemory, "decode-memory", 0, "`bytes` of decompressed bodies held at once across all requests, at least -max-decoded-body; a request that does not fit waits (0: the larger of 64 MiB and -max-decoded-body)")
