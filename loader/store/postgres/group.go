@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/internal/groupq"
 )
 
 // This file holds the group commit: concurrent Store calls share one
@@ -26,35 +27,25 @@ import (
 
 // request is one Store call waiting for, or taken into, a group commit.
 type request struct {
-	ctx context.Context
-	b   *store.Batch
+	groupq.Waiter
+	b *store.Batch
 
 	ns          string
 	key, digest any // NULL for no key: NULLs never conflict
 
-	// events is len(b.Events), fixed before r is queued: a leader reads it
-	// for requests it does not take.
-	events int
-
-	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
-
-	// Set by the leader that took r before it closes done.
+	// Set by the leader that took r before it answers r.
 	dup   bool
 	err   error
 	alone bool // the group failed: store r in a transaction of its own
-	done  chan struct{}
 
 	batchID int64 // while the group is written: r's batches row, 0 if none
 }
 
-const (
-	queued int32 = iota
-	taken
-	withdrawn
-)
+func (r *request) GroupWaiter() *groupq.Waiter { return &r.Waiter }
 
 func newRequest(ctx context.Context, b *store.Batch) *request {
-	r := &request{ctx: ctx, b: b, events: len(b.Events), ns: store.CleanText(b.Namespace), done: make(chan struct{})}
+	r := &request{b: b, ns: store.CleanText(b.Namespace)}
+	r.Init(ctx, len(b.Events))
 	if b.Key != "" {
 		r.key = store.CleanText(b.Key)
 		sum := b.Digest()
@@ -63,73 +54,26 @@ func newRequest(ctx context.Context, b *store.Batch) *request {
 	return r
 }
 
-// submit queues r and waits for its outcome, leading a group commit
-// whenever one of the group committers' slots is free.
+// submit queues r and returns its outcome, leading group commits while it
+// waits (see groupq).
 func (s *Store) submit(r *request) (dup bool, err error) {
-	s.qmu.Lock()
-	s.queue = append(s.queue, r)
-	if s.onQueued != nil {
-		s.onQueued(len(s.queue))
+	if !s.q.Submit(r, s.cfg.groupEvents, s.lead, nil) {
+		return false, r.Ctx().Err() // no leader took it: nothing stored
 	}
-	s.qmu.Unlock()
-	for {
-		select {
-		case <-r.done:
-			return s.outcome(r)
-		default:
-		}
-		select {
-		case <-r.done:
-			return s.outcome(r)
-		case s.leaders <- struct{}{}:
-			s.lead()
-			<-s.leaders
-		case <-r.ctx.Done():
-			if r.state.CompareAndSwap(queued, withdrawn) {
-				return false, r.ctx.Err() // no leader took it: nothing stored
-			}
-			<-r.done // a leader has it: its outcome is the truth
-			return s.outcome(r)
-		}
-	}
-}
-
-// outcome is r's result once a leader answered it: a request of a group
-// that failed is stored alone, by its own caller.
-func (s *Store) outcome(r *request) (bool, error) {
 	if r.alone {
-		return s.store(r.ctx, r.b)
+		// Its group failed: it is stored by its own caller.
+		return s.store(r.Ctx(), r.b)
 	}
 	return r.dup, r.err
 }
 
-// lead takes the queued requests, up to the group's event budget, writes
-// them in one transaction and answers their callers.
-func (s *Store) lead() {
-	s.qmu.Lock()
-	var group []*request
-	events, i := 0, 0
-	for ; i < len(s.queue); i++ {
-		r := s.queue[i]
-		if len(group) > 0 && events+r.events > s.cfg.groupEvents {
-			break
-		}
-		if r.state.CompareAndSwap(queued, taken) {
-			group = append(group, r)
-			events += r.events
-		}
-	}
-	n := copy(s.queue, s.queue[i:])
-	clear(s.queue[n:])
-	s.queue = s.queue[:n]
-	s.qmu.Unlock()
+// lead writes a group taken from the queue and answers its callers.
+func (s *Store) lead(group []*request) {
 	switch {
-	case len(group) == 0:
-		return
 	case len(group) == 1:
 		// Alone, it is a transaction of its own under its caller's ctx.
 		r := group[0]
-		r.dup, r.err = s.store(r.ctx, r.b)
+		r.dup, r.err = s.store(r.Ctx(), r.b)
 	case s.legacy:
 		// Keys from before namespaces are checked one batch at a time.
 		for _, r := range group {
@@ -142,7 +86,7 @@ func (s *Store) lead() {
 		s.onCommit(len(group))
 	}
 	for _, r := range group {
-		close(r.done)
+		r.Answer()
 	}
 }
 
@@ -163,7 +107,7 @@ func (s *Store) commitGroup(group []*request) {
 	for len(group) > 0 {
 		live := group[:0:0]
 		for _, r := range group {
-			if err := r.ctx.Err(); err != nil {
+			if err := r.Ctx().Err(); err != nil {
 				r.err = err
 			} else {
 				live = append(live, r)
@@ -204,7 +148,7 @@ func (s *Store) writeGroup(group []*request) (again bool, err error) {
 	var left atomic.Int32
 	left.Store(int32(len(group)))
 	for _, r := range group {
-		stop := context.AfterFunc(r.ctx, func() {
+		stop := context.AfterFunc(r.Ctx(), func() {
 			if left.Add(-1) == 0 {
 				cancel()
 			}
@@ -226,7 +170,7 @@ func (s *Store) writeGroup(group []*request) (again bool, err error) {
 	var q pgx.Batch
 	for _, r := range group {
 		r.dup, r.err, r.batchID = false, nil, 0
-		q.Queue(insertBatchSQL, r.ns, r.key, r.digest, r.events)
+		q.Queue(insertBatchSQL, r.ns, r.key, r.digest, r.Events())
 	}
 	res := tx.SendBatch(gctx, &q)
 	var conflicts []*request
@@ -263,7 +207,7 @@ func (s *Store) writeGroup(group []*request) (again bool, err error) {
 	for _, r := range group {
 		if r.batchID != 0 {
 			parts = append(parts, copyPart{r.batchID, r.b.Events})
-			total += r.events
+			total += r.Events()
 		}
 	}
 	if len(parts) > 0 {
@@ -283,7 +227,7 @@ func (s *Store) writeGroup(group []*request) (again bool, err error) {
 		}
 	}
 	for _, r := range group {
-		if r.ctx.Err() != nil {
+		if r.Ctx().Err() != nil {
 			return true, nil
 		}
 	}

@@ -37,22 +37,12 @@ func batch(key, tag string, n int) *store.Batch {
 	return b
 }
 
-// holdLeaders takes every leader slot, so Store calls queue until release;
-// queued receives the queue's length after each arrival.
+// holdLeaders takes every leader slot, so Store calls queue until
+// release; queued receives the queue's length after each arrival.
 func holdLeaders(t *testing.T, s *Store) (queued <-chan int, release func()) {
 	ch := make(chan int, 64)
-	s.onQueued = func(n int) { ch <- n }
-	for range cap(s.leaders) {
-		s.leaders <- struct{}{}
-	}
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			for range cap(s.leaders) {
-				<-s.leaders
-			}
-		})
-	}
+	s.q.OnQueued = func(n int) { ch <- n }
+	release = s.q.Hold()
 	t.Cleanup(release)
 	return ch, release
 }
@@ -366,7 +356,7 @@ func TestCommitters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := cap(s.leaders); got != min(c.want, c.conns) {
+		if got := s.q.Leaders(); got != min(c.want, c.conns) {
 			t.Errorf("%+v: %d committers, want %d", c, got, min(c.want, c.conns))
 		}
 		_ = s.Close()

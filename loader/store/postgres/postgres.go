@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/internal/groupq"
 )
 
 // schemaLockID is the advisory lock that serialises schema creation between
@@ -77,18 +78,14 @@ type Store struct {
 
 	cfg config
 	// The group commit (group.go): Store calls queue their requests, and
-	// a caller holding one of the leaders slots ([WithCommitters]) writes
-	// what is queued in one transaction.
-	leaders chan struct{}
-	qmu     sync.Mutex
-	queue   []*request
+	// a caller holding one of the queue's leader slots ([WithCommitters])
+	// writes what is queued in one transaction.
+	q *groupq.Queue[*request]
 
-	// Test hooks: onQueued sees the queue length after each arrival,
-	// onCommit the size of each group a leader answered, beforeCommit each
-	// group transaction before its callers' contexts are checked for the
-	// last time (an error fails the transaction), onGroupError each error
-	// that failed a group.
-	onQueued     func(n int)
+	// Test hooks: onCommit sees the size of each group a leader answered,
+	// beforeCommit each group transaction before its callers' contexts are
+	// checked for the last time (an error fails the transaction),
+	// onGroupError each error that failed a group.
 	onCommit     func(n int)
 	beforeCommit func(tx pgx.Tx, group []*request) error
 	onGroupError func(err error)
@@ -122,7 +119,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 		leaders = runtime.GOMAXPROCS(0)
 	}
 	leaders = min(leaders, int(cfg.MaxConns))
-	s := &Store{pool: pool, cfg: c, leaders: make(chan struct{}, leaders)}
+	s := &Store{pool: pool, cfg: c, q: groupq.New[*request](leaders)}
 	if err := s.init(ctx); err != nil {
 		pool.Close()
 		return nil, err

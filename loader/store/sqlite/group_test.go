@@ -38,9 +38,8 @@ func batch(key, tag string, n int) *store.Batch {
 // call joins it.
 func holdWriter(s *Store) (queued <-chan int, release func()) {
 	ch := make(chan int, 100)
-	s.onQueued = func(n int) { ch <- n }
-	s.writer <- struct{}{}
-	return ch, func() { <-s.writer }
+	s.q.OnQueued = func(n int) { ch <- n }
+	return ch, s.q.Hold()
 }
 
 func waitQueued(t *testing.T, queued <-chan int, n int) {

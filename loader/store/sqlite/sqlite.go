@@ -13,12 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/internal/groupq"
 )
 
 // paramsPerRow is the number of bound parameters per event row; the
@@ -102,16 +102,12 @@ type Store struct {
 	insEvents []driver.Stmt
 	sizes     []int
 
-	// Group commit: Store calls queue requests; the one holding writer
-	// (a token, capacity 1) writes a group of them.
-	qmu    sync.Mutex
-	queue  []*request
-	writer chan struct{}
-	// Test hooks: onQueued gets the queue's length after each request
-	// joins it; onCommit, the size of each group committed; onSync runs
-	// before each sync of the WAL (SyncFull), with the number of groups it
-	// is for.
-	onQueued func(n int)
+	// Group commit: Store calls queue requests; the one holding the
+	// queue's one leader slot (the writer) writes a group of them.
+	q *groupq.Queue[*request]
+	// Test hooks: onCommit gets the size of each group committed; onSync
+	// runs before each sync of the WAL (SyncFull), with the number of
+	// groups it is for.
 	onCommit func(n int)
 	onSync   func(groups int)
 
@@ -196,7 +192,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 
-	s := &Store{w: w, cfg: cfg, writer: make(chan struct{}, 1), syncTok: make(chan struct{}, 1), walPath: path + "-wal"}
+	s := &Store{w: w, cfg: cfg, q: groupq.New[*request](1), syncTok: make(chan struct{}, 1), walPath: path + "-wal"}
 	if err := s.init(path); err != nil {
 		s.closeDBs()
 		return nil, err
@@ -439,7 +435,7 @@ func (s *Store) Store(ctx context.Context, b *store.Batch) (duplicate bool, err 
 
 // request is one Store call waiting for, or taken into, a group commit.
 type request struct {
-	ctx         context.Context
+	groupq.Waiter
 	b           *store.Batch
 	ns          string
 	key, digest any // NULL for no key: NULLs never conflict
@@ -451,16 +447,11 @@ type request struct {
 	stmts  []int
 	args   []driver.NamedValue // what chunks are cut from (see release)
 
-	// events is len(b.Events), fixed before r is queued: a leader reads it
-	// for requests it does not own (b belongs to a caller that may have
-	// withdrawn and reused it).
-	events int
-
-	state atomic.Int32 // queued, taken (by a leader) or withdrawn (by its caller)
-	dup   bool
-	err   error
-	done  chan struct{} // closed by the leader when dup and err are final
+	dup bool // set by the leader before it answers r
+	err error
 }
+
+func (r *request) GroupWaiter() *groupq.Waiter { return &r.Waiter }
 
 // size estimates the bytes r's events take in the WAL.
 func (r *request) size() int {
@@ -472,14 +463,9 @@ func (r *request) size() int {
 	return n
 }
 
-const (
-	queued int32 = iota
-	taken
-	withdrawn
-)
-
 func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
-	r := &request{ctx: ctx, b: b, events: len(b.Events), ns: store.CleanText(b.Namespace), done: make(chan struct{})}
+	r := &request{b: b, ns: store.CleanText(b.Namespace)}
+	r.Init(ctx, len(b.Events))
 	if b.Key != "" {
 		r.key = store.CleanText(b.Key)
 		sum := b.Digest()
@@ -579,60 +565,18 @@ func (r *request) release() {
 }
 
 // submit queues r and waits for its outcome, leading a group commit
-// whenever the writer is free.
+// whenever the writer is free (the queue's one leader slot), and syncing
+// the WAL for the groups committed after it lets the writer go.
 func (s *Store) submit(r *request) (bool, error) {
-	s.qmu.Lock()
-	s.queue = append(s.queue, r)
-	if s.onQueued != nil {
-		s.onQueued(len(s.queue))
+	if !s.q.Submit(r, s.cfg.groupEvents, s.lead, s.flush) {
+		return false, r.Ctx().Err() // no leader took it: nothing stored
 	}
-	s.qmu.Unlock()
-	for {
-		select {
-		case <-r.done:
-			return r.dup, r.err
-		default:
-		}
-		select {
-		case <-r.done:
-			return r.dup, r.err
-		case s.writer <- struct{}{}:
-			s.lead()
-			<-s.writer
-			s.flush()
-		case <-r.ctx.Done():
-			if r.state.CompareAndSwap(queued, withdrawn) {
-				return false, r.ctx.Err() // no leader took it: nothing stored
-			}
-			<-r.done // a leader has it: its outcome is the truth
-			return r.dup, r.err
-		}
-	}
+	return r.dup, r.err
 }
 
-// lead takes the queued requests, up to the group's event budget, writes
-// them in one transaction and releases their callers.
-func (s *Store) lead() {
-	s.qmu.Lock()
-	var group []*request
-	events, i := 0, 0
-	for ; i < len(s.queue); i++ {
-		r := s.queue[i]
-		if len(group) > 0 && events+r.events > s.cfg.groupEvents {
-			break
-		}
-		if r.state.CompareAndSwap(queued, taken) {
-			group = append(group, r)
-			events += r.events
-		}
-	}
-	n := copy(s.queue, s.queue[i:])
-	clear(s.queue[n:])
-	s.queue = s.queue[:n]
-	s.qmu.Unlock()
-	if len(group) == 0 {
-		return
-	}
+// lead writes group, taken from the queue, in one transaction and
+// answers its callers (with SyncFull, flush does, after the sync).
+func (s *Store) lead(group []*request) {
 	committed := s.commitGroup(group)
 	written := 0 // bytes, counted before any caller of the group returns
 	if committed {
@@ -644,7 +588,7 @@ func (s *Store) lead() {
 	}
 	if s.cfg.sync != SyncFull {
 		for _, r := range group {
-			close(r.done)
+			r.Answer()
 		}
 	} else {
 		// Every outcome waits for the sync, a duplicate or a reused key
@@ -702,7 +646,7 @@ func (s *Store) flush() {
 			if err != nil && r.err == nil {
 				r.dup, r.err = false, err
 			}
-			close(r.done)
+			r.Answer()
 		}
 	}
 }
@@ -807,7 +751,7 @@ func (s *Store) commitOn(c driverConn, group []*request) (committed bool) {
 	single := len(group) == 1
 	writes := 0
 	for _, r := range group {
-		if err := r.ctx.Err(); err != nil {
+		if err := r.Ctx().Err(); err != nil {
 			r.err = err
 			continue
 		}
@@ -903,7 +847,7 @@ func (s *Store) write(ctx context.Context, r *request) (dup bool, err error) {
 	var bid any = batchID // boxed once, not once per statement
 	for i, args := range r.chunks {
 		// Abandon a cancelled batch between statements.
-		if err := r.ctx.Err(); err != nil {
+		if err := r.Ctx().Err(); err != nil {
 			return false, err
 		}
 		args[0].Value = bid
@@ -913,7 +857,7 @@ func (s *Store) write(ctx context.Context, r *request) (dup bool, err error) {
 	}
 	// Checked once more after the last statement: a batch whose ctx ended
 	// while it was written is not committed.
-	if err := r.ctx.Err(); err != nil {
+	if err := r.Ctx().Err(); err != nil {
 		return false, err
 	}
 	return false, nil
