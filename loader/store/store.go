@@ -78,6 +78,19 @@ func (b *Batch) Digest() [sha256.Size]byte {
 	return sum
 }
 
+// KeyParams returns b's namespace, key and digest as a store writes them:
+// the namespace and key through [CleanText], and for a batch without a key
+// nil key and digest (SQL NULL, which never conflicts: such a batch is
+// always stored as new).
+func (b *Batch) KeyParams() (ns string, key, digest any) {
+	ns = CleanText(b.Namespace)
+	if b.Key == "" {
+		return ns, nil, nil
+	}
+	sum := b.Digest()
+	return ns, CleanText(b.Key), sum[:]
+}
+
 // CleanText is how every store stores an id, type, key or namespace: with
 // each NUL byte and each invalid UTF-8 sequence replaced by U+FFFD
 // (PostgreSQL text can hold neither; SQLite applies the same rule so both

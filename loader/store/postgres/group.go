@@ -44,13 +44,9 @@ type request struct {
 func (r *request) GroupWaiter() *groupq.Waiter { return &r.Waiter }
 
 func newRequest(ctx context.Context, b *store.Batch) *request {
-	r := &request{b: b, ns: store.CleanText(b.Namespace)}
+	r := &request{b: b}
 	r.Init(ctx, len(b.Events))
-	if b.Key != "" {
-		r.key = store.CleanText(b.Key)
-		sum := b.Digest()
-		r.digest = sum[:]
-	}
+	r.ns, r.key, r.digest = b.KeyParams()
 	return r
 }
 

@@ -223,14 +223,7 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 		}
 	}()
 
-	var key any // NULL for no key: NULLs never conflict
-	var digest []byte
-	if b.Key != "" {
-		key = store.CleanText(b.Key)
-		sum := b.Digest()
-		digest = sum[:]
-	}
-	ns := store.CleanText(b.Namespace)
+	ns, key, digest := b.KeyParams()
 	if key != nil && s.legacy {
 		var one int
 		err := tx.QueryRow(ctx, `SELECT 1 FROM batches WHERE namespace IS NULL AND key = $1`, key).Scan(&one)
@@ -250,7 +243,7 @@ func (s *Store) store(ctx context.Context, b *store.Batch) (dup bool, err error)
 		if err := tx.QueryRow(ctx, selectDigestSQL, ns, key).Scan(&old); err != nil {
 			return false, err
 		}
-		if !bytes.Equal(old, digest) {
+		if d, _ := digest.([]byte); !bytes.Equal(old, d) {
 			return false, store.ErrKeyReused
 		}
 		return true, nil

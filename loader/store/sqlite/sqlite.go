@@ -464,13 +464,9 @@ func (r *request) size() int {
 }
 
 func (s *Store) newRequest(ctx context.Context, b *store.Batch) *request {
-	r := &request{b: b, ns: store.CleanText(b.Namespace)}
+	r := &request{b: b}
 	r.Init(ctx, len(b.Events))
-	if b.Key != "" {
-		r.key = store.CleanText(b.Key)
-		sum := b.Digest()
-		r.digest = sum[:]
-	}
+	r.ns, r.key, r.digest = b.KeyParams()
 	ev := b.Events
 	// The chunks are cut from one slice of arguments, pooled (see
 	// release), and the ts values from one string; a type is boxed once
