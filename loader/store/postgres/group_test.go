@@ -16,6 +16,7 @@ import (
 
 	"github.com/batchproc/batchproc/internal/testutil/pgtest"
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/storetest"
 )
 
 func openT(t *testing.T, opts ...Option) *Store {
@@ -28,32 +29,12 @@ func openT(t *testing.T, opts ...Option) *Store {
 	return s
 }
 
-func batch(key, tag string, n int) *store.Batch {
-	b := &store.Batch{Key: key}
-	for i := range n {
-		b.Events = append(b.Events, store.Event{ID: fmt.Sprintf("%s-%d", tag, i), Type: "t",
-			Payload: fmt.Appendf(nil, `{"id":"%s-%d","type":"t"}`, tag, i)})
-	}
-	return b
-}
-
 // holdLeaders takes every leader slot, so Store calls queue until
-// release; queued receives the queue's length after each arrival.
-func holdLeaders(t *testing.T, s *Store) (queued <-chan int, release func()) {
-	ch := make(chan int, 64)
-	s.q.OnQueued = func(n int) { ch <- n }
-	release = s.q.Hold()
+// release; wait(n) returns once n are queued.
+func holdLeaders(t *testing.T, s *Store) (wait func(n int), release func()) {
+	wait, release = s.q.HoldQueued()
 	t.Cleanup(release)
-	return ch, release
-}
-
-func waitQueued(t *testing.T, queued <-chan int, n int) {
-	t.Helper()
-	for got := range queued {
-		if got >= n {
-			return
-		}
-	}
+	return wait, release
 }
 
 // stored returns "key/events" of each batch in the database, in id order,
@@ -99,7 +80,7 @@ type result struct {
 
 // queue starts calls in order, each queued before the next, while the
 // leaders are held.
-func queueCalls(t *testing.T, s *Store, queued <-chan int, calls []call) []chan result {
+func queueCalls(s *Store, wait func(n int), calls []call) []chan result {
 	res := make([]chan result, len(calls))
 	for i, c := range calls {
 		res[i] = make(chan result, 1)
@@ -107,7 +88,7 @@ func queueCalls(t *testing.T, s *Store, queued <-chan int, calls []call) []chan 
 			dup, err := s.Store(c.ctx, c.b)
 			res[i] <- result{dup, err}
 		}()
-		waitQueued(t, queued, i+1)
+		wait(i + 1)
 	}
 	return res
 }
@@ -126,21 +107,21 @@ func check(t *testing.T, i int, c call, r result) {
 func TestGroupCommit(t *testing.T) {
 	s := openT(t)
 	ctx := context.Background()
-	if _, err := s.Store(ctx, batch("taken", "t", 3)); err != nil {
+	if _, err := s.Store(ctx, storetest.MakeBatch("taken", "t", 3)); err != nil {
 		t.Fatal(err)
 	}
 	var groups []int
 	s.onCommit = func(n int) { groups = append(groups, n) }
-	queued, release := holdLeaders(t, s)
+	wait, release := holdLeaders(t, s)
 	cctx, cancel := context.WithCancel(ctx)
 	calls := []call{
-		{ctx, batch("a", "a", 1500), false, nil},
-		{ctx, batch("taken", "other", 3), false, store.ErrKeyReused},
-		{cctx, batch("cancelled", "c", 600), false, context.Canceled}, // cancelled while queued
-		{ctx, batch("a", "a", 1500), true, nil},                       // a's retry, same group
-		{ctx, batch("", "nokey", 5), false, nil},
+		{ctx, storetest.MakeBatch("a", "a", 1500), false, nil},
+		{ctx, storetest.MakeBatch("taken", "other", 3), false, store.ErrKeyReused},
+		{cctx, storetest.MakeBatch("cancelled", "c", 600), false, context.Canceled}, // cancelled while queued
+		{ctx, storetest.MakeBatch("a", "a", 1500), true, nil},                       // a's retry, same group
+		{ctx, storetest.MakeBatch("", "nokey", 5), false, nil},
 	}
-	res := queueCalls(t, s, queued, calls)
+	res := queueCalls(s, wait, calls)
 	cancel()
 	if r := <-res[2]; !errors.Is(r.err, context.Canceled) {
 		t.Errorf("cancelled call: %v, %v; want context.Canceled", r.dup, r.err)
@@ -177,13 +158,13 @@ func TestGroupCommitLeavesOutEndedCtx(t *testing.T) {
 		cancel() // the first write: b's caller gives up before the commit
 		return nil
 	}
-	queued, release := holdLeaders(t, s)
+	wait, release := holdLeaders(t, s)
 	calls := []call{
-		{ctx, batch("a", "a", 10), false, nil},
-		{cctx, batch("b", "b", 10), false, context.Canceled},
-		{ctx, batch("c", "c", 10), false, nil},
+		{ctx, storetest.MakeBatch("a", "a", 10), false, nil},
+		{cctx, storetest.MakeBatch("b", "b", 10), false, context.Canceled},
+		{ctx, storetest.MakeBatch("c", "c", 10), false, nil},
 	}
-	res := queueCalls(t, s, queued, calls)
+	res := queueCalls(s, wait, calls)
 	release()
 	for i, c := range calls {
 		check(t, i, c, <-res[i])
@@ -208,13 +189,13 @@ func TestGroupCommitFailureStoresAlone(t *testing.T) {
 		writes = append(writes, len(g))
 		return injected
 	}
-	queued, release := holdLeaders(t, s)
+	wait, release := holdLeaders(t, s)
 	calls := []call{
-		{ctx, batch("a", "a", 10), false, nil},
-		{ctx, batch("b", "b", 1200), false, nil},
-		{ctx, batch("", "c", 10), false, nil},
+		{ctx, storetest.MakeBatch("a", "a", 10), false, nil},
+		{ctx, storetest.MakeBatch("b", "b", 1200), false, nil},
+		{ctx, storetest.MakeBatch("", "c", 10), false, nil},
 	}
-	res := queueCalls(t, s, queued, calls)
+	res := queueCalls(s, wait, calls)
 	release()
 	for i, c := range calls {
 		check(t, i, c, <-res[i])
@@ -248,12 +229,12 @@ func TestGroupCommitFailedCommit(t *testing.T) {
 		}
 		return nil
 	}
-	queued, release := holdLeaders(t, s)
+	wait, release := holdLeaders(t, s)
 	calls := []call{
-		{ctx, batch("a", "a", 10), false, nil},
-		{ctx, batch("", "b", 10), false, nil},
+		{ctx, storetest.MakeBatch("a", "a", 10), false, nil},
+		{ctx, storetest.MakeBatch("", "b", 10), false, nil},
 	}
-	res := queueCalls(t, s, queued, calls)
+	res := queueCalls(s, wait, calls)
 	release()
 	for i, c := range calls {
 		if r := <-res[i]; r.err == nil {
@@ -282,14 +263,14 @@ func TestGroupCommitKeyOrder(t *testing.T) {
 		}
 		return nil
 	}
-	queued, release := holdLeaders(t, s)
+	wait, release := holdLeaders(t, s)
 	var calls []call
 	for _, k := range []struct{ ns, key string }{{"t2", "a"}, {"", "k2"}, {"", "k1"}, {"t1", "z"}, {"", ""}} {
-		b := batch(k.key, k.ns+k.key, 2)
+		b := storetest.MakeBatch(k.key, k.ns+k.key, 2)
 		b.Namespace = k.ns
 		calls = append(calls, call{ctx, b, false, nil})
 	}
-	res := queueCalls(t, s, queued, calls)
+	res := queueCalls(s, wait, calls)
 	release()
 	for i, c := range calls {
 		check(t, i, c, <-res[i])
@@ -313,7 +294,7 @@ func TestGroupCommitSharedKeys(t *testing.T) {
 		order := rand.Perm(keys)
 		wg.Go(func() {
 			for _, k := range order {
-				b := batch(fmt.Sprintf("k%02d", k), fmt.Sprintf("k%02d", k), 20)
+				b := storetest.MakeBatch(fmt.Sprintf("k%02d", k), fmt.Sprintf("k%02d", k), 20)
 				if _, err := s.Store(context.Background(), b); err != nil {
 					errs <- fmt.Errorf("worker %d key %d: %w", w, k, err)
 				}

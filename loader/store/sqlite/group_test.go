@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/batchproc/batchproc/loader/store"
+	"github.com/batchproc/batchproc/loader/store/storetest"
 )
 
 func openT(t *testing.T, opts ...Option) *Store {
@@ -24,32 +25,10 @@ func openT(t *testing.T, opts ...Option) *Store {
 	return s
 }
 
-func batch(key, tag string, n int) *store.Batch {
-	b := &store.Batch{Key: key}
-	for i := range n {
-		id := fmt.Sprintf("%s-%d", tag, i)
-		b.Events = append(b.Events, store.Event{ID: id, Payload: []byte(`{"id":"` + id + `"}`)})
-	}
-	return b
-}
-
-// holdWriter takes the writer token, so Store calls queue up until the
-// returned release is called; queued receives the queue length each time a
-// call joins it.
-func holdWriter(s *Store) (queued <-chan int, release func()) {
-	ch := make(chan int, 100)
-	s.q.OnQueued = func(n int) { ch <- n }
-	return ch, s.q.Hold()
-}
-
-func waitQueued(t *testing.T, queued <-chan int, n int) {
-	t.Helper()
-	for got := range queued {
-		if got == n {
-			return
-		}
-	}
-}
+// holdWriter takes the writer (the queue's one leader slot), so Store
+// calls queue up until release is called; wait(n) returns once n are
+// queued.
+func holdWriter(s *Store) (wait func(n int), release func()) { return s.q.HoldQueued() }
 
 // TestGroupCommit: batches queued while the writer is busy are committed in
 // one transaction, and each Store returns its own outcome only after it.
@@ -57,17 +36,17 @@ func TestGroupCommit(t *testing.T) {
 	s := openT(t)
 	var groups []int
 	s.onCommit = func(n int) { groups = append(groups, n) } // under the writer token
-	queued, release := holdWriter(s)
+	wait, release := holdWriter(s)
 
 	const n = 8
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = s.Store(context.Background(), batch(fmt.Sprintf("k%d", i), fmt.Sprint(i), 100))
+			_, errs[i] = s.Store(context.Background(), storetest.MakeBatch(fmt.Sprintf("k%d", i), fmt.Sprint(i), 100))
 		})
 	}
-	waitQueued(t, queued, n)
+	wait(n)
 	release()
 	wg.Wait()
 	for i, err := range errs {
@@ -96,12 +75,12 @@ func TestGroupCommit(t *testing.T) {
 func TestGroupCommitIsolatesFailures(t *testing.T) {
 	s := openT(t)
 	ctx := context.Background()
-	if _, err := s.Store(ctx, batch("taken", "t", 3)); err != nil {
+	if _, err := s.Store(ctx, storetest.MakeBatch("taken", "t", 3)); err != nil {
 		t.Fatal(err)
 	}
 	var groups []int
 	s.onCommit = func(n int) { groups = append(groups, n) }
-	queued, release := holdWriter(s)
+	wait, release := holdWriter(s)
 
 	cctx, cancel := context.WithCancel(ctx)
 	calls := []struct {
@@ -110,11 +89,11 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 		wantDup bool
 		wantErr error
 	}{
-		{ctx, batch("a", "a", 50), false, nil},
-		{ctx, batch("taken", "other", 3), false, store.ErrKeyReused},
-		{cctx, batch("cancelled", "c", 600), false, context.Canceled}, // cancelled while queued
-		{ctx, batch("a", "a", 50), true, nil},                         // a's retry, same group
-		{ctx, batch("", "nokey", 5), false, nil},
+		{ctx, storetest.MakeBatch("a", "a", 50), false, nil},
+		{ctx, storetest.MakeBatch("taken", "other", 3), false, store.ErrKeyReused},
+		{cctx, storetest.MakeBatch("cancelled", "c", 600), false, context.Canceled}, // cancelled while queued
+		{ctx, storetest.MakeBatch("a", "a", 50), true, nil},                         // a's retry, same group
+		{ctx, storetest.MakeBatch("", "nokey", 5), false, nil},
 	}
 	type result struct {
 		dup bool
@@ -127,7 +106,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 			dup, err := s.Store(c.ctx, c.b)
 			res[i] <- result{dup, err}
 		}()
-		waitQueued(t, queued, i+1) // queue them in this order
+		wait(i + 1) // queue them in this order
 	}
 	cancel()
 	// The cancelled call withdraws itself: nothing waits for the writer.
@@ -171,16 +150,16 @@ func TestGroupCommitBudget(t *testing.T) {
 			s := openT(t, WithGroupCommit(tc.budget))
 			var groups []int
 			s.onCommit = func(n int) { groups = append(groups, n) }
-			queued, release := holdWriter(s)
+			wait, release := holdWriter(s)
 			var wg sync.WaitGroup
 			for i := range 6 {
 				wg.Go(func() {
-					if _, err := s.Store(context.Background(), batch(fmt.Sprint(i), fmt.Sprint(i), 100)); err != nil {
+					if _, err := s.Store(context.Background(), storetest.MakeBatch(fmt.Sprint(i), fmt.Sprint(i), 100)); err != nil {
 						t.Error(err)
 					}
 				})
 			}
-			waitQueued(t, queued, 6)
+			wait(6)
 			release()
 			wg.Wait()
 			if fmt.Sprint(groups) != tc.want {
@@ -235,7 +214,7 @@ func TestSyncFullWaitsForSync(t *testing.T) {
 
 	first := make(chan error, 1)
 	go func() {
-		_, err := s.Store(ctx, batch("a", "a", 10))
+		_, err := s.Store(ctx, storetest.MakeBatch("a", "a", 10))
 		first <- err
 	}()
 	if n := <-syncs; n != 1 {
@@ -245,11 +224,11 @@ func TestSyncFullWaitsForSync(t *testing.T) {
 	second := make(chan error, 1)
 	dup := make(chan bool, 1)
 	go func() {
-		_, err := s.Store(ctx, batch("b", "b", 10))
+		_, err := s.Store(ctx, storetest.MakeBatch("b", "b", 10))
 		second <- err
 	}()
 	go func() {
-		d, err := s.Store(ctx, batch("a", "a", 10)) // a's retry, found in the WAL
+		d, err := s.Store(ctx, storetest.MakeBatch("a", "a", 10)) // a's retry, found in the WAL
 		if err != nil {
 			t.Error(err)
 		}
@@ -292,7 +271,7 @@ func TestSyncFailureIsSticky(t *testing.T) {
 	s := openT(t)
 	ctx := context.Background()
 	s.onSync = func(int) { _ = s.wal.Close() } // the fdatasync then fails
-	if _, err := s.Store(ctx, batch("a", "a", 10)); err == nil {
+	if _, err := s.Store(ctx, storetest.MakeBatch("a", "a", 10)); err == nil {
 		t.Fatal("Store: nil error after a failed sync")
 	}
 	// The WAL can be synced again: only the failure remembered fails
@@ -301,7 +280,7 @@ func TestSyncFailureIsSticky(t *testing.T) {
 	if err := s.openWAL(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Store(ctx, batch("b", "b", 10)); err == nil || !strings.Contains(err.Error(), "sync WAL") {
+	if _, err := s.Store(ctx, storetest.MakeBatch("b", "b", 10)); err == nil || !strings.Contains(err.Error(), "sync WAL") {
 		t.Fatalf("Store after a failed sync: %v, want the sync error", err)
 	}
 }
@@ -330,9 +309,10 @@ func TestCheckpointOffWriter(t *testing.T) {
 		return log
 	}
 	big := func(key string) *store.Batch {
-		b := batch(key, key, 1000)
+		b := storetest.MakeBatch(key, key, 1000)
 		for i := range b.Events {
-			b.Events[i].Payload = make([]byte, 200)
+			// 200 payload bytes and no type: the sizes below count on it.
+			b.Events[i].Payload, b.Events[i].Type = make([]byte, 200), ""
 		}
 		return b
 	}
@@ -375,7 +355,7 @@ func TestCheckpointOffWriter(t *testing.T) {
 	}
 	// Everything is in the database: the next commit starts the WAL over.
 	before := walFrames()
-	if _, err := s.Store(ctx, batch("5", "5", 1)); err != nil {
+	if _, err := s.Store(ctx, storetest.MakeBatch("5", "5", 1)); err != nil {
 		t.Fatal(err)
 	}
 	if after := walFrames(); after >= before || after > 10 {
@@ -467,7 +447,7 @@ func TestPageSize(t *testing.T) {
 	if got != 4096 {
 		t.Errorf("existing database: page_size %d, want 4096 (kept)", got)
 	}
-	if _, err := old.Store(context.Background(), batch("k", "k", 300)); err != nil {
+	if _, err := old.Store(context.Background(), storetest.MakeBatch("k", "k", 300)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -479,23 +459,23 @@ func TestPageSize(t *testing.T) {
 // batch (the write below is ordered with nothing the leader does).
 func TestWithdrawnBatchIsNotRead(t *testing.T) {
 	s := openT(t)
-	queued, release := holdWriter(s)
+	wait, release := holdWriter(s)
 	first := make(chan error)
 	go func() {
-		_, err := s.Store(context.Background(), batch("k", "k", 5))
+		_, err := s.Store(context.Background(), storetest.MakeBatch("k", "k", 5))
 		first <- err
 	}()
-	waitQueued(t, queued, 1)
+	wait(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	withdrawn, reuse := make(chan error), make(chan struct{})
 	go func() {
-		b := batch("w", "w", 10)
+		b := storetest.MakeBatch("w", "w", 10)
 		_, err := s.Store(ctx, b)
 		withdrawn <- err
 		<-reuse
 		b.Events = append(b.Events[:0], store.Event{ID: "reused"}) // the caller's again
 	}()
-	waitQueued(t, queued, 2)
+	wait(2)
 	cancel()
 	if err := <-withdrawn; !errors.Is(err, context.Canceled) {
 		t.Fatalf("withdrawn Store: %v", err)
@@ -531,7 +511,7 @@ func TestWriterTempStoreMemory(t *testing.T) {
 func TestRequestAllocs(t *testing.T) {
 	s := openT(t)
 	const n = 1000
-	b := batch("k", "a", n)
+	b := storetest.MakeBatch("k", "a", n)
 	ts := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	for i := range b.Events {
 		b.Events[i].Type = "page_view"

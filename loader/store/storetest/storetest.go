@@ -155,6 +155,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 // base is a fixed, nanosecond-precise instant for generated events.
 var base = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
 
+// MakeBatch returns a batch of n distinct events under key (none when key
+// is ""); tag makes ids and payloads unique across batches: ids are
+// tag-0 to tag-(n-1). For backends' own tests.
+func MakeBatch(key, tag string, n int) *store.Batch { return makeBatch(key, tag, n) }
+
 // makeBatch returns a batch of n distinct events under key; tag makes ids and
 // payloads unique across batches.
 func makeBatch(key, tag string, n int) *store.Batch {

@@ -150,3 +150,19 @@ func (q *Queue[R]) Hold() (release func()) {
 		})
 	}
 }
+
+// HoldQueued is Hold for tests that queue requests in a known order: it
+// also sets OnQueued, and wait blocks until at least n requests are
+// queued.
+func (q *Queue[R]) HoldQueued() (wait func(n int), release func()) {
+	ch := make(chan int, 1024)
+	q.OnQueued = func(n int) { ch <- n }
+	release = q.Hold()
+	return func(n int) {
+		for got := range ch {
+			if got >= n {
+				return
+			}
+		}
+	}, release
+}
