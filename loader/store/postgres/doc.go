@@ -57,7 +57,7 @@
 //
 // Grouping saves what PostgreSQL pays per transaction and per COPY rather
 // than per row: the commit's WAL flush, four round trips, and the COPY's
-// multi-insert slots, whose setup took 14% of the server's CPU with one
+// multi-insert slots, whose setup took 20% of the server's CPU with one
 // COPY per batch of 1,000 events.
 //
 // # Concurrency

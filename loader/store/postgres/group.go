@@ -19,11 +19,12 @@ import (
 // transaction, so that a commit, a COPY and the round trips around them are
 // paid per group rather than per batch. In a CPU profile of the server at
 // 16 clients with one transaction per batch, setting up and tearing down
-// each COPY's multi-insert slots took 14% of the server's CPU
+// each COPY's multi-insert slots took 20% of the server's CPU
 // (MakeTupleTableSlot and ExecDropSingleTupleTableSlot: every slot holds a
 // reference to the same tuple descriptor, which PostgreSQL 15's resource
-// owner tracks in a hash that all those references collide in) and
-// re-faulting the memory a COPY frees another 5%, whatever the rows.
+// owner tracks in a hash that all those references collide in), commits
+// 11% and re-faulting the memory a COPY frees another 7%, whatever the
+// rows (docs/loader-benchmarks.md).
 
 // request is one Store call waiting for, or taken into, a group commit.
 type request struct {
@@ -100,8 +101,9 @@ func (s *Store) commitGroup(group []*request) {
 		kb, _ := b.key.(string)
 		return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(ka, kb))
 	})
-	for len(group) > 0 {
-		live := group[:0:0]
+	for {
+		// A new slice: lead answers every request of the group it gave.
+		live := make([]*request, 0, len(group))
 		for _, r := range group {
 			if err := r.Ctx().Err(); err != nil {
 				r.err = err
@@ -109,26 +111,33 @@ func (s *Store) commitGroup(group []*request) {
 				live = append(live, r)
 			}
 		}
-		group = live
-		if len(group) == 0 {
+		if len(live) == 0 {
 			return
 		}
-		again, err := s.writeGroup(group)
-		if err == nil && !again {
-			return
-		}
+		again, err := s.writeGroup(live)
 		if err != nil {
-			if s.onGroupError != nil {
-				s.onGroupError(err)
-			}
-			_, unknown := errors.AsType[commitError](err)
-			for _, r := range group {
-				r.dup, r.err, r.alone = false, nil, !unknown
-				if unknown {
-					r.err = err
-				}
-			}
+			s.groupFailed(live, err)
 			return
+		}
+		if !again {
+			return
+		}
+		group = live
+	}
+}
+
+// groupFailed sets the outcome of the requests of a group transaction
+// that failed with err: each is stored alone by its caller, unless the
+// COMMIT failed (commitError), whose outcome no one knows.
+func (s *Store) groupFailed(group []*request, err error) {
+	if s.onGroupError != nil {
+		s.onGroupError(err)
+	}
+	_, unknown := errors.AsType[commitError](err)
+	for _, r := range group {
+		r.dup, r.err, r.alone = false, nil, true
+		if unknown {
+			r.err, r.alone = err, false
 		}
 	}
 }

@@ -36,9 +36,11 @@ func WithGroupCommit(maxEvents int) Option {
 // (pool_max_conns in the DSN). Batches that arrive while every committer
 // is busy are queued for the next group, so fewer committers make bigger
 // groups and fewer transactions. With 16 clients and 16 connections on 2
-// cores (loader and server on one machine, durable settings), 2
-// committers stored a median 304 k events/s and 8, whose groups held 1 to
-// 4 batches, 94 k: fewer than one transaction per batch (203 k).
+// cores (loader and server on one machine, durable settings), one
+// committer per connection made groups of 1 to 3 batches and stored a
+// median 93 k events/s against 162 k with one transaction per batch in
+// the same runs; GOMAXPROCS committers (2) stored 304 k against 203 k in
+// later runs (docs/loader-benchmarks.md).
 func WithCommitters(n int) Option {
 	return optionFunc(func(c *config) { c.committers = n })
 }
