@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Shutdown stops accepting events (Add, TryAdd and Flush return [ErrClosed],
@@ -93,22 +95,54 @@ func (p *Processor) drainErr() error {
 // callbackGoroutines knows which goroutines run user callbacks: the
 // senders, on which Sink.Send and the failure callback run. Go has no
 // goroutine-local storage, so they are told apart by goroutine id, read
-// from runtime.Stack's header. That costs about a microsecond, and is paid
-// only where a call from a callback would deadlock: Shutdown, Flush, and an
-// Add about to wait for budget; never on Add's fast path.
+// from runtime.Stack's header. That formats the whole stack, file and line
+// of every frame, under the runtime's print lock: 2 to 18 µs at 4 to 14
+// frames (BenchmarkCallbackCheck), and concurrent calls queue on the lock.
+// It is paid only where a call from a callback would deadlock (Shutdown,
+// Flush, an Add about to wait for budget, a cut at a full append gate),
+// never on Add's fast path; but a saturated processor has many Adds about
+// to wait, and there it took 18% of batchbench's CPU at 0 ms. So a cheaper
+// test comes first: the function the calling goroutine started in (the
+// outermost frame of runtime.Callers, no formatting, no lock). Callback
+// goroutines start only in the processor's own goroutine functions, which
+// enter records; a goroutine that started anywhere else (an HTTP handler's,
+// main) is no callback goroutine, and only one that started in one of them
+// reads its id.
 type callbackGoroutines struct {
 	mu  sync.Mutex
 	ids map[uint64]struct{}
+	n   atomic.Int32 // len(ids)
+}
+
+// callbackStarts holds the entry PCs of the functions callback goroutines
+// started in, for every processor (they are the same few functions):
+// copy on write, read without a lock.
+var callbackStarts struct {
+	mu  sync.Mutex
+	pcs atomic.Pointer[[]uintptr]
 }
 
 // enter registers the calling goroutine and returns its id.
 func (c *callbackGoroutines) enter() uint64 {
 	id := goid()
+	if start := goroutineStart(); !startsCallbacks(start) {
+		callbackStarts.mu.Lock()
+		if !startsCallbacks(start) {
+			var pcs []uintptr
+			if old := callbackStarts.pcs.Load(); old != nil {
+				pcs = append(pcs, *old...)
+			}
+			pcs = append(pcs, start)
+			callbackStarts.pcs.Store(&pcs)
+		}
+		callbackStarts.mu.Unlock()
+	}
 	c.mu.Lock()
 	if c.ids == nil {
 		c.ids = make(map[uint64]struct{})
 	}
 	c.ids[id] = struct{}{}
+	c.n.Store(int32(len(c.ids)))
 	c.mu.Unlock()
 	return id
 }
@@ -116,15 +150,13 @@ func (c *callbackGoroutines) enter() uint64 {
 func (c *callbackGoroutines) exit(id uint64) {
 	c.mu.Lock()
 	delete(c.ids, id)
+	c.n.Store(int32(len(c.ids)))
 	c.mu.Unlock()
 }
 
 // current reports whether the calling goroutine runs callbacks.
 func (c *callbackGoroutines) current() bool {
-	c.mu.Lock()
-	n := len(c.ids)
-	c.mu.Unlock()
-	if n == 0 {
+	if c.n.Load() == 0 || !startsCallbacks(goroutineStart()) {
 		return false
 	}
 	id := goid()
@@ -132,6 +164,40 @@ func (c *callbackGoroutines) current() bool {
 	_, ok := c.ids[id]
 	c.mu.Unlock()
 	return ok
+}
+
+// startsCallbacks reports whether a callback goroutine started in the
+// function at pc.
+func startsCallbacks(pc uintptr) bool {
+	if pcs := callbackStarts.pcs.Load(); pcs != nil {
+		return slices.Contains(*pcs, pc)
+	}
+	return false
+}
+
+// goroutineStart returns the entry PC of the function the calling
+// goroutine started in: the outermost frame below runtime.goexit. (With
+// inlining, FuncForPC's Entry is that of the outermost function, the one
+// the frame's code belongs to.)
+func goroutineStart() uintptr {
+	var buf [64]uintptr
+	pcs := buf[:]
+	for {
+		n := runtime.Callers(0, pcs)
+		if n < len(pcs) {
+			pcs = pcs[:n]
+			break
+		}
+		pcs = make([]uintptr, 2*len(pcs)) // a deep stack: rare, so it may allocate
+	}
+	if len(pcs) < 2 {
+		return 0
+	}
+	f := runtime.FuncForPC(pcs[len(pcs)-2] - 1) // a return address: the call is just before it
+	if f == nil {
+		return 0
+	}
+	return f.Entry()
 }
 
 // goid returns the calling goroutine's id, from the first line of its stack
