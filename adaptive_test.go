@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -151,4 +152,55 @@ func TestReportCapacityStopsSlowStart(t *testing.T) {
 			t.Fatalf("limit changes %v: want 4->8 capacity first", got)
 		}
 	})
+}
+
+// A sink that reports its endpoint's own time (ReportServerTime, with
+// Send's ctx) keeps a round trip that grows outside the endpoint from
+// reading as a queue: the round trips here grow with the sends in flight
+// (a busy client host) while the endpoint's time stays 10 ms. Reported,
+// the limit is never cut for latency and grows past 64; not reported, it
+// is cut for latency.
+func TestReportServerTimeSparesABusyClient(t *testing.T) {
+	for _, report := range []bool{true, false} {
+		synctest.Test(t, func(t *testing.T) {
+			var busy sync.Mutex
+			inFlight := 0
+			rec := &batchproctest.Recorder{Hook: func(ctx context.Context, _ *batchproc.Batch, _ int) error {
+				busy.Lock()
+				inFlight++
+				c := inFlight
+				busy.Unlock()
+				time.Sleep(10*time.Millisecond + time.Duration(c)*5*time.Millisecond)
+				busy.Lock()
+				inFlight--
+				busy.Unlock()
+				if report {
+					batchproc.ReportServerTime(ctx, 10*time.Millisecond)
+				}
+				return nil
+			}}
+			log := &limitLog{}
+			p := mustNew(t, rec, batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(log))
+			for i := range 50_000 {
+				_ = p.Add(t.Context(), ev(i))
+			}
+			shutdown(t, p)
+			got := log.get()
+			cut := slices.ContainsFunc(got, func(c string) bool { return strings.HasSuffix(c, " latency") })
+			peak := 0
+			for _, c := range got {
+				var from, to int
+				if _, err := fmt.Sscanf(c, "%d->%d", &from, &to); err == nil {
+					peak = max(peak, to)
+				}
+			}
+			t.Logf("reported %v: peak %d; changes %v", report, peak, got)
+			if report && (cut || peak <= 64) {
+				t.Errorf("reported: the limit peaked at %d, cut for latency: %v; want no latency cut and a peak past 64", peak, cut)
+			}
+			if !report && !cut {
+				t.Errorf("not reported: no latency cut (%v): the round trips' growth went unseen", got)
+			}
+		})
+	}
 }

@@ -92,7 +92,7 @@ func (p *Processor) sender(l *lane) {
 		if b == nil {
 			return
 		}
-		p.deliver(l, b, nil)
+		p.deliver(l, b, nil, nil)
 	}
 }
 
@@ -175,8 +175,12 @@ type sendJob struct {
 func (p *Processor) sendLoop(job sendJob, jobs <-chan sendJob) {
 	id := p.callbacks.enter()
 	defer p.exited(id)
+	var note *sendNote
+	if p.serverTimes {
+		note = newSendNote(p.sendCtx)
+	}
 	for ok := true; ok; job, ok = <-jobs {
-		p.deliver(job.l, job.b, &job.tok)
+		p.deliver(job.l, job.b, &job.tok, note)
 	}
 }
 
@@ -195,9 +199,10 @@ func (p *Processor) limitChanged(c limitChange) {
 }
 
 // deliver sends b with retries, accounts for it and recycles it. tok, if
-// not nil, is the limit's admission for the first attempt.
-func (p *Processor) deliver(l *lane, b *Batch, tok *token) {
-	attempts, stored, err := p.send(b, tok)
+// not nil, is the limit's admission for the first attempt; note, if not
+// nil, the send goroutine's, for what the sink reports of each attempt.
+func (p *Processor) deliver(l *lane, b *Batch, tok *token, note *sendNote) {
+	attempts, stored, err := p.send(b, tok, note)
 	p.finish(l, b, attempts, stored, err)
 }
 
@@ -279,7 +284,7 @@ func (p *Processor) fail(b *Batch, stored, attempts int, err error) int {
 // [Partial]: the parts of a split batch stored by an earlier attempt stay
 // stored whatever a later attempt does (the receiver de-duplicates them by
 // key), so the largest prefix over all attempts counts.
-func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error) {
+func (p *Processor) send(b *Batch, tok *token, note *sendNote) (attempts, stored int, err error) {
 	pol := p.cfg.retry
 	var start time.Time
 	var lastErr error
@@ -321,14 +326,19 @@ func (p *Processor) send(b *Batch, tok *token) (attempts, stored int, err error)
 		if len(p.hooks.send) > 0 {
 			began = time.Now()
 		}
-		err := p.sink.Send(p.sendCtx, b)
+		ctx := p.sendCtx
+		if note != nil {
+			ctx = note.ctx
+			note.take() // nothing left from an earlier Send
+		}
+		err := p.sink.Send(ctx, b)
 		var took time.Duration
 		if len(p.hooks.send) > 0 {
 			took = time.Since(began)
 		}
 		p.inFlight.Add(-1)
 		if p.limit != nil {
-			p.limit.release(*tok, outcomeOf(p.sendCtx, err))
+			p.limit.releaseServed(*tok, outcomeOf(p.sendCtx, err), note.take())
 			tok = nil
 		}
 		report := func(out SendOutcome) {

@@ -33,6 +33,14 @@ type simLoader interface {
 	serve(ctx context.Context) sendOutcome
 }
 
+// A timedLoader also says how long of the request was its own, as the
+// loader's Server-Timing does (ReportServerTime): simulate calls
+// serveTimed instead of serve.
+type timedLoader interface {
+	simLoader
+	serveTimed(ctx context.Context) (sendOutcome, time.Duration)
+}
+
 // queueLoader has k workers, each taking latency per request; requests
 // beyond k queue (FIFO), so past k the RTT grows linearly with concurrency:
 // a capacity knee. jitter spreads each request's latency uniformly by
@@ -242,7 +250,13 @@ func simulate(t *testing.T, cfg limitConfig, budget int, ld simLoader, rounds fl
 					return
 				}
 				t0 := time.Now()
-				out := ld.serve(ctx)
+				served := time.Duration(-1)
+				var out sendOutcome
+				if tl, ok := ld.(timedLoader); ok {
+					out, served = tl.serveTimed(ctx)
+				} else {
+					out = ld.serve(ctx)
+				}
 				rttSum.Add(int64(time.Since(t0)))
 				rttN.Add(1)
 				if ctx.Err() != nil {
@@ -255,7 +269,7 @@ func simulate(t *testing.T, cfg limitConfig, budget int, ld simLoader, rounds fl
 				if ra, ok := ld.(interface{ retryAfter() time.Duration }); ok && out == sendOverload {
 					l.pauseUntil(time.Now().Add(ra.retryAfter())) // as dispatch does (issue 10 item 2)
 				}
-				l.release(tok, out)
+				l.releaseServed(tok, out, served) // as dispatch does, with what the sink reported (ReportServerTime)
 				if out == sendOK {
 					ok.Add(1)
 				} else {
@@ -946,4 +960,95 @@ func TestLimiterSimCapacityRises(t *testing.T) {
 			t.Errorf("the limit reached 60 %.1f round trips after the slots doubled, want within 8", at60)
 		}
 	})
+}
+
+// busyClient is cpuLoader's busy host, told apart: the endpoint holds each
+// request a constant own time (a tenth of the unloaded round trip) and
+// says so, and what grows with the sends in flight is the rest, the
+// client's own CPU. At 0 ms in batchbench (both sides on two cores) fixed
+// limits of 64 and 256 carried 22 to 32% more than the adaptive limit
+// held at 4 to 15 by round trips that grew so, each send costing less CPU
+// the more of them overlap; here a limit of 512 carries 1.74x what 4 does.
+type busyClient struct{ cpuLoader }
+
+func (b *busyClient) serveTimed(ctx context.Context) (sendOutcome, time.Duration) {
+	own := b.latency / 10
+	c := b.busy.Add(1)
+	defer b.busy.Add(-1)
+	rest := float64(b.latency-own) * (1 + float64(c-1)/4) * rand.ExpFloat64()
+	time.Sleep(own + time.Duration(rest))
+	return sendOK, own
+}
+
+// A round trip that grows while the endpoint says its own time does not
+// is no queue at the endpoint: told the endpoint's time, the limit grows
+// on the busy host to the budget (256 sends), where untold it is held at
+// 4 to 30 (the model carries 3.95 sends per latency at 256, 3.3 at 14 and
+// 2.3 at 4; over the run told carried 1.49x the sends untold did). Round trips at 256 sends take 65 unloaded ones, so
+// the run is long in those.
+func TestLimiterSimBusyClientToldServerTime(t *testing.T) {
+	const rounds, budget = 400, 256
+	var sent [2]int64
+	for i, told := range []bool{true, false} {
+		synctest.Test(t, func(t *testing.T) {
+			var ld simLoader = &busyClient{cpuLoader{latency: simRTT}}
+			if !told {
+				ld = &cpuLoader{latency: simRTT}
+			}
+			run := simulate(t, limitConfig{}, budget, ld, rounds, nil)
+			s := statsOf(run.window(100, rounds))
+			sent[i] = run.ok
+			t.Logf("told %v: the limit from round trip 100 %+v, first at %d at round trip %.1f; %d sends delivered, %d decreases",
+				told, s, budget, run.firstAt(budget), run.ok, run.decreases())
+			switch {
+			case told && s.lo < budget:
+				t.Errorf("told: the limit fell to %d after round trip 100, want the budget's %d: the client's CPU was read as a queue at the endpoint", s.lo, budget)
+			case !told && s.hi >= budget/4:
+				t.Errorf("untold: the limit reached %d: the round trips' growth went unseen (is the endpoint's time used when not told?)", s.hi)
+			}
+		})
+	}
+	if r := float64(sent[0]) / float64(sent[1]); r < 1.3 {
+		t.Errorf("told, the limit carried %.2fx the sends it carried untold, want at least 1.3x", r)
+	}
+}
+
+// toldKnee is a kneeLoader at a network distance that tells its own time:
+// the knee is at the endpoint, so what it tells grows past K, and the
+// limit must settle near K as it does judged by whole round trips
+// (TestLimiterSimKnee).
+type toldKnee struct {
+	*kneeLoader
+	net time.Duration
+}
+
+func (k toldKnee) serveTimed(ctx context.Context) (sendOutcome, time.Duration) {
+	time.Sleep(k.net / 2)
+	t0 := time.Now()
+	out := k.kneeLoader.serve(ctx)
+	own := time.Since(t0)
+	time.Sleep(k.net / 2)
+	return out, own
+}
+
+func TestLimiterSimKneeToldServerTime(t *testing.T) {
+	for _, net := range []time.Duration{0, simRTT} {
+		t.Run("net="+net.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				const k, rounds = 32, 200
+				run := simulate(t, limitConfig{}, 512, toldKnee{newKneeLoader(k, simRTT), net}, rounds, nil)
+				// At a network distance a send spends net outside the
+				// endpoint and simRTT in it, so K sends at the endpoint
+				// take K·(1 + net/simRTT) under way.
+				kk := k * int((net+simRTT)/simRTT)
+				hi := kk + kk/2 + 1
+				s := statsOf(run.window(30, rounds))
+				t.Logf("K=%d, net %v: from round trip 30 the limit averaged %.1f (%.2f of %d), range [%d, %d]; %d decreases",
+					k, net, s.mean, s.mean/float64(kk), kk, s.lo, s.hi, run.decreases())
+				if s.lo < kk || s.hi > hi {
+					t.Errorf("after round trip 30 the limit ranged over [%d, %d], want within [%d, %d]", s.lo, s.hi, kk, hi)
+				}
+			})
+		})
+	}
 }

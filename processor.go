@@ -57,6 +57,9 @@ type Processor struct {
 	// limit bounds async dispatch's sends: adaptive by default, fixed with
 	// WithMaxInFlight. nil for the worker pool and ordered dispatch.
 	limit *adaptiveLimit
+	// serverTimes: the limit is adaptive, and each send goroutine gives Send
+	// a ctx of its own that carries a sendNote (ReportServerTime).
+	serverTimes bool
 
 	completion
 
@@ -177,6 +180,7 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		if !cfg.inFlightSet {
 			// Stored once: every send's ctx carries it, for ReportCapacity.
 			p.sendCtx = context.WithValue(p.sendCtx, capacityKey{}, p.limit)
+			p.serverTimes = true // each send goroutine's ctx carries its note, for ReportServerTime
 		}
 	}
 	p.shards = make([]shard, nshards)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"sync/atomic"
+	"time"
 )
 
 // A Sink delivers batches to their destination: the Batch Loader over HTTP
@@ -74,6 +76,59 @@ func ReportCapacity(ctx context.Context, n int) {
 // capacityKey is the context key under which async dispatch's Send context
 // carries the limiter, for ReportCapacity.
 type capacityKey struct{}
+
+// ReportServerTime tells the processor that called Send with ctx how long
+// the endpoint held this send's request: from having received it to
+// answering it, the queueing and the work that are the endpoint's
+// (httpsink reads the loader's Server-Timing header, metric "ingest",
+// protocol.md). A Send that makes several requests reports each, and their
+// times add up. A sink calls it from Send, with Send's ctx (or one derived
+// from it), before Send returns; a negative d is ignored.
+//
+// With the adaptive send limit (the default async dispatch), a round trip
+// that grows while the endpoint's own time does not is no queue at the
+// endpoint but elsewhere: a busy client host, the network. The limit then
+// judges each delivered send by the endpoint's time plus the lowest rest
+// of a round trip it has seen, so it is cut when the endpoint queues, and
+// not when the client's own CPU or the path to the endpoint is what takes
+// longer (sends in flight stay bounded by the budget). Sends whose
+// endpoint tells nothing are judged by their whole round trip. A fixed
+// limit ([WithMaxInFlight]), worker-pool and ordered dispatch ignore it.
+func ReportServerTime(ctx context.Context, d time.Duration) {
+	if n, ok := ctx.Value(serverTimeKey{}).(*sendNote); ok && d >= 0 {
+		n.served.Add(int64(d))
+		n.told.Store(true)
+	}
+}
+
+// serverTimeKey is the context key under which an adaptive send
+// goroutine's Send context carries its sendNote, for ReportServerTime.
+type serverTimeKey struct{}
+
+// sendNote is what a sink reported about the send under way on one send
+// goroutine (ReportServerTime); the goroutine clears it before each Send.
+type sendNote struct {
+	ctx    context.Context // the send goroutine's Send context, which carries the note
+	served atomic.Int64    // nanoseconds, summed over the Send's requests
+	told   atomic.Bool
+}
+
+// newSendNote returns a note and the Send context carrying it, derived
+// from parent.
+func newSendNote(parent context.Context) *sendNote {
+	n := &sendNote{}
+	n.ctx = context.WithValue(parent, serverTimeKey{}, n)
+	return n
+}
+
+// take returns what was reported since the last take: the endpoint's time,
+// or -1 if nothing was told; and clears it.
+func (n *sendNote) take() time.Duration {
+	if n == nil || !n.told.Swap(false) {
+		return -1
+	}
+	return time.Duration(n.served.Swap(0))
+}
 
 // SinkFunc adapts a function to a [Sink].
 type SinkFunc func(ctx context.Context, b *Batch) error
