@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,6 +41,30 @@ const (
 // works on at once, where slow start stops (httpsink passes it to
 // batchproc.ReportCapacity).
 const IngestSlotsHeader = "Ingest-Slots"
+
+// ServerTimingHeader is the response header in which a 200 of POST
+// /v1/batches tells how long the loader held the batch after receiving
+// its body, as the metric [ServerTimingMetric] of the W3C Server-Timing
+// header, in milliseconds: `Server-Timing: ingest;dur=1.234`. It covers the
+// wait for an ingest slot, the decoding, the store's commit and
+// Config.Latency: the queueing and the work that are the loader's, not
+// the network's nor the client's (protocol.md). httpsink hands it to
+// batchproc.ReportServerTime, so that a client's adaptive send limit is
+// cut by a queue at the loader and not by a busy client host.
+const ServerTimingHeader = "Server-Timing"
+
+// ServerTimingMetric is the metric name of the loader's entry in
+// [ServerTimingHeader].
+const ServerTimingMetric = "ingest"
+
+// ServerTiming formats the value of [ServerTimingHeader] for a batch the
+// loader held for d.
+func ServerTiming(d time.Duration) string {
+	var b [40]byte
+	v := append(b[:0], ServerTimingMetric+";dur="...)
+	v = strconv.AppendFloat(v, float64(d)/float64(time.Millisecond), 'f', 3, 64)
+	return string(v)
+}
 
 // DefaultMaxConcurrent is the default of [Config.MaxConcurrent]:
 // 2 × GOMAXPROCS, at least 4.

@@ -19,7 +19,9 @@ import (
 //
 // Every answer says how many ingest slots the loader has (Ingest-Slots,
 // protocol.md), so that a client's concurrency limit stops its growth
-// there instead of stepping past the slots into 429s.
+// there instead of stepping past the slots into 429s; a 200 says how long
+// the loader held the batch once its body was received (Server-Timing), so
+// that the limit is cut by a queue here, not by a busy client.
 func (s *Server) serveBatches(w http.ResponseWriter, r *http.Request) {
 	w.Header()[IngestSlotsHeader] = s.slotsValue // shared, read only, as net/http only reads it
 	if r.Method != http.MethodPost {
@@ -83,6 +85,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 		code, msg := bodyError(err, encIdentity, &s.cfg)
 		return fail(code, msg, 0)
 	}
+	received := time.Now() // what follows is the loader's time (Server-Timing)
 	if code, msg := s.takeSlot(r); code != 0 {
 		return fail(code, msg, 0)
 	}
@@ -115,6 +118,7 @@ func (s *Server) ingest(w http.ResponseWriter, r *http.Request) int {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set(ServerTimingHeader, ServerTiming(time.Since(received)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
 	return http.StatusOK

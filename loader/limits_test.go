@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -588,5 +589,59 @@ func TestIngestSlotsHeader(t *testing.T) {
 	other := startServer(t, Config{MaxConcurrent: 37})
 	if got := other.post(ndjson(2)).header.Get(IngestSlotsHeader); got != "37" {
 		t.Errorf("MaxConcurrent 37: %s %q", IngestSlotsHeader, got)
+	}
+}
+
+// TestServerTimingHeader: a 200 of POST /v1/batches tells how long the
+// loader held the batch after its body arrived (Server-Timing: ingest):
+// at least as long as the store held it, at most the client's round trip.
+// A duplicate's 200 tells it too.
+func TestServerTimingHeader(t *testing.T) {
+	ms := newMemStore()
+	ms.entered = make(chan string, 1)
+	ms.release = make(chan struct{})
+	ts := startServer(t, Config{Store: ms, MaxConcurrent: 1})
+	dur := func(r response) time.Duration {
+		t.Helper()
+		v := r.header.Values(ServerTimingHeader)
+		if len(v) != 1 {
+			t.Fatalf("%s %q, want one value", ServerTimingHeader, v)
+		}
+		ms, ok := strings.CutPrefix(v[0], ServerTimingMetric+";dur=")
+		f, err := strconv.ParseFloat(ms, 64)
+		if !ok || err != nil || f < 0 {
+			t.Fatalf("%s %q, want %s;dur=<milliseconds>", ServerTimingHeader, v[0], ServerTimingMetric)
+		}
+		return time.Duration(f * float64(time.Millisecond))
+	}
+	first := make(chan response, 1)
+	var rtt time.Duration
+	go func() {
+		t0 := time.Now()
+		r := ts.post(ndjson(1), "Idempotency-Key", "k")
+		rtt = time.Since(t0)
+		first <- r
+	}()
+	<-ms.entered
+	t0 := time.Now()
+	// The store holds the batch while another request's round trip is made.
+	if r := ts.do(http.MethodGet, "/v1/stats", nil); r.code != http.StatusOK {
+		t.Fatalf("GET /v1/stats: %d", r.code)
+	}
+	held := time.Since(t0)
+	close(ms.release)
+	r := <-first
+	if r.code != http.StatusOK {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	// The header has microseconds: allow one for the rounding.
+	if d := dur(r); d+time.Microsecond < held || d > rtt {
+		t.Errorf("the loader told %v, want between the %v the store held the batch and the client's round trip of %v", d, held, rtt)
+	}
+	ms.entered = nil
+	if r := ts.post(ndjson(1), "Idempotency-Key", "k"); r.code != http.StatusOK {
+		t.Fatalf("the duplicate: %d %s", r.code, r.body)
+	} else if d := dur(r); d > time.Minute {
+		t.Errorf("the duplicate: told %v", d)
 	}
 }
