@@ -37,7 +37,11 @@
 // Every answer of the loader carries Ingest-Slots, the number of batches it
 // decodes and stores at once; the sink hands it to
 // [batchproc.ReportCapacity], so the processor's adaptive send limit stops
-// slow start there instead of stepping past the slots into 429s.
+// slow start there instead of stepping past the slots into 429s. Every
+// 200 carries Server-Timing's "ingest" metric, how long the loader held
+// the batch once received; the sink hands it to
+// [batchproc.ReportServerTime], so the limit is cut by a queue at the
+// loader and not by round trips that grow on a busy client host.
 //
 // # Connections
 //

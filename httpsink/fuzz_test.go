@@ -77,3 +77,26 @@ func FuzzReadResponse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseServerTiming: any header value parses without panic, to a
+// non-negative time when it parses; a value with the loader's metric
+// first, as the loader writes it, parses to its dur.
+func FuzzParseServerTiming(f *testing.F) {
+	for _, s := range []string{"", "ingest;dur=1.5", `cdn;dur=5, ingest;desc="a, b";dur=12.25`, "ingest", "ingest;dur=NaN",
+		`x;desc="\"ingest;dur=1`, "ingest;dur=-0", ";;,,", `"`} {
+		f.Add(s, uint32(1234))
+	}
+	f.Fuzz(func(t *testing.T, v string, us uint32) {
+		if d, ok := parseServerTiming([]string{v}); ok && d < 0 {
+			t.Fatalf("parseServerTiming(%q) = %v", v, d)
+		} else if !ok && d != 0 {
+			t.Fatalf("parseServerTiming(%q) = %v, false: want 0 when not ok", v, d)
+		}
+		want := time.Duration(us) * time.Microsecond
+		loader := "ingest;dur=" + strconv.FormatFloat(float64(want)/float64(time.Millisecond), 'f', 3, 64)
+		d, ok := parseServerTiming([]string{loader, v})
+		if diff := d - want; !ok || diff > time.Microsecond || diff < -time.Microsecond {
+			t.Fatalf("parseServerTiming(%q, %q) = %v, %v; want %v", loader, v, d, ok, want)
+		}
+	})
+}

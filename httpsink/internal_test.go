@@ -83,3 +83,33 @@ func newTestBatch(t *testing.T, payloads ...string) *batchproc.Batch {
 	}
 	return b
 }
+
+func TestParseServerTiming(t *testing.T) {
+	for _, tc := range []struct {
+		values []string
+		want   time.Duration
+		ok     bool
+	}{
+		{[]string{"ingest;dur=1.5"}, 1500 * time.Microsecond, true},
+		{[]string{"ingest;dur=0"}, 0, true},
+		{[]string{`cdn;dur=5, ingest;desc="a, b; c";dur=12.25`}, 12250 * time.Microsecond, true},
+		{[]string{"cdn;dur=5", "Ingest ; DUR = 7"}, 7 * time.Millisecond, true},
+		{[]string{`ingest;dur="3"`}, 3 * time.Millisecond, true},
+		{[]string{"ingest;dur=2, ingest;dur=9"}, 2 * time.Millisecond, true}, // the first counts
+		{[]string{"cdn;dur=5"}, 0, false},
+		{[]string{"ingest"}, 0, false},
+		{[]string{"ingest;desc=x"}, 0, false},
+		{[]string{"ingest;dur=-1"}, 0, false},
+		{[]string{"ingest;dur=NaN"}, 0, false},
+		{[]string{"ingest;dur=Inf"}, 0, false},
+		{[]string{"ingest;dur=1e300"}, 0, false},
+		{[]string{"ingest;dur=soon"}, 0, false},
+		{[]string{`x;desc="ingest;dur=1"`}, 0, false}, // inside a quoted desc
+		{nil, 0, false},
+	} {
+		d, ok := parseServerTiming(tc.values)
+		if d != tc.want || ok != tc.ok {
+			t.Errorf("parseServerTiming(%q) = %v, %v; want %v, %v", tc.values, d, ok, tc.want, tc.ok)
+		}
+	}
+}

@@ -268,3 +268,45 @@ func TestIngestSlotsReachTheLimit(t *testing.T) {
 		})
 	}
 }
+
+// The loader's Server-Timing reaches ReportServerTime on a 200, with the
+// Send's ctx, and not on another status.
+func TestServerTimingReported(t *testing.T) {
+	var mu sync.Mutex
+	var got []time.Duration
+	*httpsink.ReportServerTimeHook = func(ctx context.Context, d time.Duration) {
+		mu.Lock()
+		got = append(got, d)
+		mu.Unlock()
+		batchproc.ReportServerTime(ctx, d)
+	}
+	defer func() { *httpsink.ReportServerTimeHook = batchproc.ReportServerTime }()
+	fl := newFakeLoader(t, func(f *fakeLoader) {
+		f.headers = map[string]string{"Server-Timing": `cdn;dur=5, ingest;desc="x, y";dur=12.5`}
+		f.respond = func(_ context.Context, n int, _ *request) reply {
+			if n == 1 {
+				return reply{Status: 503}
+			}
+			return reply{}
+		}
+	})
+	p, err := batchproc.New(newSink(t, fl.URL()), batchproc.WithMaxBatchEvents(1),
+		batchproc.WithRetry(fastRetry))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"id":"` + strconv.Itoa(i) + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 4 requests: the 503 reports nothing, the three 200s 12.5 ms each.
+	if len(got) != 3 || slices.ContainsFunc(got, func(d time.Duration) bool { return d != 12500*time.Microsecond }) {
+		t.Errorf("reported %v, want three times 12.5ms (the 503 not)", got)
+	}
+}

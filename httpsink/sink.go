@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -283,7 +284,78 @@ func (s *Sink) post(ctx context.Context, b *batchproc.Batch) error {
 		return fmt.Errorf("httpsink: batch %s: %w", b.Key(), err)
 	}
 	reportSlots(ctx, resp.Header)
+	if resp.StatusCode == http.StatusOK {
+		if d, ok := parseServerTiming(resp.Header.Values(serverTimingHeader)); ok {
+			reportServerTime(ctx, d)
+		}
+	}
 	return s.readResponse(resp, b)
+}
+
+// serverTimingHeader carries, on a 200 of the loader, how long it held the
+// batch once its body was received: the metric serverTimingMetric, in
+// milliseconds (protocol.md, Responses).
+const (
+	serverTimingHeader = "Server-Timing"
+	serverTimingMetric = "ingest"
+)
+
+// reportServerTime is batchproc.ReportServerTime; tests replace it to see
+// what the sink reports.
+var reportServerTime = batchproc.ReportServerTime
+
+// parseServerTiming returns the dur of the loader's metric in the values
+// of a W3C Server-Timing header (`ingest;dur=1.234`, among other metrics
+// a proxy may add, in one value or several), and whether there was one
+// that parsed: a finite, non-negative number of milliseconds. The first
+// "ingest" metric counts, with or without a dur.
+func parseServerTiming(values []string) (time.Duration, bool) {
+	for _, v := range values {
+		for len(v) > 0 {
+			var metric string
+			metric, v = cutUnquoted(v, ',')
+			name, params := cutUnquoted(metric, ';')
+			if !strings.EqualFold(strings.TrimSpace(name), serverTimingMetric) {
+				continue
+			}
+			for len(params) > 0 {
+				var param string
+				param, params = cutUnquoted(params, ';')
+				k, val, _ := strings.Cut(param, "=")
+				if !strings.EqualFold(strings.TrimSpace(k), "dur") {
+					continue
+				}
+				ms, err := strconv.ParseFloat(strings.Trim(strings.TrimSpace(val), `"`), 64)
+				if err != nil || !(ms >= 0 && ms <= maxServerTimingMs) { // NaN fails both
+
+					return 0, false
+				}
+				return time.Duration(ms * float64(time.Millisecond)), true
+			}
+			return 0, false
+		}
+	}
+	return 0, false
+}
+
+// maxServerTimingMs is the longest dur taken: what a time.Duration holds.
+const maxServerTimingMs = float64(math.MaxInt64 / int64(time.Millisecond))
+
+// cutUnquoted cuts s at the first sep outside a quoted string (a metric's
+// desc may be one: `desc="a, b"`).
+func cutUnquoted(s string, sep byte) (before, after string) {
+	quoted := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && quoted && i+1 < len(s):
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == sep && !quoted:
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
 }
 
 // ingestSlotsHeader is the loader's count of ingest slots, on every answer

@@ -1,0 +1,4 @@
+package httpsink
+
+// ReportServerTimeHook lets the external tests see what the sink reports.
+var ReportServerTimeHook = &reportServerTime
