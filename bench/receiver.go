@@ -176,6 +176,7 @@ func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"error": err.Error()})
 		return
 	}
+	received := time.Now() // what follows is the endpoint's time (Server-Timing), as the loader's
 	body := buf.Bytes()
 	var lines [][]byte
 	for len(body) > 0 {
@@ -213,6 +214,7 @@ func (h *receiverHandler) batches(w http.ResponseWriter, r *http.Request) {
 		}
 		n.inflight.Add(-1)
 	}
+	w.Header().Set(loader.ServerTimingHeader, loader.ServerTiming(time.Since(received)))
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		n.keysMu.Lock()
 		_, dup := n.keys[key]
