@@ -124,6 +124,19 @@ func (l *limitLog) OnLimitChange(from, to int, reason string) {
 	l.changes = append(l.changes, fmt.Sprintf("%d->%d %s", from, to, reason))
 }
 
+// limitChanges adds n events in batches of 10 through a processor sending
+// to rec, shuts it down, and returns its limit's changes.
+func limitChanges(t *testing.T, rec *batchproctest.Recorder, n int) []string {
+	t.Helper()
+	log := &limitLog{}
+	p := mustNew(t, rec, batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(log))
+	for i := range n {
+		_ = p.Add(t.Context(), ev(i))
+	}
+	shutdown(t, p)
+	return log.get()
+}
+
 func (l *limitLog) get() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -140,13 +153,7 @@ func TestReportCapacityStopsSlowStart(t *testing.T) {
 			batchproc.ReportCapacity(ctx, 8)
 			return nil
 		}}
-		log := &limitLog{}
-		p := mustNew(t, rec, batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(log))
-		for i := range 2000 {
-			_ = p.Add(t.Context(), ev(i))
-		}
-		shutdown(t, p)
-		got := log.get()
+		got := limitChanges(t, rec, 2000)
 		t.Logf("limit changes: %v", got)
 		if len(got) == 0 || got[0] != "4->8 capacity" {
 			t.Fatalf("limit changes %v: want 4->8 capacity first", got)
@@ -179,13 +186,7 @@ func TestReportServerTimeSparesABusyClient(t *testing.T) {
 				}
 				return nil
 			}}
-			log := &limitLog{}
-			p := mustNew(t, rec, batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(log))
-			for i := range 50_000 {
-				_ = p.Add(t.Context(), ev(i))
-			}
-			shutdown(t, p)
-			got := log.get()
+			got := limitChanges(t, rec, 50_000)
 			cut := slices.ContainsFunc(got, func(c string) bool { return strings.HasSuffix(c, " latency") })
 			peak := 0
 			for _, c := range got {
