@@ -279,7 +279,7 @@ type limitChange struct {
 	From, To int         // the limit before and after
 	Reason   limitReason // why
 	At       time.Time
-	RTT      time.Duration // the epoch's mean RTT of ok sends (latency decisions and growth), else 0
+	RTT      time.Duration // the epoch's mean RTT of ok sends (latency decisions and growth), else 0; for sends whose endpoint told its time, that time plus rest (ReportServerTime)
 	Baseline time.Duration // the baseline RTT then, 0 before the first epoch ended
 }
 
