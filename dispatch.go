@@ -176,7 +176,7 @@ func (p *Processor) sendLoop(job sendJob, jobs <-chan sendJob) {
 	id := p.callbacks.enter()
 	defer p.exited(id)
 	var note *sendNote
-	if p.serverTimes {
+	if !p.cfg.inFlightSet { // the limit is adaptive: its Send ctx carries a note, for ReportServerTime
 		note = newSendNote(p.sendCtx)
 	}
 	for ok := true; ok; job, ok = <-jobs {

@@ -57,9 +57,6 @@ type Processor struct {
 	// limit bounds async dispatch's sends: adaptive by default, fixed with
 	// WithMaxInFlight. nil for the worker pool and ordered dispatch.
 	limit *adaptiveLimit
-	// serverTimes: the limit is adaptive, and each send goroutine gives Send
-	// a ctx of its own that carries a sendNote (ReportServerTime).
-	serverTimes bool
 
 	completion
 
@@ -180,7 +177,6 @@ func New(sink Sink, opts ...Option) (*Processor, error) {
 		if !cfg.inFlightSet {
 			// Stored once: every send's ctx carries it, for ReportCapacity.
 			p.sendCtx = context.WithValue(p.sendCtx, capacityKey{}, p.limit)
-			p.serverTimes = true // each send goroutine's ctx carries its note, for ReportServerTime
 		}
 	}
 	p.shards = make([]shard, nshards)

@@ -314,26 +314,29 @@ func parseServerTiming(values []string) (time.Duration, bool) {
 		for len(v) > 0 {
 			var metric string
 			metric, v = cutUnquoted(v, ',')
-			name, params := cutUnquoted(metric, ';')
-			if !strings.EqualFold(strings.TrimSpace(name), serverTimingMetric) {
-				continue
+			if name, params := cutUnquoted(metric, ';'); strings.EqualFold(strings.TrimSpace(name), serverTimingMetric) {
+				return metricDur(params)
 			}
-			for len(params) > 0 {
-				var param string
-				param, params = cutUnquoted(params, ';')
-				k, val, _ := strings.Cut(param, "=")
-				if !strings.EqualFold(strings.TrimSpace(k), "dur") {
-					continue
-				}
-				ms, err := strconv.ParseFloat(strings.Trim(strings.TrimSpace(val), `"`), 64)
-				if err != nil || !(ms >= 0 && ms <= maxServerTimingMs) { // NaN fails both
+		}
+	}
+	return 0, false
+}
 
-					return 0, false
-				}
-				return time.Duration(ms * float64(time.Millisecond)), true
-			}
+// metricDur returns the dur parameter among a Server-Timing metric's
+// params (`desc="x";dur=1.5`), in milliseconds.
+func metricDur(params string) (time.Duration, bool) {
+	for len(params) > 0 {
+		var param string
+		param, params = cutUnquoted(params, ';')
+		k, val, _ := strings.Cut(param, "=")
+		if !strings.EqualFold(strings.TrimSpace(k), "dur") {
+			continue
+		}
+		ms, err := strconv.ParseFloat(strings.Trim(strings.TrimSpace(val), `"`), 64)
+		if err != nil || !(ms >= 0 && ms <= maxServerTimingMs) { // NaN fails both
 			return 0, false
 		}
+		return time.Duration(ms * float64(time.Millisecond)), true
 	}
 	return 0, false
 }
