@@ -242,7 +242,11 @@ func WithMaxInFlight(n int) Option {
 // max = 0 (the default) means no other ceiling; otherwise max >= 4. A
 // [RetryAfter] answer pauses every send until it has passed. A sink that
 // reports how many sends its endpoint serves at once ([ReportCapacity];
-// httpsink does, from the loader's Ingest-Slots) stops slow start there.
+// httpsink does, from the loader's Ingest-Slots) stops slow start there;
+// one that reports how long the endpoint held each request
+// ([ReportServerTime]; httpsink does, from the loader's Server-Timing) has
+// its sends judged by that time, so that a busy client host is not read
+// as a queue at the endpoint.
 func WithAdaptiveInFlight(max int) Option {
 	return optionFunc(func(c *config) { c.adaptiveMax = max; c.adaptiveSet = true })
 }
