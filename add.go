@@ -339,17 +339,23 @@ func (p *Processor) reserve(b *Batch, cost int) bool {
 // times over; slices.Grow rounds a doubling up to nearly 2.5x, slack the
 // memory budget does not see. So growFor sizes the new buffer itself: the
 // full batch's projected size (the events so far, this one included, scaled
-// to MaxBatchEvents, plus an eighth), at least double the old capacity and
-// at most eight times it, within MaxBatchBytes. For events of one size that
-// is one or two allocations per new batch and an eighth of slack. A
-// recycled batch already has the room, so steady-state Adds allocate
-// nothing.
+// to MaxBatchEvents, plus an eighth), at least a quarter more than the old
+// capacity and at most eight times it, within MaxBatchBytes. For events of
+// one size that is one or two allocations per new batch and an eighth of
+// slack. A recycled batch already has the room, so steady-state Adds
+// allocate nothing.
+//
+// The floor is a quarter, not a doubling: a partial batch leaves buffers of
+// any size in the pool, and doubling a 140 KB one for a 200 KB batch made
+// the full batch too loose for compact, which copied it at its cut
+// (TestFullBatchIsNotCopiedAtItsCut; half the cuts of a saturated spooled
+// processor did).
 func (p *Processor) growFor(b *Batch, size int) {
 	if need := len(b.buf) + size; need > cap(b.buf) {
 		old := max(cap(b.buf), 4<<10)
 		projected := need / (len(b.ends) + 1) * p.cfg.maxEvents
 		projected += projected / 8
-		c := min(max(projected, 2*old), 8*old, p.cfg.maxBytes)
+		c := min(max(projected, old+old/4), 8*old, p.cfg.maxBytes)
 		b.buf = withCap(b.buf, max(c, need))
 	}
 	if len(b.ends) == cap(b.ends) || len(b.ids) == cap(b.ids) {

@@ -169,3 +169,33 @@ func TestFlushWaitsForAReleaseUnderWay(t *testing.T) {
 		})
 	}
 }
+
+// A batch that fills, in whatever buffer the pool handed it, is not copied
+// again at its cut: growFor sizes a regrown buffer toward the projected full
+// batch, not to double a recycled buffer of odd size. A partial batch (a
+// linger, a cut for budget) leaves buffers of any size in the pool; doubling
+// a 140 KB one to 280 KB made compact copy the full 200 KB batch out of it,
+// half the cuts of a saturated spooled processor (a tenth of its CPU).
+func TestFullBatchIsNotCopiedAtItsCut(t *testing.T) {
+	p := &Processor{cfg: config{maxEvents: 1000, maxBytes: DefaultMaxBatchBytes}}
+	e := Event{ID: "0123456789abcdef", Payload: make([]byte, 199)}
+	for _, start := range []int{0, 4 << 10, 60 << 10, 100 << 10, 140 << 10, 180 << 10, 200 << 10, 225 << 10} {
+		b := &Batch{buf: make([]byte, 0, start)}
+		grew := 0
+		for range p.cfg.maxEvents {
+			before := cap(b.buf)
+			p.growFor(b, len(e.Payload)+1)
+			if cap(b.buf) != before {
+				grew++
+			}
+			b.append(e)
+		}
+		buf, size := &b.buf[0], cap(b.buf)
+		if compact(b); &b.buf[0] != buf {
+			t.Errorf("from a %d-byte buffer: the full %d-byte batch was copied at its cut (its buffer grew to %d)", start, len(b.buf), size)
+		}
+		if grew > 3 {
+			t.Errorf("from a %d-byte buffer: the buffer grew %d times, want at most 3", start, grew)
+		}
+	}
+}

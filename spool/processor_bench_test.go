@@ -111,6 +111,8 @@ func BenchmarkProcessorSaturate(b *testing.B) {
 			if s != nil {
 				st := s.Stats()
 				b.ReportMetric(float64(st.Fsyncs), "fsyncs")
+				ps := p.Stats()
+				b.ReportMetric(float64(ps.Delivered)/float64(ps.Batches), "events/batch")
 				b.ReportMetric(float64(st.FsyncLatency.Quantile(0.5).Microseconds()), "fsync-p50-µs")
 				b.ReportMetric(float64(st.FsyncLatency.Quantile(0.99).Microseconds()), "fsync-p99-µs")
 			}
