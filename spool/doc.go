@@ -70,18 +70,35 @@
 //
 //	LOCK                      flock(2)-ed while a Spool has the directory open
 //	NNNNNNNNNNNNNNNNNNNN.seg  segment files, NNN the segment id in 20 decimal digits
+//	NNNNNNNNNNNNNNNNNNNN.seg.spare    the spare: a fully acked segment's file, kept for reuse (never read)
 //	NNNNNNNNNNNNNNNNNNNN.seg.corrupt  a segment found corrupt, kept for inspection (never read)
 //
 // Segments are written in id order; a new one starts when the next record
 // would take the current one past the segment size (default 64 MiB; a
-// record larger than that gets a segment of its own). A segment is a
-// sequence of self-framing records, with no file header:
+// record larger than that gets a segment of its own). Ids are never
+// reused. A segment is a sequence of self-framing records:
 //
 //	offset  size  field
 //	0       4     body length n, uint32 little-endian (at most 1 GiB)
-//	4       4     CRC32C (Castagnoli) of bytes 0-3, byte 8 and the body
-//	8       1     record type: 1 batch, 2 ack
+//	4       4     CRC32C (Castagnoli) of bytes 0-3, byte 8, the body, and the
+//	              segment's id (8 bytes, little-endian)
+//	8       1     record type: 1 batch, 2 ack, 3 segment
 //	9       n     body
+//
+// The first record of a segment, and only the first, is a segment record:
+// its body is one uvarint, the id of the segment whose file this one
+// reuses (0 for a new file).
+//
+// A segment's file is reused: when the oldest segment is fully acked it
+// becomes the spare (renamed NNN.seg.spare at once, out of recovery's
+// sight), and the next segment is the spare renamed and overwritten from
+// its start. Overwriting pages the page cache already holds writes at 2.7
+// times the rate of filling a new file, whose every page the kernel must
+// allocate, and no full file is unlinked (the two were 40% of a saturated
+// spool's CPU). Past the new records' end lie the records of the file's
+// previous life; bound by their CRC to another segment's id, none of them
+// checks as part of this one. A spool holds at most one spare, counted in
+// the disk usage and removed first when the budget is full.
 //
 // A batch record's body is:
 //
@@ -106,11 +123,16 @@
 // [Open] reads every segment in order and checks every record. The batches
 // without an ack are the spool's content, in Append order (for [Spool.Replay]),
 // and the disk usage is the files' sizes. At the first record that does not
-// check (short, bad length, bad CRC, malformed body), Open looks for any
-// valid record after it in the same file:
+// check (short, bad length, bad CRC, malformed body, a segment record
+// anywhere but first), Open looks for any valid record after it in the
+// same file:
 //
-//   - none: a torn tail, the write a crash cut short. The file is
-//     truncated to its last valid record ([Stats].TornBytes).
+//   - none: a torn tail, the write a crash cut short, or the end of a
+//     reused file's new records, where the rest are the previous
+//     segment's records (those check as the segment's record names). The
+//     file is truncated to its last valid record; a torn tail's bytes are
+//     counted ([Stats].TornBytes). A file left without even its segment
+//     record is removed.
 //   - some: the file is corrupt in the middle, and nothing after the bad
 //     record can be trusted (a damaged length hides where the next record
 //     starts). The whole file is copied aside as NAME.corrupt, then
@@ -131,4 +153,6 @@
 // batch's NDJSON straight from the batch (two write calls, no copy of the
 // events), under the spool's lock; the fsync runs with the lock
 // released, so other Appends write meanwhile and share the next fsync.
+// Segment files are reused (see the format), so a steady stream writes
+// over pages the page cache holds.
 package spool

@@ -162,7 +162,9 @@ func (m *memFS) crash() {
 
 // powerLoss loses everything not durable. keep(name, n) says how many of a
 // file's n unsynced appended bytes the kernel had written back anyway (0
-// for none); it may tear a record anywhere.
+// for none); it may tear a record anywhere. For a file overwritten since
+// its last Sync, n counts from the first changed byte, and the bytes past
+// what was written back are the durable ones.
 func (m *memFS) powerLoss(keep func(name string, n int) int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -172,8 +174,17 @@ func (m *memFS) powerLoss(keep func(name string, n int) int) {
 	for name, ino := range m.durable {
 		m.files[name] = ino
 		d := ino.durable
-		if keep != nil && len(ino.data) > len(d) && bytes.HasPrefix(ino.data, d) {
+		switch {
+		case keep == nil:
+		case len(ino.data) > len(d) && bytes.HasPrefix(ino.data, d): // appended
 			d = ino.data[:len(d)+keep(name, len(ino.data)-len(d))]
+		case !bytes.Equal(ino.data, d): // overwritten (a reused segment file): a prefix of the change reached the disk
+			i := 0
+			for i < len(d) && i < len(ino.data) && d[i] == ino.data[i] {
+				i++
+			}
+			k := i + keep(name, len(ino.data)-i)
+			d = append(slices.Clone(ino.data[:k]), d[min(k, len(d)):]...)
 		}
 		ino.data = slices.Clone(d)
 		ino.durable = slices.Clone(d)

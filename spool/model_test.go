@@ -178,7 +178,12 @@ func (sm *spoolModel) reopen(rt *rapid.T, how string) {
 	if st.Batches != len(got) || st.Recovered != uint64(len(got)) {
 		rt.Fatalf("after %s: Stats Batches %d Recovered %d, replayed %d", how, st.Batches, st.Recovered, len(got))
 	}
-	if st.LostBatches != 0 || st.CorruptFiles != 0 {
+	// SyncNever does not fsync the directory before Close: a power loss
+	// may leave a reused file under its old name, its overwrite half
+	// written back, which recovery cannot tell from corruption. Its
+	// batches were all acked (only a fully acked segment's file is
+	// reused), and the checks above hold: nothing durable was lost.
+	if (st.LostBatches != 0 || st.CorruptFiles != 0) && !(power && sm.mode == SyncNever) {
 		rt.Fatalf("after %s: recovery reports corruption %+v", how, st)
 	}
 }

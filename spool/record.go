@@ -13,8 +13,12 @@ import (
 const (
 	headerSize = 9 // length (4) + CRC32C (4) + type (1)
 
-	recBatch byte = 1
-	recAck   byte = 2
+	recBatch   byte = 1
+	recAck     byte = 2
+	recSegment byte = 3 // a segment's first record, and only there
+
+	// segmentRecordSize bounds the size of a segment's first record.
+	segmentRecordSize = headerSize + binary.MaxVarintLen64
 
 	// maxBody bounds a record's length field, so a corrupt length is
 	// recognised as such before anything is read or allocated for it.
@@ -23,18 +27,32 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// recordCRC is the CRC32C of the length field, the type and the body.
+// recordCRC is the CRC32C of the length field, the type and the body: the
+// record's CRC before its segment's id is bound in (bindCRC).
 func recordCRC(hdr []byte, body []byte) uint32 {
 	c := crc32.Update(0, castagnoli, hdr[0:4])
 	c = crc32.Update(c, castagnoli, hdr[8:9])
 	return crc32.Update(c, castagnoli, body)
 }
 
+// bindCRC extends a record's CRC with the id of the segment it is written
+// in: a record checks only in its own segment. A segment file is reused for
+// a later segment (Spool.reclaim keeps one spare) and overwritten from its
+// start, so past the new records' end lie the records of its previous life;
+// bound to the old id, none of them checks as part of the new segment.
+func bindCRC(c uint32, seg uint64) uint32 {
+	var id [8]byte
+	binary.LittleEndian.PutUint64(id[:], seg)
+	return crc32.Update(c, castagnoli, id[:])
+}
+
 // appendBatchHead appends to dst the batch record of b, with sequence
 // number seq, all but its last part: the header, then the body's seq, key,
 // event count and ids. The record ends with b.NDJSON(), which the header's
 // length and CRC cover and which the caller writes right after what this
-// returns: the batch's events are not copied on their way to the file.
+// returns: the batch's events are not copied on their way to the file. The
+// CRC field holds recordCRC, unbound: writeRecord binds it to the segment
+// the record lands in.
 func appendBatchHead(dst []byte, seq uint64, b *batchproc.Batch) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, headerSize)...)
@@ -67,7 +85,18 @@ func appendAckRecord(dst []byte, seq uint64) []byte {
 	return dst
 }
 
-// sealRecord fills in the header of rec, whose body follows the header.
+// appendSegmentRecord appends to dst the record a segment starts with: the
+// id of the segment whose file it reuses (0 for a new file).
+func appendSegmentRecord(dst []byte, prev uint64) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, headerSize)...)
+	dst = binary.AppendUvarint(dst, prev)
+	sealRecord(dst[start:], recSegment)
+	return dst
+}
+
+// sealRecord fills in the header of rec, whose body follows the header,
+// with the CRC unbound (see bindCRC).
 func sealRecord(rec []byte, typ byte) []byte {
 	binary.LittleEndian.PutUint32(rec[0:4], uint32(len(rec)-headerSize))
 	rec[8] = typ
@@ -75,37 +104,51 @@ func sealRecord(rec []byte, typ byte) []byte {
 	return rec
 }
 
-// parseRecord reads the record at the start of data. It returns its type,
-// body and total length, or ok=false if data does not start with a whole
-// record whose CRC matches and whose body decodes.
-func parseRecord(data []byte) (typ byte, body []byte, n int, ok bool) {
+// parseRecord reads the record at the start of data, written in segment
+// seg. It returns its type, body and total length, or ok=false if data does
+// not start with a whole record whose CRC, bound to seg, matches and whose
+// body decodes.
+func parseRecord(data []byte, seg uint64) (typ byte, body []byte, n int, ok bool) {
+	typ, body, n, which, ok := parseRecordIn(data, seg, seg)
+	return typ, body, n, ok && which == 0
+}
+
+// parseRecordIn is parseRecord for a record that may have been written in
+// either of two segments: which is 0 if its CRC binds it to seg, 1 if to
+// other (computing the body's CRC once).
+func parseRecordIn(data []byte, seg, other uint64) (typ byte, body []byte, n, which int, ok bool) {
 	if len(data) < headerSize {
-		return 0, nil, 0, false
+		return 0, nil, 0, 0, false
 	}
 	bodyLen := binary.LittleEndian.Uint32(data[0:4])
 	if bodyLen > maxBody || int64(bodyLen) > int64(len(data)-headerSize) {
-		return 0, nil, 0, false
+		return 0, nil, 0, 0, false
 	}
 	n = headerSize + int(bodyLen)
 	body = data[headerSize:n]
 	typ = data[8]
-	if typ != recBatch && typ != recAck { // before the CRC: cheap
-		return 0, nil, 0, false
+	if typ != recBatch && typ != recAck && typ != recSegment { // before the CRC: cheap
+		return 0, nil, 0, 0, false
 	}
-	if binary.LittleEndian.Uint32(data[4:8]) != recordCRC(data, body) {
-		return 0, nil, 0, false
+	c, want := recordCRC(data, body), binary.LittleEndian.Uint32(data[4:8])
+	switch want {
+	case bindCRC(c, seg):
+	case bindCRC(c, other):
+		which = 1
+	default:
+		return 0, nil, 0, 0, false
 	}
+	var err error
 	switch typ {
 	case recBatch:
-		if _, _, err := decodeBatchHead(body); err != nil {
-			return 0, nil, 0, false
-		}
-	case recAck:
-		if _, err := decodeAck(body); err != nil {
-			return 0, nil, 0, false
-		}
+		_, _, err = decodeBatchHead(body)
+	case recAck, recSegment:
+		_, err = decodeUvarint(body)
 	}
-	return typ, body, n, true
+	if err != nil {
+		return 0, nil, 0, 0, false
+	}
+	return typ, body, n, which, true
 }
 
 var errBadBody = errors.New("spool: malformed record body")
@@ -201,7 +244,9 @@ func decodeBatch(body []byte, events []batchproc.Event) (seq uint64, n int, key 
 	return
 }
 
-func decodeAck(body []byte) (uint64, error) {
+// decodeUvarint decodes a body of one uvarint: an ack record's (the seq it
+// acks) and a segment record's (the id of the file's previous segment).
+func decodeUvarint(body []byte) (uint64, error) {
 	seq, rest, err := uvarint(body)
 	if err == nil && len(rest) != 0 {
 		err = errBadBody

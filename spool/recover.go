@@ -16,6 +16,7 @@ const (
 	lockName      = "LOCK"
 	segSuffix     = ".seg"
 	corruptSuffix = ".corrupt"
+	spareSuffix   = ".spare"
 	tmpSuffix     = ".tmp"
 
 	createFlags = os.O_RDWR | os.O_CREATE | os.O_EXCL
@@ -56,6 +57,17 @@ func (s *Spool) recover() error {
 			}
 			continue
 		}
+		if base, ok := strings.CutSuffix(name, spareSuffix); ok {
+			// Its id counts: ids are never reused, so that no record of a
+			// file's earlier lives checks as one of a later segment.
+			if id, _, ok := parseSegName(base); ok {
+				maxID = max(maxID, id)
+			}
+			if err := s.openSpare(name, base); err != nil {
+				return err
+			}
+			continue
+		}
 		id, corrupt, ok := parseSegName(name)
 		if !ok {
 			continue
@@ -89,11 +101,14 @@ func (s *Spool) recover() error {
 		}
 		off := 0
 		for off < len(data) {
-			typ, body, n, ok := parseRecord(data[off:])
-			if !ok {
+			typ, body, n, ok := parseRecord(data[off:], seg.id)
+			if !ok || (typ == recSegment) != (off == 0) { // the segment record first, and only there
 				break
 			}
 			switch typ {
+			case recSegment:
+				seg.prev, _ = decodeUvarint(body)
+				seg.start = int64(n)
 			case recBatch:
 				seq, key, _ := decodeBatchHead(body)
 				e := &entry{seq: seq, key: key, seg: seg, off: int64(off), n: n}
@@ -101,7 +116,7 @@ func (s *Spool) recover() error {
 				bySeq[seq] = e
 				maxSeq = max(maxSeq, seq)
 			case recAck:
-				seq, _ := decodeAck(body)
+				seq, _ := decodeUvarint(body)
 				if e := bySeq[seq]; e != nil {
 					e.acked = true
 				}
@@ -113,6 +128,17 @@ func (s *Spool) recover() error {
 			if err := s.repair(seg, data, off); err != nil {
 				return err
 			}
+		}
+		seg.phys = seg.size
+		if seg.size == 0 {
+			// Not even its first record: created, or reused, by a process
+			// that died before writing it. Nothing to keep.
+			seg.f.Close()
+			if err := s.fs.Remove(seg.name); err != nil {
+				return err
+			}
+			s.segs = s.segs[:len(s.segs)-1]
+			continue
 		}
 		if s.cfg.sync != SyncNever {
 			// Make what was recovered durable: a crash may have left it in
@@ -147,7 +173,7 @@ func (s *Spool) recover() error {
 	s.replayed = slices.Clone(s.order)
 	s.st.Recovered = uint64(len(s.order))
 	for _, seg := range s.segs {
-		s.usage += seg.size
+		s.usage += seg.phys
 	}
 	if len(s.segs) == 0 {
 		seg, err := s.createSegment()
@@ -167,9 +193,34 @@ func (s *Spool) recover() error {
 	return s.err // a failure on the way (fsync) fails Open: it is an I/O error
 }
 
-// repair handles a segment whose record at off is bad: torn or corrupt.
-// If no valid record follows it, it is a torn tail (a write cut short by a
-// crash) and is trimmed. Otherwise the middle of the file is corrupt: the
+// openSpare takes the spare segment file a previous Spool left as the
+// spare, or removes it if there is one already (a crash between two
+// renames). Its records are never read: their acks may be gone.
+func (s *Spool) openSpare(name, base string) error {
+	id, corrupt, ok := parseSegName(base)
+	if !ok || corrupt || s.spare != nil {
+		return s.fs.Remove(s.path(name))
+	}
+	seg := &segment{id: id, name: s.path(name)}
+	var err error
+	if seg.f, err = s.fs.OpenFile(seg.name, os.O_RDWR); err != nil {
+		return err
+	}
+	if seg.phys, err = seg.f.Size(); err != nil {
+		seg.f.Close()
+		return err
+	}
+	s.spare = seg
+	s.usage += seg.phys
+	return nil
+}
+
+// repair handles a segment whose record at off is bad: torn, the end of
+// a reused file's new records, or corrupt. If no valid record follows it,
+// it is a torn tail (a write cut short by a crash) and is trimmed; so is
+// the rest of a reused file, where the records that follow check as the
+// previous segment's (seg.prev), not as this one's. Otherwise the middle
+// of the file is corrupt: the
 // rest of the file cannot be trusted (a record's length may be what was
 // damaged), so the whole file is copied aside as NAME.corrupt for
 // inspection, then trimmed to its valid prefix, and the loss is counted.
@@ -177,7 +228,7 @@ func (s *Spool) recover() error {
 // next Open finds either the untouched file or the trimmed one.
 func (s *Spool) repair(seg *segment, data []byte, off int) error {
 	rest := data[off:]
-	var found, batches int
+	var found, batches, old int
 	// The scan tries a record at every offset; each try CRCs the length
 	// the bytes there claim. Crafted bytes could make that quadratic, so
 	// the bytes CRCed are bounded; past the bound the file counts as
@@ -195,22 +246,30 @@ func (s *Spool) repair(seg *segment, data []byte, off int) error {
 			found++ // unknown: assume the worse
 			break
 		}
-		if typ, _, n, ok := parseRecord(rest[i:]); ok {
-			found++
-			if typ == recBatch {
-				batches++
+		if typ, _, n, which, ok := parseRecordIn(rest[i:], seg.id, seg.prev); ok {
+			if which == 1 && seg.prev != 0 {
+				old++ // the file's previous life
+			} else {
+				found++
+				if typ == recBatch {
+					batches++
+				}
 			}
 			i += n - 1
 		}
 	}
 	log := s.cfg.logger
-	if found == 0 {
+	switch {
+	case found == 0 && old > 0:
+		// Not a loss: the records of the segment whose file this one
+		// reuses, acked before it was reused.
+	case found == 0:
 		s.st.TornBytes += int64(len(rest))
 		if log != nil {
 			log.Warn("spool: trimmed a torn tail (a write cut short by a crash)",
 				slog.String("file", seg.name), slog.Int("offset", off), slog.Int("bytes", len(rest)))
 		}
-	} else {
+	default:
 		if err := s.copyAside(seg.name, data); err != nil {
 			if !isNoSpace(err) {
 				return err

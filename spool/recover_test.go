@@ -21,12 +21,13 @@ type wrote struct {
 }
 
 // writeOneSegment appends nBatches batches (acking every third one right
-// after it) into one segment and returns the file's bytes and its records.
+// after it) into one segment and returns the file's bytes and its records,
+// the segment record first.
 func writeOneSegment(t tb, nBatches int) ([]byte, []wrote) {
 	t.Helper()
 	m := newMemFS()
 	s := mustOpen(t, "/d", withFS(m), WithSync(SyncNever))
-	var recs []wrote
+	recs := []wrote{{end: s.Stats().Bytes}} // the segment's first record
 	for i := range nBatches {
 		k := fmt.Sprintf("k%02d", i)
 		if err := s.Append(testBatch(t, k, 1+i%6)); err != nil {

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +28,11 @@ type Spool struct {
 	err    error // sticky *FailedError
 
 	segs []*segment // by id; the last one is the active segment
-	live map[string]*entry
+	// spare is a fully acked segment whose file the next segment reuses
+	// (nil if none): overwriting pages the page cache holds costs a third
+	// of filling new ones, and spares unlinking (see reclaim).
+	spare *segment
+	live  map[string]*entry
 	// droppedKeys are keys WithDropOldest dropped: a Load of one says so,
 	// once. Their owner loads or acks each of them, which removes it.
 	droppedKeys map[string]struct{}
@@ -35,7 +40,7 @@ type Spool struct {
 	head        int      // order[:head] are all acked
 	nextSeq     uint64
 	nextSeg     uint64
-	usage       int64
+	usage       int64    // the files' sizes: each segment's phys, and the spare's
 	replayed    []*entry // the batches found at Open, in order
 
 	writeGen    uint64 // counts records written
@@ -57,8 +62,13 @@ type segment struct {
 	id   uint64
 	name string
 	f    file
-	size int64
-	live int // batches in this segment not acked
+	size int64 // where its records end: the next one is written here
+	// phys is the file's size, at least size: more in a reused file, whose
+	// records of its previous life lie past size until overwritten.
+	phys  int64
+	start int64  // the end of its first record, which names prev
+	prev  uint64 // the segment whose file this one reuses; 0 for a new file
+	live  int    // batches in this segment not acked
 
 	unsynced bool // written or recovered without an fsync: the next tick or Close fsyncs it
 	busy     bool // syncTick fsyncs it, mu released
@@ -240,7 +250,13 @@ func (s *Spool) appendLocked(b *batchproc.Batch) (dropped []*batchproc.Batch, e 
 	if need > s.cfg.maxBytes-s.cfg.segmentSize {
 		return nil, nil, 0, fmt.Errorf("%w: record of %d bytes, budget %d bytes", ErrTooLarge, need, s.cfg.maxBytes)
 	}
-	for s.usage+need > s.cfg.maxBytes {
+	for s.usage+s.growth(need) > s.cfg.maxBytes {
+		if s.spare != nil { // its room first
+			if err := s.removeSpare(); err != nil {
+				return dropped, nil, 0, err
+			}
+			continue
+		}
 		if !s.cfg.drop {
 			return nil, nil, 0, ErrFull
 		}
@@ -368,7 +384,12 @@ func (s *Spool) ackLocked(e *entry) error {
 
 // reclaim removes fully acked segments from the front. Only the front:
 // the acks of a segment's batches are in later segments, so a later
-// segment must outlive every segment before it.
+// segment must outlive every segment before it. The first one removed
+// becomes the spare, if there is none and its file is of a segment's size:
+// the next segment reuses the file rather than a new one. Filling a new
+// file makes the kernel allocate every page and unlinking a full one frees
+// them; the two took 40% of a saturated spool's CPU, and overwriting
+// cached pages writes at 2.7 times the rate (DESIGN.md).
 func (s *Spool) reclaim() error {
 	removed := false
 	for len(s.segs) > 1 && s.segs[0].live == 0 {
@@ -376,12 +397,23 @@ func (s *Spool) reclaim() error {
 		if seg.busy || (s.syncing && seg.f == s.syncingFile) {
 			break // the next reclaim removes it
 		}
+		s.segs = s.segs[1:]
+		if s.spare == nil && seg.phys >= s.cfg.segmentSize/2 {
+			// Renamed out of recovery's sight at once: its batches' acks
+			// are in later segments, which may go before it is reused.
+			if err := s.fs.Rename(seg.name, seg.name+spareSuffix); err != nil {
+				return s.fail("rename", err)
+			}
+			seg.name += spareSuffix
+			s.spare = seg
+			removed = true // a directory change, fsynced below
+			continue
+		}
 		seg.f.Close()
 		if err := s.fs.Remove(seg.name); err != nil {
 			return s.fail("remove", err)
 		}
-		s.usage -= seg.size
-		s.segs = s.segs[1:]
+		s.usage -= seg.phys
 		removed = true
 	}
 	if removed && s.cfg.sync != SyncNever {
@@ -403,8 +435,8 @@ func (s *Spool) writeRecord(head, tail []byte) (*segment, int64, uint64, error) 
 	n := int64(len(head) + len(tail))
 	for {
 		seg := s.segs[len(s.segs)-1]
-		if seg.size == 0 || seg.size+n <= s.cfg.segmentSize {
-			break
+		if seg.size == seg.start || seg.size+n <= s.cfg.segmentSize {
+			break // a record larger than a segment gets one of its own
 		}
 		if err := s.rotate(); err != nil {
 			return nil, 0, 0, err
@@ -412,25 +444,76 @@ func (s *Spool) writeRecord(head, tail []byte) (*segment, int64, uint64, error) 
 	}
 	seg := s.segs[len(s.segs)-1]
 	off := seg.size
+	crc := binary.LittleEndian.Uint32(head[4:8])
+	binary.LittleEndian.PutUint32(head[4:8], bindCRC(crc, seg.id))
+	defer binary.LittleEndian.PutUint32(head[4:8], crc) // head may be written again, elsewhere
+	if err := s.writeAt(seg, off, head, tail); err != nil {
+		return nil, 0, 0, err
+	}
+	s.writeGen++
+	return seg, off, s.writeGen, nil
+}
+
+// writeAt writes head and tail at off in seg, past its records, and
+// accounts for them. A failed write is cut off again. mu is held.
+func (s *Spool) writeAt(seg *segment, off int64, head, tail []byte) error {
 	_, err := seg.f.WriteAt(head, off)
 	if err == nil && len(tail) > 0 {
 		_, err = seg.f.WriteAt(tail, off+int64(len(head)))
 	}
 	if err != nil {
 		// Whatever part of the record reached the file must go, or the
-		// next record would follow garbage.
+		// next record would follow garbage. (In a reused file it would be
+		// followed by the old records, which do not check; the cut is
+		// what keeps the usage right.)
 		if terr := seg.f.Truncate(off); terr != nil {
-			return nil, 0, 0, s.fail("truncate", terr)
+			return s.fail("truncate", terr)
 		}
+		s.usage -= seg.phys - off
+		seg.size, seg.phys = off, off
 		if isNoSpace(err) {
-			return nil, 0, 0, ErrFull
+			return ErrFull
 		}
-		return nil, 0, 0, s.fail("write", err)
+		return s.fail("write", err)
 	}
-	seg.size += n
-	s.usage += n
-	s.writeGen++
-	return seg, off, s.writeGen, nil
+	seg.size = off + int64(len(head)+len(tail))
+	if seg.size > seg.phys {
+		s.usage += seg.size - seg.phys
+		seg.phys = seg.size
+	}
+	return nil
+}
+
+// growth is how much a record of n bytes adds to the files' sizes: where
+// it lands in the active segment, or in the next one (a reused file's
+// size counts already). mu is held.
+func (s *Spool) growth(n int64) int64 {
+	seg := s.segs[len(s.segs)-1]
+	if seg.size == seg.start || seg.size+n <= s.cfg.segmentSize {
+		return max(0, seg.size+n-seg.phys)
+	}
+	end := segmentRecordSize + n
+	if s.spare != nil {
+		return max(0, end-s.spare.phys)
+	}
+	return end
+}
+
+// removeSpare removes the spare segment's file. mu is held.
+func (s *Spool) removeSpare() error {
+	seg := s.spare
+	s.spare = nil
+	seg.f.Close()
+	if err := s.fs.Remove(seg.name); err != nil {
+		return s.fail("remove", err)
+	}
+	s.usage -= seg.phys
+	if s.cfg.sync != SyncNever {
+		if err := s.fs.SyncDir(s.dir); err != nil {
+			return s.fail("fsync", err)
+		}
+	}
+	return nil
 }
 
 // rotate ends the active segment and starts a new one. mu is held. A
@@ -460,24 +543,50 @@ func (s *Spool) rotate() error {
 
 // createSegment creates the next segment file and makes its directory
 // entry durable before anything is written to it.
+//
+// It reuses the spare's file if there is one: renamed, then overwritten
+// from its start. Either way the segment's first record names the segment
+// whose file it reuses (0 for none), so that recovery tells that one's
+// records past the new ones' end from a torn write.
 func (s *Spool) createSegment() (*segment, error) {
 	id := s.nextSeg
-	name := s.path(segName(id))
-	f, err := s.fs.OpenFile(name, createFlags)
-	if err != nil {
-		if isNoSpace(err) {
-			return nil, ErrFull
+	seg := &segment{id: id, name: s.path(segName(id))}
+	if sp := s.spare; sp != nil {
+		if err := s.fs.Rename(sp.name, seg.name); err != nil {
+			return nil, s.fail("rename", err)
 		}
-		return nil, s.fail("create", err)
+		s.spare = nil
+		seg.f, seg.phys, seg.prev = sp.f, sp.phys, sp.id
+	} else {
+		f, err := s.fs.OpenFile(seg.name, createFlags)
+		if err != nil {
+			if isNoSpace(err) {
+				return nil, ErrFull
+			}
+			return nil, s.fail("create", err)
+		}
+		seg.f = f
 	}
 	s.nextSeg++
 	if s.cfg.sync != SyncNever {
 		if err := s.fs.SyncDir(s.dir); err != nil {
-			f.Close()
+			seg.f.Close()
 			return nil, s.fail("fsync", err)
 		}
 	}
-	return &segment{id: id, name: name, f: f}, nil
+	rec := appendSegmentRecord(nil, seg.prev)
+	binary.LittleEndian.PutUint32(rec[4:8], bindCRC(binary.LittleEndian.Uint32(rec[4:8]), id))
+	if err := s.writeAt(seg, 0, rec, nil); err != nil {
+		// A segment without its first record is no segment: remove it
+		// (writeAt cut the file to nothing).
+		seg.f.Close()
+		if rerr := s.fs.Remove(seg.name); rerr != nil {
+			return nil, s.fail("remove", rerr)
+		}
+		return nil, err
+	}
+	seg.start = seg.size
+	return seg, nil
 }
 
 // syncFile fsyncs f, timing it; a failure makes the spool fail. mu is held.
@@ -662,7 +771,7 @@ func (s *Spool) readBody(e *entry, buf []byte) ([]byte, []byte, error) {
 	if _, err := e.seg.f.ReadAt(rec, e.off); err != nil {
 		return buf, nil, err
 	}
-	typ, body, n, ok := parseRecord(rec)
+	typ, body, n, ok := parseRecord(rec, e.seg.id)
 	if !ok || typ != recBatch || n != e.n {
 		return buf, nil, errors.New("record changed on disk since Open")
 	}

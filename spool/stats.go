@@ -11,9 +11,9 @@ import (
 //
 // where an Ack of a key not in the spool counts nothing.
 type Stats struct {
-	Bytes    int64 // total size of the segment files: the disk budget in use
+	Bytes    int64 // total size of the spool's files, the spare's included: the disk budget in use
 	Batches  int   // batches in the spool: appended or recovered, not acked
-	Segments int   // segment files
+	Segments int   // segment files holding records (not the spare, a fully acked one kept for reuse)
 
 	Recovered uint64 // batches found at Open, not acked
 	Appended  uint64 // Appends that returned nil
