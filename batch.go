@@ -1,6 +1,9 @@
 package batchproc
 
-import "sync"
+import (
+	"hash/crc32"
+	"sync"
+)
 
 // Event is one event handed to [Processor.Add].
 type Event struct {
@@ -31,6 +34,10 @@ type Batch struct {
 	reserved int    // memory budget held, >= cost
 
 	journaled bool // appended to the processor's journal: it may be spilled while it waits
+	// summed: sum is the CRC-32C of buf[off:], computed at the cut by a
+	// processor with a journal (see NDJSONChecksum and cut).
+	summed bool
+	sum    uint32
 	// A spilled batch keeps only its key, seq and counts: its events are in
 	// the journal, loaded again before its send. spilled is its event count
 	// then (Len is 0), loadCost the budget it takes once loaded.
@@ -74,6 +81,18 @@ func (b *Batch) NDJSON() []byte {
 	end := b.ends[len(b.ends)-1]
 	return b.buf[b.off:end:end] // capped: appending to it must not overwrite what follows (a Split's other half)
 }
+
+// NDJSONChecksum returns the CRC-32C (Castagnoli) of b.NDJSON(), and true,
+// if the processor computed it: it does when it cuts a batch and has a
+// journal ([WithJournal]), which may use it rather than read the whole
+// batch again to checksum what it writes. (At the cut the batch's bytes
+// are in the cache of the core that added them; a journal's appender
+// reads them from another core's.) It returns false for any other batch:
+// a [Batch.Split] half, one from [NewBatch].
+func (b *Batch) NDJSONChecksum() (uint32, bool) { return b.sum, b.summed }
+
+// castagnoli is the CRC-32C table of NDJSONChecksum.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Size returns len(b.NDJSON()).
 func (b *Batch) Size() int {
@@ -172,6 +191,7 @@ func (b *Batch) reset() {
 	b.cost = 0
 	b.reserved = 0
 	b.journaled = false
+	b.summed, b.sum = false, 0
 	b.spilled, b.loadCost = 0, 0
 }
 

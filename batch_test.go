@@ -1,6 +1,7 @@
 package batchproc_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -107,5 +108,40 @@ func TestSplitNDJSONCapped(t *testing.T) {
 	_ = append(left.NDJSON(), "XXXX"...)
 	if got := string(right.NDJSON()); got != "bb\n" {
 		t.Fatalf("right half %q after appending to the left half", got)
+	}
+}
+
+// Only a processor with a journal keeps a checksum of its batches'
+// NDJSON; NewBatch and a Split half report none.
+func TestNDJSONChecksumOnlyWithAJournal(t *testing.T) {
+	b, err := batchproc.NewBatch("k", batchproc.Event{Payload: []byte(`{"a":1}`)}, batchproc.Event{Payload: []byte(`{"b":2}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.NDJSONChecksum(); ok {
+		t.Error("NewBatch's batch has a checksum")
+	}
+	if l, _ := b.Split(); l != nil {
+		if _, ok := l.NDJSONChecksum(); ok {
+			t.Error("a Split half has a checksum")
+		}
+	}
+	seen := make(chan bool, 1)
+	p, err := batchproc.New(batchproc.SinkFunc(func(_ context.Context, b *batchproc.Batch) error {
+		_, ok := b.NDJSONChecksum()
+		seen <- ok
+		return nil
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"a":1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if <-seen {
+		t.Error("a processor without a journal kept a checksum")
 	}
 }
