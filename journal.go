@@ -108,6 +108,7 @@ type journal struct {
 	writers atomic.Int32      // appenders still running, for closing durable
 
 	stopReplay chan struct{} // closed by Shutdown: replay no more
+	stopOnce   sync.Once
 	replayDone chan struct{}
 }
 

@@ -25,20 +25,40 @@ import (
 // is idempotent and safe to call concurrently; every call waits as
 // described. A processor cannot be restarted.
 //
+// With a journal, what a previous processor left there is part of the
+// drain: Shutdown waits for its replay and its sends too. If ctx ends
+// first, the batches not delivered stay in the journal for the next start
+// (a [*LeftInJournalError] counts those the processor held; those the
+// replay had not read yet stay too, uncounted).
+//
 // Called from a callback ([Sink.Send] or the [WithOnFailure] function),
 // Shutdown cannot wait: the drain waits for that very callback. It then
 // begins the shutdown (nothing more is accepted, the drain goes on) and
 // returns [ErrInCallback] at once; another goroutine may call Shutdown to
 // wait for the drain.
 func (p *Processor) Shutdown(ctx context.Context) error {
+	inCallback := p.callbacks.current()
 	p.shutdownOnce.Do(func() {
 		p.closed.Store(true)
 		close(p.stopLinger)
 		<-p.lingerDone
-		if p.jr != nil { // what was not replayed stays in the journal
-			close(p.jr.stopReplay)
-			<-p.jr.replayDone
+	})
+	if p.jr != nil {
+		// What a previous processor left in the journal is part of the
+		// drain: the replay goes on until it ends, or ctx does, when what
+		// was not replayed stays in the journal. Each caller waits by its
+		// own ctx. From a callback it is stopped at once: the replay may
+		// be waiting for budget that callback's batch holds.
+		if !inCallback {
+			select {
+			case <-p.jr.replayDone:
+			case <-ctx.Done():
+			}
 		}
+		p.jr.stopOnce.Do(func() { close(p.jr.stopReplay) })
+		<-p.jr.replayDone
+	}
+	p.drainOnce.Do(func() {
 		st := p.Stats()
 		p.info.LogAttrs(ctx, slog.LevelInfo, "stopping, waiting for remaining events to be sent",
 			slog.Uint64("pending", st.Pending), slog.Int("in_flight", st.InFlight))
@@ -48,7 +68,7 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 		p.cutAll()
 		close(p.closing)
 	})
-	if p.callbacks.current() {
+	if inCallback {
 		return fmt.Errorf("batchproc: Shutdown: %w", ErrInCallback)
 	}
 	select {

@@ -76,7 +76,8 @@ type Processor struct {
 	abort        context.CancelCauseFunc
 	running      atomic.Int32  // sender, dispatcher and send goroutines alive
 	done         chan struct{} // closed when the last sender exited
-	shutdownOnce sync.Once
+	shutdownOnce sync.Once // stops Adds and the linger
+	drainOnce    sync.Once // then, once the replay ended, starts the drain
 	drain        *watcher // what the drain covers: set by the first Shutdown
 	callbacks    callbackGoroutines
 

@@ -80,14 +80,17 @@
 //
 //	offset  size  field
 //	0       4     body length n, uint32 little-endian (at most 1 GiB)
-//	4       4     CRC32C (Castagnoli) of bytes 0-3, byte 8, the body, and the
-//	              segment's id (8 bytes, little-endian)
+//	4       4     CRC32C (Castagnoli) of bytes 0-3, byte 8, the body, and
+//	              8 bytes little-endian: the segment's nonce (in a segment
+//	              record, the segment's id)
 //	8       1     record type: 1 batch, 2 ack, 3 segment
 //	9       n     body
 //
-// The first record of a segment, and only the first, is a segment record:
-// its body is one uvarint, the id of the segment whose file this one
-// reuses (0 for a new file).
+// The first record of a segment, and only the first, is a segment record.
+// Its body is 16 bytes: the segment's nonce, random, to which the CRC of
+// every other record in the segment is bound, then the nonce of the
+// segment whose file this one reuses (0 for a new file), both uint64
+// little-endian.
 //
 // A segment's file is reused: when the oldest segment is fully acked it
 // becomes the spare (renamed NNN.seg.spare at once, out of recovery's
@@ -96,9 +99,11 @@
 // times the rate of filling a new file, whose every page the kernel must
 // allocate, and no full file is unlinked (the two were 40% of a saturated
 // spool's CPU). Past the new records' end lie the records of the file's
-// previous life; bound by their CRC to another segment's id, none of them
-// checks as part of this one. A spool holds at most one spare, counted in
-// the disk usage and removed first when the budget is full.
+// previous lives; bound by their CRC to another nonce, none of them checks
+// as part of this one. (A nonce, not the id: with SyncNever, a power loss
+// may put a file back under an older name, and an id used again.) A spool
+// holds at most one spare, counted in the disk usage and removed first
+// when the budget is full.
 //
 // A batch record's body is:
 //
@@ -129,10 +134,11 @@
 //
 //   - none: a torn tail, the write a crash cut short, or the end of a
 //     reused file's new records, where the rest are the previous
-//     segment's records (those check as the segment's record names). The
-//     file is truncated to its last valid record; a torn tail's bytes are
-//     counted ([Stats].TornBytes). A file left without even its segment
-//     record is removed.
+//     segment's records (those check with the nonce the segment record
+//     names). The file is truncated to its last valid record; a torn
+//     tail's bytes are counted ([Stats].TornBytes). A file whose segment
+//     record does not check reads as torn from its start (what follows
+//     cannot be checked without its nonce) and is removed.
 //   - some: the file is corrupt in the middle, and nothing after the bad
 //     record can be trusted (a damaged length hides where the next record
 //     starts). The whole file is copied aside as NAME.corrupt, then

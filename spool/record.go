@@ -17,8 +17,9 @@ const (
 	recAck     byte = 2
 	recSegment byte = 3 // a segment's first record, and only there
 
-	// segmentRecordSize bounds the size of a segment's first record.
-	segmentRecordSize = headerSize + binary.MaxVarintLen64
+	// segmentRecordSize is the size of a segment's first record: its
+	// nonce and its file's previous nonce, 8 bytes each.
+	segmentRecordSize = headerSize + 16
 
 	// maxBody bounds a record's length field, so a corrupt length is
 	// recognised as such before anything is read or allocated for it.
@@ -28,22 +29,27 @@ const (
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // recordCRC is the CRC32C of the length field, the type and the body: the
-// record's CRC before its segment's id is bound in (bindCRC).
+// record's CRC before its segment's nonce is bound in (bindCRC).
 func recordCRC(hdr []byte, body []byte) uint32 {
 	c := crc32.Update(0, castagnoli, hdr[0:4])
 	c = crc32.Update(c, castagnoli, hdr[8:9])
 	return crc32.Update(c, castagnoli, body)
 }
 
-// bindCRC extends a record's CRC with the id of the segment it is written
-// in: a record checks only in its own segment. A segment file is reused for
-// a later segment (Spool.reclaim keeps one spare) and overwritten from its
-// start, so past the new records' end lie the records of its previous life;
-// bound to the old id, none of them checks as part of the new segment.
-func bindCRC(c uint32, seg uint64) uint32 {
-	var id [8]byte
-	binary.LittleEndian.PutUint64(id[:], seg)
-	return crc32.Update(c, castagnoli, id[:])
+// bindCRC extends a record's CRC with a 64-bit value: its segment's nonce
+// (a segment record: the segment's id). A record checks only in its own
+// segment. A segment file is reused for a later segment (Spool.reclaim
+// keeps one spare) and overwritten from its start, so past the new
+// records' end lie the records of its previous lives; bound to another
+// nonce, none of them checks as part of the new segment. The nonce is
+// random, not the id: after a power loss without directory fsyncs
+// (SyncNever) a file may be back under an older name with records of a
+// later segment in it, and ids the lost directory entries had used are
+// used again.
+func bindCRC(c uint32, v uint64) uint32 {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], v)
+	return crc32.Update(c, castagnoli, b[:])
 }
 
 // appendBatchHead appends to dst the batch record of b, with sequence
@@ -93,14 +99,24 @@ func appendAckRecord(dst []byte, seq uint64) []byte {
 	return dst
 }
 
-// appendSegmentRecord appends to dst the record a segment starts with: the
-// id of the segment whose file it reuses (0 for a new file).
-func appendSegmentRecord(dst []byte, prev uint64) []byte {
+// appendSegmentRecord appends to dst the record a segment starts with:
+// its nonce, and the nonce of the segment whose file it reuses (0 for a
+// new file).
+func appendSegmentRecord(dst []byte, nonce, prev uint64) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, headerSize)...)
-	dst = binary.AppendUvarint(dst, prev)
+	dst = binary.LittleEndian.AppendUint64(dst, nonce)
+	dst = binary.LittleEndian.AppendUint64(dst, prev)
 	sealRecord(dst[start:], recSegment)
 	return dst
+}
+
+// decodeSegment decodes a segment record's body.
+func decodeSegment(body []byte) (nonce, prev uint64, err error) {
+	if len(body) != 16 {
+		return 0, 0, errBadBody
+	}
+	return binary.LittleEndian.Uint64(body), binary.LittleEndian.Uint64(body[8:]), nil
 }
 
 // sealRecord fills in the header of rec, whose body follows the header,
@@ -112,19 +128,19 @@ func sealRecord(rec []byte, typ byte) []byte {
 	return rec
 }
 
-// parseRecord reads the record at the start of data, written in segment
-// seg. It returns its type, body and total length, or ok=false if data does
-// not start with a whole record whose CRC, bound to seg, matches and whose
-// body decodes.
-func parseRecord(data []byte, seg uint64) (typ byte, body []byte, n int, ok bool) {
-	typ, body, n, which, ok := parseRecordIn(data, seg, seg)
+// parseRecord reads the record at the start of data, whose CRC binds it to
+// bind (see bindCRC). It returns its type, body and total length, or
+// ok=false if data does not start with a whole record whose CRC, bound to
+// bind, matches and whose body decodes.
+func parseRecord(data []byte, bind uint64) (typ byte, body []byte, n int, ok bool) {
+	typ, body, n, which, ok := parseRecordIn(data, bind, bind)
 	return typ, body, n, ok && which == 0
 }
 
-// parseRecordIn is parseRecord for a record that may have been written in
-// either of two segments: which is 0 if its CRC binds it to seg, 1 if to
-// other (computing the body's CRC once).
-func parseRecordIn(data []byte, seg, other uint64) (typ byte, body []byte, n, which int, ok bool) {
+// parseRecordIn is parseRecord for a record that may be bound to either of
+// two values: which is 0 if its CRC binds it to bind, 1 if to other
+// (computing the body's CRC once).
+func parseRecordIn(data []byte, bind, other uint64) (typ byte, body []byte, n, which int, ok bool) {
 	if len(data) < headerSize {
 		return 0, nil, 0, 0, false
 	}
@@ -140,7 +156,7 @@ func parseRecordIn(data []byte, seg, other uint64) (typ byte, body []byte, n, wh
 	}
 	c, want := recordCRC(data, body), binary.LittleEndian.Uint32(data[4:8])
 	switch want {
-	case bindCRC(c, seg):
+	case bindCRC(c, bind):
 	case bindCRC(c, other):
 		which = 1
 	default:
@@ -150,8 +166,10 @@ func parseRecordIn(data []byte, seg, other uint64) (typ byte, body []byte, n, wh
 	switch typ {
 	case recBatch:
 		_, _, err = decodeBatchHead(body)
-	case recAck, recSegment:
+	case recAck:
 		_, err = decodeUvarint(body)
+	case recSegment:
+		_, _, err = decodeSegment(body)
 	}
 	if err != nil {
 		return 0, nil, 0, 0, false
@@ -253,7 +271,7 @@ func decodeBatch(body []byte, events []batchproc.Event) (seq uint64, n int, key 
 }
 
 // decodeUvarint decodes a body of one uvarint: an ack record's (the seq it
-// acks) and a segment record's (the id of the file's previous segment).
+// acks).
 func decodeUvarint(body []byte) (uint64, error) {
 	seq, rest, err := uvarint(body)
 	if err == nil && len(rest) != 0 {

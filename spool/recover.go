@@ -101,13 +101,17 @@ func (s *Spool) recover() error {
 		}
 		off := 0
 		for off < len(data) {
-			typ, body, n, ok := parseRecord(data[off:], seg.id)
-			if !ok || (typ == recSegment) != (off == 0) { // the segment record first, and only there
+			bind := seg.nonce // the segment record first, bound to the id, and only there
+			if off == 0 {
+				bind = seg.id
+			}
+			typ, body, n, ok := parseRecord(data[off:], bind)
+			if !ok || (typ == recSegment) != (off == 0) {
 				break
 			}
 			switch typ {
 			case recSegment:
-				seg.prev, _ = decodeUvarint(body)
+				seg.nonce, seg.prev, _ = decodeSegment(body)
 				seg.start = int64(n)
 			case recBatch:
 				seq, key, _ := decodeBatchHead(body)
@@ -210,6 +214,14 @@ func (s *Spool) openSpare(name, base string) error {
 		seg.f.Close()
 		return err
 	}
+	// Its nonce, so that the segment reusing it tells its old records
+	// from a torn write (0, and they count as torn, if it is unreadable).
+	hdr := make([]byte, segmentRecordSize)
+	if _, err := seg.f.ReadAt(hdr, 0); err == nil {
+		if typ, body, _, ok := parseRecord(hdr, id); ok && typ == recSegment {
+			seg.nonce, _, _ = decodeSegment(body)
+		}
+	}
 	s.spare = seg
 	s.usage += seg.phys
 	return nil
@@ -219,7 +231,7 @@ func (s *Spool) openSpare(name, base string) error {
 // a reused file's new records, or corrupt. If no valid record follows it,
 // it is a torn tail (a write cut short by a crash) and is trimmed; so is
 // the rest of a reused file, where the records that follow check as the
-// previous segment's (seg.prev), not as this one's. Otherwise the middle
+// previous segment's nonce (seg.prev), not as this one's. Otherwise the middle
 // of the file is corrupt: the
 // rest of the file cannot be trusted (a record's length may be what was
 // damaged), so the whole file is copied aside as NAME.corrupt for
@@ -229,6 +241,11 @@ func (s *Spool) openSpare(name, base string) error {
 func (s *Spool) repair(seg *segment, data []byte, off int) error {
 	rest := data[off:]
 	var found, batches, old int
+	// If the segment record itself does not check (off 0), nonce is 0 and
+	// nothing after it can: a reused file whose new segment record a power
+	// loss tore holds the previous segment's records, which no one can
+	// tell from this one's, so none is trusted. The file reads as torn.
+	nonce := seg.nonce
 	// The scan tries a record at every offset; each try CRCs the length
 	// the bytes there claim. Crafted bytes could make that quadratic, so
 	// the bytes CRCed are bounded; past the bound the file counts as
@@ -246,7 +263,10 @@ func (s *Spool) repair(seg *segment, data []byte, off int) error {
 			found++ // unknown: assume the worse
 			break
 		}
-		if typ, _, n, which, ok := parseRecordIn(rest[i:], seg.id, seg.prev); ok {
+		if nonce == 0 {
+			break
+		}
+		if typ, _, n, which, ok := parseRecordIn(rest[i:], nonce, seg.prev); ok {
 			if which == 1 && seg.prev != 0 {
 				old++ // the file's previous life
 			} else {

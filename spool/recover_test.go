@@ -159,14 +159,20 @@ func TestBitFlipsAreAllDetected(t *testing.T) {
 				lostBatches++
 			}
 		}
+		// A flip in the segment record loses the key to every record
+		// after it: the whole file reads as torn.
+		head := pos < segmentRecordSize
 		switch {
+		case head && (st.TornBytes != int64(len(data)) || st.CorruptFiles != 0):
+			t.Fatalf("flip at %d in the segment record: Stats %+v, want TornBytes %d", pos, st, len(data))
+		case head:
 		case last && (st.TornBytes != int64(len(data))-start || st.CorruptFiles != 0):
 			t.Fatalf("flip at %d in the last record: Stats %+v, want TornBytes %d", pos, st, int64(len(data))-start)
 		case !last && (st.CorruptFiles != 1 || st.LostBytes != int64(len(data))-start || st.LostBatches != lostBatches):
 			t.Fatalf("flip at %d in record %d: Stats %+v, want CorruptFiles 1, LostBytes %d, LostBatches %d",
 				pos, ri, st, int64(len(data))-start, lostBatches)
 		}
-		if !last {
+		if !last && !head {
 			m.mu.Lock()
 			aside := m.files[segFile+corruptSuffix]
 			m.mu.Unlock()
@@ -205,7 +211,7 @@ func TestCorruptMiddleSegment(t *testing.T) {
 	}
 	victim := names[1]
 	data := m.segmentFiles()[victim]
-	data[10] ^= 0x40 // inside the first record's body
+	data[segmentRecordSize+10] ^= 0x40 // inside the first batch record's body
 	m.setData(victim, data)
 
 	s = mustOpen(t, "/d", opts...)

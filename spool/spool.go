@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,8 +67,9 @@ type segment struct {
 	// phys is the file's size, at least size: more in a reused file, whose
 	// records of its previous life lie past size until overwritten.
 	phys  int64
-	start int64  // the end of its first record, which names prev
-	prev  uint64 // the segment whose file this one reuses; 0 for a new file
+	start int64  // the end of its first record, the segment record
+	nonce uint64 // random: its records' CRCs are bound to it (see bindCRC)
+	prev  uint64 // the nonce of the segment whose file this one reuses; 0 for a new file
 	live  int    // batches in this segment not acked
 
 	unsynced bool // written or recovered without an fsync: the next tick or Close fsyncs it
@@ -445,7 +447,7 @@ func (s *Spool) writeRecord(head, tail []byte) (*segment, int64, uint64, error) 
 	seg := s.segs[len(s.segs)-1]
 	off := seg.size
 	crc := binary.LittleEndian.Uint32(head[4:8])
-	binary.LittleEndian.PutUint32(head[4:8], bindCRC(crc, seg.id))
+	binary.LittleEndian.PutUint32(head[4:8], bindCRC(crc, seg.nonce))
 	defer binary.LittleEndian.PutUint32(head[4:8], crc) // head may be written again, elsewhere
 	if err := s.writeAt(seg, off, head, tail); err != nil {
 		return nil, 0, 0, err
@@ -556,7 +558,7 @@ func (s *Spool) createSegment() (*segment, error) {
 			return nil, s.fail("rename", err)
 		}
 		s.spare = nil
-		seg.f, seg.phys, seg.prev = sp.f, sp.phys, sp.id
+		seg.f, seg.phys, seg.prev = sp.f, sp.phys, sp.nonce
 	} else {
 		f, err := s.fs.OpenFile(seg.name, createFlags)
 		if err != nil {
@@ -574,7 +576,10 @@ func (s *Spool) createSegment() (*segment, error) {
 			return nil, s.fail("fsync", err)
 		}
 	}
-	rec := appendSegmentRecord(nil, seg.prev)
+	for seg.nonce == 0 || seg.nonce == seg.prev {
+		seg.nonce = rand.Uint64()
+	}
+	rec := appendSegmentRecord(nil, seg.nonce, seg.prev)
 	binary.LittleEndian.PutUint32(rec[4:8], bindCRC(binary.LittleEndian.Uint32(rec[4:8]), id))
 	if err := s.writeAt(seg, 0, rec, nil); err != nil {
 		// A segment without its first record is no segment: remove it
@@ -771,7 +776,7 @@ func (s *Spool) readBody(e *entry, buf []byte) ([]byte, []byte, error) {
 	if _, err := e.seg.f.ReadAt(rec, e.off); err != nil {
 		return buf, nil, err
 	}
-	typ, body, n, ok := parseRecord(rec, e.seg.id)
+	typ, body, n, ok := parseRecord(rec, e.seg.nonce)
 	if !ok || typ != recBatch || n != e.n {
 		return buf, nil, errors.New("record changed on disk since Open")
 	}
