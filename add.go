@@ -118,6 +118,9 @@ func (p *Processor) addFast(payload []byte, id string) bool {
 	b.buf = b.buf[:end]
 	b.buf[end-1] = '\n'
 	copy(b.buf[n:], payload)
+	if b.open != nil {
+		b.open.Add(Event{ID: id, Payload: payload})
+	}
 	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
 		p.cutFull(s)
 		s.mu.Unlock()
@@ -291,6 +294,11 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	}
 	if b == nil {
 		b = getBatch()
+		if o := p.opener; o != nil {
+			if b.open = o.OpenBatch(p.cfg.maxBytes); b.open == nil {
+				p.unguarded.Add(1)
+			}
+		}
 		s.b = b
 	}
 	first := len(b.ends) == 0
@@ -314,6 +322,9 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	}
 	p.growFor(b, size)
 	b.append(e)
+	if b.open != nil {
+		b.open.Add(e)
+	}
 	s.added++
 	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
 		p.cutFull(s)
@@ -431,6 +442,9 @@ func (p *Processor) cut(s *shard) {
 	}
 	b.seq = p.completion.number()
 	b.key = p.keyPrefix + strconv.FormatUint(b.seq, 10)
+	if b.open != nil {
+		b.open.Seal(b.key)
+	}
 	s.lane.push(b)
 }
 

@@ -38,6 +38,7 @@ type Batch struct {
 	// processor with a journal (see NDJSONChecksum and cut).
 	summed bool
 	sum    uint32
+	open   OpenBatch // a JournalOpener's copy of the events, until journaled
 	// A spilled batch keeps only its key, seq and counts: its events are in
 	// the journal, loaded again before its send. spilled is its event count
 	// then (Len is 0), loadCost the budget it takes once loaded.
@@ -204,6 +205,10 @@ func getBatch() *Batch { return batchPool.Get().(*Batch) }
 
 // putBatch returns b to the pool unless its buffer grew unusually large.
 func putBatch(b *Batch) {
+	if b.open != nil {
+		b.open.Close()
+		b.open = nil
+	}
 	const maxPooled = 16 << 20
 	if cap(b.buf) > maxPooled {
 		return

@@ -65,6 +65,33 @@ type JournalWriter interface {
 	Write(b *Batch) (durable func() error, err error)
 }
 
+// A JournalOpener is a [Journal] that also keeps the events of the batches
+// being filled, so that a crash of the process loses no event whose Add
+// returned nil, not even in the batch still open: the next processor on
+// the same journal gets those events back from Replay, as batches. (The
+// spool keeps them in memory-mapped files: what Add copies there is in the
+// kernel's page cache, which a killed process cannot lose.)
+type JournalOpener interface {
+	Journal
+	// OpenBatch is called when a batch gets its first event, under its
+	// shard's lock, with the batch byte limit. It returns nil when it has
+	// no room: that batch is filled unguarded, as without a JournalOpener.
+	OpenBatch(maxBytes int) OpenBatch
+}
+
+// An OpenBatch keeps the events of one batch being filled, for a
+// [JournalOpener]. Add and Seal are called under the batch's shard lock;
+// Close later, from any of the processor's goroutines; never two at once.
+type OpenBatch interface {
+	// Add keeps e, the batch's next event, before Processor.Add returns.
+	Add(e Event)
+	// Seal records the key the batch got when it was cut.
+	Seal(key string)
+	// Close says the batch is in the journal (its Append returned nil) or
+	// has left the processor: what was kept is forgotten.
+	Close()
+}
+
 // ErrDropped is the failure reason of a batch the journal dropped to make
 // room ([JournalDropper]).
 var ErrDropped = errors.New("batchproc: batch dropped from the journal to make room")
@@ -195,6 +222,9 @@ func (p *Processor) startJournal(j Journal) {
 	if d, ok := j.(JournalDropper); ok {
 		d.OnDrop(p.journalDropped)
 	}
+	if o, ok := j.(JournalOpener); ok {
+		p.opener = o
+	}
 	if w, ok := j.(JournalWriter); ok {
 		p.jr.w = w
 		p.jr.durable = make(chan func() error, 256)
@@ -312,6 +342,10 @@ func (p *Processor) journalAppend(b *Batch) {
 				slog.String("key", b.key), slog.Any("error", err))
 		}
 		return
+	}
+	if b.open != nil { // in the journal now: the open batch's copy may go
+		b.open.Close()
+		b.open = nil
 	}
 	if jr.refusing.Swap(false) {
 		p.log.LogAttrs(context.Background(), slog.LevelInfo, "journal takes batches again", slog.String("key", b.key))

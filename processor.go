@@ -54,6 +54,8 @@ type Processor struct {
 	// lane, whose appenders journal each batch and pass it on.
 	appendLanes []*lane
 	jr          *journal
+	opener      JournalOpener // jr's journal, if it is one
+	unguarded   atomic.Uint64 // batches filled without an OpenBatch (the JournalOpener had no room)
 	// limit bounds async dispatch's sends: adaptive by default, fixed with
 	// WithMaxInFlight. nil for the worker pool and ordered dispatch.
 	limit *adaptiveLimit
@@ -76,9 +78,9 @@ type Processor struct {
 	abort        context.CancelCauseFunc
 	running      atomic.Int32  // sender, dispatcher and send goroutines alive
 	done         chan struct{} // closed when the last sender exited
-	shutdownOnce sync.Once // stops Adds and the linger
-	drainOnce    sync.Once // then, once the replay ended, starts the drain
-	drain        *watcher // what the drain covers: set by the first Shutdown
+	shutdownOnce sync.Once     // stops Adds and the linger
+	drainOnce    sync.Once     // then, once the replay ended, starts the drain
+	drain        *watcher      // what the drain covers: set by the first Shutdown
 	callbacks    callbackGoroutines
 
 	// Counters for Stats.
@@ -255,6 +257,7 @@ func (p *Processor) Stats() Stats {
 		st.Replayed = jr.replayed.Load()
 		st.Journaled = jr.appended.Load()
 		st.Unjournaled = jr.unjournal.Load()
+		st.Unguarded = p.unguarded.Load()
 	}
 	st.Pending = st.Added + st.Replayed - delivered - failed
 	return st
@@ -281,4 +284,5 @@ type Stats struct {
 	Replayed    uint64 // events a previous processor left in the journal, read back to be sent
 	Journaled   uint64 // batches appended to the journal before their first send
 	Unjournaled uint64 // batches the journal refused (full or failed): sent from memory only
+	Unguarded   uint64 // batches filled without the journal keeping their events (a JournalOpener with no room)
 }

@@ -57,6 +57,7 @@ type config struct {
 	dropOldest  func(*batchproc.Batch)
 	drop        bool // WithDropOldest was given
 	logger      *slog.Logger
+	openBatches int // regions at most for open batches; 0: none kept
 
 	fs fileSystem // the real filesystem unless a test sets another
 
@@ -69,6 +70,9 @@ const (
 	DefaultMaxBytes = 1 << 30
 	// DefaultSegmentSize is the default segment file size: 64 MiB.
 	DefaultSegmentSize = 64 << 20
+	// DefaultOpenBatches is how many batches being filled the spool keeps
+	// at once by default ([WithOpenBatches]).
+	DefaultOpenBatches = 64
 )
 
 func defaultConfig() config {
@@ -76,6 +80,7 @@ func defaultConfig() config {
 		sync:        SyncBatch,
 		maxBytes:    DefaultMaxBytes,
 		segmentSize: DefaultSegmentSize,
+		openBatches: DefaultOpenBatches,
 		fs:          osFS{},
 	}
 }
@@ -87,6 +92,9 @@ func (c *config) validate() error {
 	}
 	if c.segmentSize < 1<<10 {
 		errs = append(errs, fmt.Errorf("spool: segment size %d bytes: must be at least 1 KiB", c.segmentSize))
+	}
+	if c.openBatches < 0 {
+		errs = append(errs, fmt.Errorf("spool: WithOpenBatches(%d): must be 0 or more", c.openBatches))
 	}
 	if c.maxBytes < 2*c.segmentSize {
 		errs = append(errs, fmt.Errorf("spool: disk budget %d bytes: must be at least two segments (2 x %d bytes)", c.maxBytes, c.segmentSize))
@@ -126,6 +134,19 @@ func WithDropOldest(f func(b *batchproc.Batch)) Option {
 // trimmed a torn tail or set a corrupt file aside, and the failure that
 // makes the spool stop writing. The default logs nothing.
 func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.logger = l }) }
+
+// WithOpenBatches sets how many batches being filled the spool keeps at
+// once (64 by default, [DefaultOpenBatches]; 0 keeps none). Each is a
+// region file of twice the processor's batch byte limit (2 MiB by
+// default), memory-mapped: the copy of each event Add makes there is in
+// the kernel's page cache, so a crash of the process loses no event whose
+// Add returned nil, not even in the batch still open. A region is held
+// from a batch's first event until its Append returned, or until it left
+// the processor if the spool refused it; a batch that finds none free is
+// filled unguarded, as without this (batchproc.Stats.Unguarded). The
+// region files do not count in the disk budget. On platforms without
+// mmap(2) none are kept.
+func WithOpenBatches(n int) Option { return optionFunc(func(c *config) { c.openBatches = n }) }
 
 // withFS replaces the filesystem (tests inject faults through it).
 func withFS(fs fileSystem) Option { return optionFunc(func(c *config) { c.fs = fs }) }

@@ -194,6 +194,18 @@ func (s *Spool) recover() error {
 			return err
 		}
 	}
+	// The batches that were being filled: after every segment's, in the
+	// order of Replay (they are the newest).
+	known := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		known[e.key] = true
+	}
+	s.mu.Lock()
+	err = s.recoverOpen(names, known)
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	return s.err // a failure on the way (fsync) fails Open: it is an I/O error
 }
 

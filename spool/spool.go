@@ -55,6 +55,8 @@ type Spool struct {
 
 	onDrop atomic.Pointer[func(*batchproc.Batch)] // OnDrop's function
 
+	open openArea // the regions of open batches (its own lock)
+
 	stop chan struct{} // closes the SyncInterval goroutine
 	done chan struct{}
 }
@@ -103,6 +105,7 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 	}
 	s := &Spool{dir: dir, cfg: cfg, fs: cfg.fs, live: map[string]*entry{}, droppedKeys: map[string]struct{}{}}
 	s.cond = sync.NewCond(&s.mu)
+	s.open.max = cfg.openBatches
 	if err := s.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
 	}
@@ -805,6 +808,10 @@ func (s *Spool) Stats() Stats {
 	st.Batches = len(s.live)
 	st.Segments = len(s.segs)
 	st.Err = s.err
+	s.open.mu.Lock()
+	st.OpenRegions = len(s.open.all)
+	st.OpenUnguarded, st.OpenOverflows = s.open.unguarded, s.open.overflows
+	s.open.mu.Unlock()
 	return st
 }
 
@@ -847,6 +854,7 @@ func (s *Spool) Close() error {
 		}
 	}
 	s.cond.Broadcast() // Appends waiting for an fsync: Close's was it
+	s.open.closeRegions()
 	s.closeFiles()
 	s.lock.Close()
 	return s.err

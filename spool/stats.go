@@ -27,6 +27,15 @@ type Stats struct {
 	CorruptFiles int    // segment files whose middle was corrupt; each was set aside as NAME.corrupt
 	LostBatches  uint64 // batches in those files' unreadable parts (found by a resynchronising scan)
 	LostBytes    int64  // bytes of those unreadable parts
+	// OpenRecovered counts the batches rebuilt at Open from the regions
+	// of batches that were being filled when the last process died
+	// (included in Recovered).
+	OpenRecovered uint64
+
+	// Open batches (WithOpenBatches).
+	OpenRegions   int    // region files mapped
+	OpenUnguarded uint64 // batches that found no region free: not kept until cut and appended
+	OpenOverflows uint64 // batches whose ids filled their region: their later events were not kept
 
 	Fsyncs       uint64    // fsyncs of segment files
 	FsyncLatency Histogram // their durations

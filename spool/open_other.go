@@ -1,0 +1,12 @@
+//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
+
+package spool
+
+import "github.com/batchproc/batchproc"
+
+// OpenBatch returns nil: on this platform the spool does not keep the
+// batches being filled (they are lost in a crash, at most one flush
+// interval of events each). It implements [batchproc.JournalOpener].
+func (s *Spool) OpenBatch(int) batchproc.OpenBatch { return nil }
+
+func (a *openArea) closeRegions() {}

@@ -1,0 +1,176 @@
+package spool
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/batchproc/batchproc"
+)
+
+// replayAll returns the batches Replay hands over, copied.
+func replayAll(t *testing.T, s *Spool) map[string][]batchproc.Event {
+	t.Helper()
+	got := map[string][]batchproc.Event{}
+	if err := s.Replay(func(b *batchproc.Batch) error {
+		var evs []batchproc.Event
+		for i := range b.Len() {
+			e := b.Event(i)
+			evs = append(evs, batchproc.Event{ID: e.ID, Payload: slices.Clone(e.Payload)})
+		}
+		got[b.Key()] = evs
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func regionFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	names, _ := filepath.Glob(filepath.Join(dir, regionPrefix+"*"))
+	return names
+}
+
+// What a batch being filled kept in its region outlives the process: a
+// spool closed with regions still open (as a killed process leaves them:
+// the files hold every store) rebuilds their batches at the next Open,
+// sealed ones under their key, open ones under a key of their own, and
+// skips a sealed one whose batch was appended before the process died.
+// The region files are gone after.
+func TestOpenBatchesAreRecovered(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, WithSync(SyncNever))
+	open := s.OpenBatch(4 << 10)
+	if open == nil {
+		t.Fatal("no region on this filesystem")
+	}
+	sealed, appended := s.OpenBatch(4<<10), s.OpenBatch(4<<10)
+	freed := s.OpenBatch(4 << 10)
+	evs := testEvents("x", 7)
+	for _, e := range evs {
+		open.Add(e)
+		sealed.Add(e)
+		appended.Add(e)
+		freed.Add(e)
+	}
+	sealed.Seal("k-sealed")
+	appended.Seal("k-appended")
+	if err := s.Append(testBatch(t, "k-appended", 7)); err != nil {
+		t.Fatal(err)
+	}
+	freed.Seal("k-freed")
+	freed.Close()
+	if st := s.Stats(); st.OpenRegions != 4 {
+		t.Fatalf("%d regions mapped, want 4", st.OpenRegions)
+	}
+	s.Close() // open, sealed and appended never closed: a crash
+
+	s = mustOpen(t, dir, WithSync(SyncNever))
+	defer s.Close()
+	got := replayAll(t, s)
+	st := s.Stats()
+	if st.OpenRecovered != 2 || len(got) != 3 {
+		t.Fatalf("OpenRecovered %d, replayed %d batches (%v), want 2 and 3", st.OpenRecovered, len(got), slices.Collect(mapsKeys(got)))
+	}
+	var openKey string
+	for k := range got {
+		if strings.HasPrefix(k, "open.") {
+			openKey = k
+		}
+	}
+	want := map[string][]batchproc.Event{"k-sealed": evs, openKey: evs,
+		"k-appended": testEvents("k-appended", 7)} // the appended copy: its region was skipped
+	for k, want := range want {
+		if len(got[k]) != len(want) {
+			t.Fatalf("batch %q: %d events, want %d", k, len(got[k]), len(want))
+		}
+		for i, e := range got[k] {
+			if e.ID != want[i].ID || !bytes.Equal(e.Payload, want[i].Payload) {
+				t.Fatalf("batch %q event %d: %+v, want %+v", k, i, e, want[i])
+			}
+		}
+	}
+	if names := regionFiles(t, dir); len(names) != 0 {
+		t.Fatalf("region files left after recovery: %v", names)
+	}
+	if st.Recovered+st.Appended != st.Acked+st.Dropped+uint64(st.Batches) {
+		t.Fatalf("accounting: %+v", st)
+	}
+}
+
+func mapsKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// A region is reused once closed, and a batch whose events outgrow its
+// region stops being kept there (counted), never writes past it.
+func TestOpenBatchRegionReuseAndOverflow(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, WithSync(SyncNever), WithOpenBatches(1))
+	defer s.Close()
+	r := s.OpenBatch(1 << 10)
+	if s.OpenBatch(1<<10) != nil {
+		t.Fatal("a second region with WithOpenBatches(1)")
+	}
+	big := batchproc.Event{ID: strings.Repeat("i", 1000), Payload: bytes.Repeat([]byte("p"), 1000)}
+	for range 10 {
+		r.Add(big)
+	}
+	r.Close()
+	if r2 := s.OpenBatch(1 << 10); r2 == nil {
+		t.Fatal("the closed region was not reused")
+	} else {
+		r2.Close()
+	}
+	if st := s.Stats(); st.OpenOverflows != 1 || st.OpenUnguarded != 1 || st.OpenRegions != 1 {
+		t.Fatalf("Stats %+v: want 1 overflow, 1 unguarded, 1 region", st)
+	}
+}
+
+// Recovery reads a region like any input: whatever its bytes, Open does
+// not fail or panic, and a batch it rebuilds holds valid events.
+func FuzzDecodeRegion(f *testing.F) {
+	dir := f.TempDir()
+	s, err := Open(dir, WithSync(SyncNever))
+	if err != nil {
+		f.Fatal(err)
+	}
+	r := s.OpenBatch(4 << 10)
+	for _, e := range testEvents("seed", 5) {
+		r.Add(e)
+	}
+	r.Seal("k")
+	s.Close()
+	names := regionFiles(f, dir)
+	seed, err := os.ReadFile(names[0])
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed[:regionHeader+512])
+	f.Add(seed[:regionHeader])
+	f.Add([]byte(regionMagic))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		key, events, ok := decodeRegion(data)
+		if !ok {
+			return
+		}
+		if key == "" || len(events) == 0 {
+			t.Fatalf("ok with key %q and %d events", key, len(events))
+		}
+		for _, e := range events {
+			if len(e.Payload) == 0 {
+				t.Fatal("an empty payload")
+			}
+		}
+	})
+}
