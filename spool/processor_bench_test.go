@@ -18,26 +18,30 @@ func (nullSink) Send(context.Context, *batchproc.Batch) error { return nil }
 var benchPayload = []byte(`{"id":"0000000000","type":"bench","ts":"2026-12-01T10:00:00Z","p":"` + strings.Repeat("x", 199-len(`{"id":"0000000000","type":"bench","ts":"2026-12-01T10:00:00Z","p":""}`)) + `"}`)
 
 // processorModes are the processor's configurations compared in one run:
-// without a journal, and with a spool in each sync mode.
+// without a journal, with a spool in each sync mode, and with a SyncNever
+// spool that does not keep the batches being filled (the cost of
+// WithOpenBatches).
 var processorModes = []struct {
 	name string
 	mode spool.SyncMode
 	on   bool
+	opts []spool.Option
 }{
-	{"memory", 0, false},
-	{"spool=batch", spool.SyncBatch, true},
-	{"spool=interval", spool.SyncInterval(100 * time.Millisecond), true},
-	{"spool=never", spool.SyncNever, true},
+	{"memory", 0, false, nil},
+	{"spool=batch", spool.SyncBatch, true, nil},
+	{"spool=interval", spool.SyncInterval(100 * time.Millisecond), true, nil},
+	{"spool=never", spool.SyncNever, true, nil},
+	{"spool=never,open=0", spool.SyncNever, true, []spool.Option{spool.WithOpenBatches(0)}},
 }
 
 // newBenchProcessor returns a processor on nullSink, with a spool in mode
 // if on (the spool is returned for its Stats).
-func newBenchProcessor(b *testing.B, on bool, mode spool.SyncMode) (*batchproc.Processor, *spool.Spool) {
+func newBenchProcessor(b *testing.B, on bool, mode spool.SyncMode, sopts ...spool.Option) (*batchproc.Processor, *spool.Spool) {
 	var s *spool.Spool
 	var opts []batchproc.Option
 	if on {
 		var err error
-		if s, err = spool.Open(b.TempDir(), spool.WithSync(mode)); err != nil {
+		if s, err = spool.Open(b.TempDir(), append([]spool.Option{spool.WithSync(mode)}, sopts...)...); err != nil {
 			b.Fatal(err)
 		}
 		opts = append(opts, batchproc.WithJournal(func() (batchproc.Journal, error) { return s, nil }))
@@ -58,7 +62,7 @@ func newBenchProcessor(b *testing.B, on bool, mode spool.SyncMode) (*batchproc.P
 func BenchmarkProcessorAdd(b *testing.B) {
 	for _, m := range processorModes {
 		b.Run(m.name, func(b *testing.B) {
-			p, s := newBenchProcessor(b, m.on, m.mode)
+			p, s := newBenchProcessor(b, m.on, m.mode, m.opts...)
 			e := batchproc.Event{Payload: benchPayload}
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -90,7 +94,7 @@ func BenchmarkProcessorAdd(b *testing.B) {
 func BenchmarkProcessorSaturate(b *testing.B) {
 	for _, m := range processorModes {
 		b.Run(m.name, func(b *testing.B) {
-			p, s := newBenchProcessor(b, m.on, m.mode)
+			p, s := newBenchProcessor(b, m.on, m.mode, m.opts...)
 			ctx := context.Background()
 			b.SetParallelism(4)
 			b.SetBytes(int64(len(benchPayload)))
@@ -134,7 +138,7 @@ func BenchmarkProcessorAddPaced(b *testing.B) {
 	const burst, tick = 2000, 10 * time.Millisecond
 	for _, m := range processorModes {
 		b.Run(m.name, func(b *testing.B) {
-			p, _ := newBenchProcessor(b, m.on, m.mode)
+			p, _ := newBenchProcessor(b, m.on, m.mode, m.opts...)
 			e := batchproc.Event{Payload: benchPayload}
 			ctx := context.Background()
 			b.SetBytes(int64(len(benchPayload)))
