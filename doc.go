@@ -62,10 +62,13 @@
 // every cut batch is written to the journal before its first send and
 // stays there until it is delivered or fails permanently; the next process
 // on the same journal sends it again under the same key, so a receiver
-// that de-duplicates keys stores it once. What a crash of the process can
-// then lose is bounded: the batches still being filled (in each shard, at
-// most one flush interval of events, or one full batch) and at most three
-// cut batches per appender not yet written to it. Whether a journaled
+// that de-duplicates keys stores it once. The spool also keeps the
+// batches still being filled ([JournalOpener]): each event is copied into
+// a memory-mapped file before Add returns, so a crash of the process loses
+// no event whose Add returned nil. (With a journal that does not, a crash
+// loses the batches still being filled, in each shard at most one flush
+// interval of events or one full batch, and at most three cut batches per
+// appender not yet written to it.) Whether a journaled
 // batch also survives a power loss is the journal's sync mode
 // (spool.SyncBatch, the default: yes, once the fsync that follows its
 // write returned, which group commit shares among every batch written

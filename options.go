@@ -330,14 +330,17 @@ func WithOnFailure(f func(b *Batch, err error)) Option {
 //   - when Shutdown's context ends, batches not delivered stay in the
 //     journal (a [*LeftInJournalError] says how many) instead of failing.
 //
-// What a journal cannot cover: the batches being filled, and a cut batch
-// until its Append returned. Those are lost by a crash of the process: the
-// batch being filled in each shard (the events of at most one flush
-// interval, WithFlushInterval, or one full batch), and at most three cut
-// batches per appender not yet written to it (async dispatch has four
-// appenders, the worker pool and ordered dispatch one per lane; a cut
-// finding three waiting waits for the journal, so an Add that fills a
-// batch may wait for a slow disk).
+// A journal that is a [JournalOpener] (the spool is) also keeps the
+// batches being filled, and a cut batch until its Append returned: each
+// event is copied to it before Add returns, so a crash of the process
+// loses no event whose Add returned nil. Otherwise, or for a batch that
+// found the JournalOpener without room (Stats.Unguarded), those are what a
+// crash of the process loses: the batch being filled in each shard (the
+// events of at most one flush interval, WithFlushInterval, or one full
+// batch), and at most three cut batches per appender not yet written to
+// the journal (async dispatch has four appenders, the worker pool and
+// ordered dispatch one per lane; a cut finding three waiting waits for the
+// journal, so an Add that fills a batch may wait for a slow disk).
 func WithJournal(open func() (Journal, error)) Option {
 	return optionFunc(func(c *config) { c.openJournal = open })
 }

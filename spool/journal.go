@@ -20,8 +20,9 @@ var (
 // directory, say); the processor closes it at the end of Shutdown. What a
 // batch in the spool survives is its sync mode's promise (the package
 // documentation has the table); [batchproc.WithJournal] has what the
-// processor does with a journal, and what it cannot cover: the batches
-// still being filled.
+// processor does with a journal. The spool keeps the batches still being
+// filled too ([WithOpenBatches]), so a crash of the process loses no event
+// whose Add returned nil.
 //
 // With WithDropOldest, a batch dropped to make room counts as failed in the
 // processor's Stats and goes to its failure callback with

@@ -130,8 +130,9 @@ var errNoRegions = errors.New("spool: open batches are not kept on this platform
 // hands them over), then removes the region files. A region whose batch
 // is already in the spool (it was appended, and the process died before
 // the region was freed) is only removed. One whose batch finds the spool
-// full stays for the next Open. mu is held.
-func (s *Spool) recoverOpen(names []string, known map[string]bool) error {
+// full stays for the next Open. It returns the batches WithDropOldest
+// dropped to make room, for the caller to report without mu. mu is held.
+func (s *Spool) recoverOpen(names []string, known map[string]bool) (dropped []*batchproc.Batch, err error) {
 	var gens []uint64
 	var done []string
 	for _, name := range names {
@@ -140,18 +141,18 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) error {
 		}
 		f, err := s.fs.OpenFile(s.path(name), os.O_RDWR)
 		if err != nil {
-			return err
+			return dropped, err
 		}
 		size, err := f.Size()
 		if err != nil {
 			f.Close()
-			return err
+			return dropped, err
 		}
 		data := make([]byte, size)
 		_, err = f.ReadAt(data, 0)
 		f.Close()
 		if err != nil && size > 0 {
-			return err
+			return dropped, err
 		}
 		key, events, ok := decodeRegion(data)
 		if ok && !known[key] {
@@ -159,17 +160,18 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) error {
 			if err != nil {
 				s.logOpen("spool: an open batch's region holds an invalid event: it is set aside", name, err)
 				if err := s.fs.Rename(s.path(name), s.path(name)+corruptSuffix); err != nil {
-					return err
+					return dropped, err
 				}
 				continue
 			}
-			_, e, gen, err := s.appendLocked(b)
+			d, e, gen, err := s.appendLocked(b)
+			dropped = append(dropped, d...)
 			if errors.Is(err, ErrFull) {
 				s.logOpen("spool: no room for an open batch a crash left: it stays in its region for the next Open", name, err)
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("recovering the open batch in %s: %w", name, err)
+				return dropped, fmt.Errorf("recovering the open batch in %s: %w", name, err)
 			}
 			known[key] = true
 			s.replayed = append(s.replayed, e)
@@ -181,17 +183,17 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) error {
 	}
 	if len(gens) > 0 && s.cfg.sync != SyncNever {
 		if err := s.waitSynced(gens[len(gens)-1]); err != nil {
-			return err
+			return dropped, err
 		}
 	}
 	// Only now, with their batches in the segments, the regions go. (If a
 	// removal is lost, the next Open finds the batch known and removes it.)
 	for _, name := range done {
 		if err := s.fs.Remove(s.path(name)); err != nil {
-			return err
+			return dropped, err
 		}
 	}
-	return nil
+	return dropped, nil
 }
 
 func (s *Spool) logOpen(msg, name string, err error) {

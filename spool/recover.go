@@ -201,8 +201,9 @@ func (s *Spool) recover() error {
 		known[e.key] = true
 	}
 	s.mu.Lock()
-	err = s.recoverOpen(names, known)
+	dropped, err := s.recoverOpen(names, known)
 	s.mu.Unlock()
+	s.reportDropped(dropped) // to WithDropOldest's function: the processor's comes later
 	if err != nil {
 		return err
 	}
