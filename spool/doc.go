@@ -1,6 +1,8 @@
 // Package spool keeps sealed batches on disk from before their first send
 // until they are acked, so that a batch the processor accepted survives a
-// crash of the process (and, with [SyncBatch], of the machine). It is the
+// crash of the process (and, with [SyncBatch], of the machine), and the
+// batches still being filled in memory-mapped regions, so that no event
+// whose Add returned nil is lost in a crash of the process. It is the
 // [Journal] the processor writes through:
 //
 //	s, err := spool.Open(dir, spool.WithSync(spool.SyncBatch))
@@ -67,7 +69,8 @@
 // cut gets a key of its own, "open." and the region's nonce in hex, the
 // same at every recovery. Open batches are not fsynced: a power loss may
 // lose them in every sync mode. The cost is the copy: on this machine a
-// SyncNever spool's Add costs 1.3x what it costs without regions (README).
+// SyncNever spool's Add costs 1.25x what it costs without regions in a
+// loop, 1.55x at a paced 200,000 events/s (README, "Reliability").
 //
 // FORMAT. A region file is:
 //
