@@ -18,6 +18,7 @@ type region struct {
 	mem  []byte
 	off  int  // end of the records kept, from regionHeader
 	full bool // an event did not fit: the rest of the batch is not kept
+	busy bool // between OpenBatch and Close (a.mu)
 }
 
 // put32 and put64 store a header word. Plain stores: what a killed process
@@ -61,7 +62,7 @@ func (s *Spool) OpenBatch(maxBytes int) batchproc.OpenBatch {
 		}
 		a.all = append(a.all, r)
 	}
-	r.off, r.full = regionHeader, false
+	r.off, r.full, r.busy = regionHeader, false, true
 	r.put32(12, 0)
 	r.put64(24, 0)
 	r.put64(16, rand.Uint64())
@@ -130,20 +131,33 @@ func (r *region) Close() {
 	r.put32(8, regionFree)
 	a := r.a
 	a.mu.Lock()
+	r.busy = false
 	if !a.closed {
 		a.free = append(a.free, r)
+	} else {
+		r.unmap()
 	}
 	a.mu.Unlock()
 }
 
-// closeRegions unmaps the regions. What they hold stays in the files.
+func (r *region) unmap() {
+	syscall.Munmap(r.mem)
+	r.f.Close()
+	r.mem = nil
+}
+
+// closeRegions unmaps the free regions. One still held by a batch (a
+// processor that did not finish before its journal was closed) stays
+// mapped until its Close: its memory may be the batch's still. What the
+// regions hold stays in the files.
 func (a *openArea) closeRegions() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closed = true
 	for _, r := range a.all {
-		syscall.Munmap(r.mem)
-		r.f.Close()
+		if !r.busy {
+			r.unmap()
+		}
 	}
 	a.all, a.free = nil, nil
 }
