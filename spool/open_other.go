@@ -10,3 +10,6 @@ import "github.com/batchproc/batchproc"
 func (s *Spool) OpenBatch(int) batchproc.OpenBatch { return nil }
 
 func (a *openArea) closeRegions() {}
+
+// region is never made on this platform.
+type region struct{}
