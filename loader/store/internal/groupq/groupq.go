@@ -74,7 +74,8 @@ func (q *Queue[R]) Leaders() int { return cap(q.slots) }
 // Submit queues r and returns once r is answered, leading groups whenever
 // a leader slot is free: holding one, it takes the queued requests, up to
 // budget events (at least one request), and calls lead with them (lead
-// must answer each); after releasing the slot it calls after, if not nil.
+// must answer each); after releasing the slot, if it led a group, it calls
+// after, if not nil.
 // Submit returns false if r was withdrawn instead: its ctx ended while no
 // leader had taken it.
 func (q *Queue[R]) Submit(r R, budget int, lead func(group []R), after func()) (answered bool) {
@@ -95,11 +96,14 @@ func (q *Queue[R]) Submit(r R, budget int, lead func(group []R), after func()) (
 		case <-w.done:
 			return true
 		case q.slots <- struct{}{}:
-			if group := q.take(budget); len(group) > 0 {
+			group := q.take(budget)
+			if len(group) > 0 {
 				lead(group)
 			}
 			<-q.slots
-			if after != nil {
+			// Once per group: a caller whose slot found the queue empty
+			// (its request taken by another leader meanwhile) led none.
+			if after != nil && len(group) > 0 {
 				after()
 			}
 		case <-w.ctx.Done():
