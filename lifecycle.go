@@ -45,10 +45,11 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 	})
 	if p.jr != nil {
 		// What a previous processor left in the journal is part of the
-		// drain: the replay goes on until it ends, or ctx does, when what
-		// was not replayed stays in the journal. Each caller waits by its
-		// own ctx. From a callback it is stopped at once: the replay may
-		// be waiting for budget that callback's batch holds.
+		// drain: the replay goes on until it ends, or a caller's ctx does
+		// (the first to end stops it for every caller), when what was not
+		// replayed stays in the journal. From a callback it is stopped at
+		// once: the replay may be waiting for budget that callback's batch
+		// holds.
 		if !inCallback {
 			select {
 			case <-p.jr.replayDone:

@@ -251,14 +251,7 @@ func TestIngestSlotsReachTheLimit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for i := range 64 {
-				if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"id":"` + strconv.Itoa(i) + `"}`)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := p.Shutdown(t.Context()); err != nil {
-				t.Fatal(err)
-			}
+			addAndShutdown(t, p, 64)
 			if got := log.first(); got != tc.want {
 				t.Errorf("first limit change %q, want %q (all: %v)", got, tc.want, log.changes)
 			}
@@ -266,6 +259,20 @@ func TestIngestSlotsReachTheLimit(t *testing.T) {
 				t.Errorf("delivered %d of 64", st.Delivered)
 			}
 		})
+	}
+}
+
+// addAndShutdown adds n events, {"id":"0"} to {"id":"n-1"}, and shuts p
+// down, failing t on any error.
+func addAndShutdown(t *testing.T, p *batchproc.Processor, n int) {
+	t.Helper()
+	for i := range n {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"id":"` + strconv.Itoa(i) + `"}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -295,14 +302,7 @@ func TestServerTimingReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		if err := p.Add(t.Context(), batchproc.Event{Payload: []byte(`{"id":"` + strconv.Itoa(i) + `"}`)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Shutdown(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	addAndShutdown(t, p, 3)
 	mu.Lock()
 	defer mu.Unlock()
 	// 4 requests: the 503 reports nothing, the three 200s 12.5 ms each.

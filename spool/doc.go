@@ -127,10 +127,10 @@
 // A segment's file is reused: when the oldest segment is fully acked it
 // becomes the spare (renamed NNN.seg.spare at once, out of recovery's
 // sight), and the next segment is the spare renamed and overwritten from
-// its start. Overwriting pages the page cache already holds writes at 2.7
+// its start. Overwriting pages the page cache already holds writes at 2.6
 // times the rate of filling a new file, whose every page the kernel must
-// allocate, and no full file is unlinked (the two were 40% of a saturated
-// spool's CPU). Past the new records' end lie the records of the file's
+// allocate (BenchmarkFileWrite), and no full file is unlinked (the two
+// were 40% of a saturated spool's CPU). Past the new records' end lie the records of the file's
 // previous lives; bound by their CRC to another nonce, none of them checks
 // as part of this one. (A nonce, not the id: with SyncNever, a power loss
 // may put a file back under an older name, and an id used again.) A spool
