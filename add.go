@@ -119,7 +119,11 @@ func (p *Processor) addFast(payload []byte, id string) bool {
 	b.buf[end-1] = '\n'
 	copy(b.buf[n:], payload)
 	if b.open != nil {
-		b.open.Add(Event{ID: id, Payload: payload})
+		if f := b.filled; f != nil && id == "" {
+			*f = uint64(end) // b is placed: the copy above was the one kept
+		} else {
+			b.keep(i, Event{ID: id, Payload: payload})
+		}
 	}
 	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {
 		p.cutFull(s)
@@ -297,6 +301,8 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 		if o := p.opener; o != nil {
 			if b.open = o.OpenBatch(p.cfg.maxBytes); b.open == nil {
 				p.unguarded.Add(1)
+			} else if ob, ok := b.open.(OpenBuffer); ok {
+				b.place(ob, p.cfg.maxBytes)
 			}
 		}
 		s.b = b
@@ -323,7 +329,7 @@ func (p *Processor) addSlow(s *shard, e Event, size, cost, grant int) error {
 	p.growFor(b, size)
 	b.append(e)
 	if b.open != nil {
-		b.open.Add(e)
+		b.keep(len(b.ends)-1, e)
 	}
 	s.added++
 	if len(b.ends) >= p.cfg.maxEvents || len(b.buf) >= p.cfg.maxBytes {

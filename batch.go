@@ -39,6 +39,12 @@ type Batch struct {
 	summed bool
 	sum    uint32
 	open   OpenBatch // a JournalOpener's copy of the events, until journaled
+	// placed is open when buf is its memory (an OpenBuffer), until the batch
+	// leaves memory; heap is buf's own buffer meanwhile, back at putBatch.
+	// filled is where each Add stores len(buf), nil once open has no room.
+	placed OpenBuffer
+	filled *uint64
+	heap   []byte
 	// A spilled batch keeps only its key, seq and counts: its events are in
 	// the journal, loaded again before its send. spilled is its event count
 	// then (Len is 0), loadCost the budget it takes once loaded.
@@ -168,6 +174,9 @@ func (b *Batch) append(e Event) {
 // (WithMemoryLimit states the bound). A batch that filled its buffers is
 // returned as it is: the busy path copies nothing.
 func compact(b *Batch) *Batch {
+	if b.placed != nil { // buf is an OpenBuffer's, not the heap's
+		return b
+	}
 	n, m := len(b.buf), len(b.ends)
 	if cap(b.buf) <= n+n/4+512 && cap(b.ends) <= m+m/4+16 && cap(b.ids) <= m+m/4+16 {
 		return b
@@ -178,6 +187,48 @@ func compact(b *Batch) *Batch {
 	b.ids = append([]string(nil), b.ids...)
 	putBatch(spare)
 	return b
+}
+
+// place makes ob's memory b's buffer, if it has room for maxBytes; b is
+// empty.
+func (b *Batch) place(ob OpenBuffer, maxBytes int) {
+	buf, filled := ob.Buffer()
+	if cap(buf) < maxBytes || filled == nil {
+		return // then ob keeps copies, by Add
+	}
+	b.heap, b.buf = b.buf, buf[:0]
+	b.placed, b.filled = ob, filled
+}
+
+// unplace copies a placed b's events into its own buffer: the OpenBuffer's
+// memory is no longer used. b.open stays for the caller to close.
+func (b *Batch) unplace() {
+	if b.placed == nil {
+		return
+	}
+	h := b.heap
+	if cap(h) < len(b.buf) {
+		h = make([]byte, len(b.buf))
+	}
+	h = h[:len(b.buf)]
+	copy(h, b.buf)
+	b.buf, b.heap = h, nil
+	b.placed, b.filled = nil, nil
+}
+
+// keep hands event i, just added, to b's OpenBatch: its ID and then the
+// filled length when b is placed, a copy otherwise.
+func (b *Batch) keep(i int, e Event) {
+	switch {
+	case b.filled != nil:
+		if e.ID == "" || b.placed.AddID(i, e.ID) {
+			*b.filled = uint64(len(b.buf))
+		} else {
+			b.filled = nil
+		}
+	case b.placed == nil:
+		b.open.Add(e)
+	}
 }
 
 // reset empties the batch for reuse, keeping its capacity.
@@ -206,6 +257,10 @@ func getBatch() *Batch { return batchPool.Get().(*Batch) }
 // putBatch returns b to the pool unless its buffer grew unusually large.
 func putBatch(b *Batch) {
 	if b.open != nil {
+		if b.placed != nil { // buf goes back to the heap's before Close unmaps it
+			b.buf, b.heap = b.heap, nil
+			b.placed, b.filled = nil, nil
+		}
 		b.open.Close()
 		b.open = nil
 	}

@@ -65,6 +65,13 @@ func (l *lane) forward(b *Batch) {
 	}
 }
 
+// queued is the number of batches waiting for a sender.
+func (l *lane) queued() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.q) - l.head
+}
+
 func (l *lane) pop() *Batch {
 	l.mu.Lock()
 	defer l.mu.Unlock()

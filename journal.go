@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -90,6 +91,34 @@ type OpenBatch interface {
 	// Close says the batch is in the journal (its Append returned nil) or
 	// has left the processor: what was kept is forgotten.
 	Close()
+}
+
+// An OpenBuffer is an [OpenBatch] that the batch is filled in: its Buffer
+// is the batch's own buffer, so Add copies an event once, into memory the
+// [JournalOpener] keeps (the spool's memory-mapped region), rather than
+// into the batch and then again into the OpenBatch. The processor then
+// never calls Add: it writes each event's bytes (the payload and its
+// newline) into Buffer's memory, calls AddID for an event with an ID, and
+// then stores the buffer's new length into filled. A crash leaves filled
+// covering only events whose bytes and ID are in place.
+type OpenBuffer interface {
+	OpenBatch
+	// Buffer returns the memory the batch is filled in (length 0, capacity
+	// at least the maxBytes given to OpenBatch) and the word the processor
+	// stores the filled length of it in, a plain store, after each event.
+	// It is called once, before the batch's first event.
+	Buffer() (buf []byte, filled *uint64)
+	// AddID keeps the ID of the batch's event i, before the length that
+	// covers event i is stored. It returns false if it has no room: the
+	// processor then stores no more lengths, and the batch's later events
+	// are not kept.
+	AddID(i int, id string) bool
+	// Journaled is called in place of Close once the batch is in the
+	// journal: what was kept is forgotten, but Buffer's memory stays the
+	// batch's until Close, called when the batch leaves the processor or
+	// its events leave memory. keep false asks the processor to let go of
+	// the memory now: it copies the batch out, then calls Close.
+	Journaled() (keep bool)
 }
 
 // ErrDropped is the failure reason of a batch the journal dropped to make
@@ -311,6 +340,9 @@ func (p *Processor) appender(in *lane) {
 			}
 		}
 		in.to.forward(b)
+		if in.to.queued() > 1 {
+			runtime.Gosched()
+		}
 	}
 }
 
@@ -344,8 +376,11 @@ func (p *Processor) journalAppend(b *Batch) {
 		return
 	}
 	if b.open != nil { // in the journal now: the open batch's copy may go
-		b.open.Close()
-		b.open = nil
+		if b.placed == nil || !b.placed.Journaled() {
+			b.unplace()
+			b.open.Close()
+			b.open = nil
+		}
 	}
 	if jr.refusing.Swap(false) {
 		p.log.LogAttrs(context.Background(), slog.LevelInfo, "journal takes batches again", slog.String("key", b.key))
@@ -476,6 +511,11 @@ func (jr *journal) spill(b *Batch) int {
 	freed := b.reserved - spilledCost
 	b.spilled, b.loadCost = len(b.ends), b.cost
 	b.buf, b.off, b.ends, b.ids = nil, 0, nil, nil
+	if b.open != nil { // its buffer was an OpenBuffer's, kept past the journal
+		b.placed, b.filled, b.heap = nil, nil, nil
+		b.open.Close()
+		b.open = nil
+	}
 	b.cost, b.reserved = spilledCost, spilledCost
 	return freed
 }

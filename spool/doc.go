@@ -59,31 +59,40 @@
 //
 // The spool also keeps the batches the processor is still filling
 // ([batchproc.JournalOpener], [WithOpenBatches]): each in a region file,
-// memory-mapped, into which the processor copies every event before its
-// Add returns. A process crash cannot lose what is in the page cache, so
-// no event whose Add returned nil is lost, not even in a batch not yet
-// cut. A region is sealed with the batch's key at its cut and freed once
-// the batch's Append returned; [Open] rebuilds the batches of the regions
+// memory-mapped, whose data area is the batch's own buffer
+// ([batchproc.OpenBuffer]): the copy of an event Add makes is the one
+// kept, and Add stores the filled length after it, before it returns. A
+// process crash cannot lose what is in the page cache, so no event whose
+// Add returned nil is lost, not even in a batch not yet cut. A region is
+// sealed with the batch's key at its cut and forgotten once the batch's
+// Append returned; its memory stays the batch's buffer until the batch is
+// delivered (or leaves memory), unless that would leave fewer than half
+// the regions free, when the batch is copied out. [Open] rebuilds the batches of the regions
 // a killed process left open or sealed, appends them (a sealed one already
 // in the spool is skipped), and removes the region files. A batch never
 // cut gets a key of its own, "open." and the region's nonce in hex, the
 // same at every recovery. Open batches are not fsynced: a power loss may
-// lose them in every sync mode. The cost is the copy: on this machine a
-// SyncNever spool's Add costs 1.25x what it costs without regions in a
-// loop, 1.55x at a paced 200,000 events/s (README, "Reliability").
+// lose them in every sync mode. They cost Add one store of the filled
+// length per event (and an id record for an event with an ID): a SyncNever
+// spool's Add costs about what one without regions does (README,
+// "Reliability").
 //
 // FORMAT. A region file is:
 //
-//	open-NNNNNN.reg           NNNNNN a number; the file is twice the batch byte limit, rounded up to 4 KiB
+//	open-NNNNNN.reg           NNNNNN a number; the file is 256 bytes and twice the batch byte limit, rounded up to 4 KiB
 //
-//	offset  size  field
-//	0       8     magic "BPOPEN01"
-//	8       4     state, uint32 little-endian: 0 free, 1 open, 2 sealed
-//	12      4     key length k (0: none)
-//	16      8     nonce, uint64 little-endian, new each time the region opens
-//	24      8     committed c, uint64 little-endian: bytes of event records kept
-//	32      96    key (k bytes)
-//	128     c     event records: id length (uint32), payload length (uint32), id, payload
+//	offset  size  field (integers little-endian)
+//	0       8     magic "BPOPEN02"
+//	8       4     state, uint32: 0 free, 1 open, 2 sealed
+//	12      4     key length k, uint32 (0: none)
+//	16      8     nonce, uint64, new each time the region opens
+//	24      8     filled n, uint64: bytes of the data area kept
+//	32      8     ids m, uint64: bytes of the id area kept
+//	40      8     data capacity d, uint64 (the batch byte limit)
+//	48      80    zero
+//	128     96    key (k bytes)
+//	256     d     data: the events' payloads, each followed by '\n' (n bytes)
+//	256+d   -     ids: records of event index (uint32), id length (uint32), id (m bytes)
 //
 // # Disk budget
 //

@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,35 +17,44 @@ import (
 // Open batches: the spool keeps the events of the batches being filled in
 // region files, memory-mapped, so that a crash of the process loses none
 // whose Add returned nil (see the package documentation, "Open batches").
-// A region is one file:
+// The region's data area is the batch's own buffer (batchproc.OpenBuffer):
+// Add's one copy of an event is the kept one. A region is one file:
 //
 //	offset  size  field
-//	0       8     magic "BPOPEN01"
+//	0       8     magic "BPOPEN02"
 //	8       4     state, uint32 little-endian: 0 free, 1 open, 2 sealed
 //	12      4     key length k (0: none; the batch has no key yet)
 //	16      8     nonce, uint64: random, new each time the region is opened
-//	24      8     committed c, uint64: bytes of event records kept
-//	32      96    key (k bytes)
-//	128     c     event records: id length (uint32), payload length
-//	              (uint32), id, payload
+//	24      8     filled n, uint64: bytes of the data area kept
+//	32      8     ids m, uint64: bytes of the id area kept
+//	40      8     data capacity d, uint64
+//	48      80    zero
+//	128     96    key (k bytes)
+//	256     d     data: the events' payloads, each followed by '\n' (n bytes)
+//	256+d   ...   ids: records of event index (uint32), id length (uint32),
+//	              id (m bytes)
 //
-// Every field is written before the word that makes it count: a record
-// before committed covers it, the key before the sealed state, each with
-// an atomic store (release ordering). A killed process leaves the page
-// cache as its stores left it; a power loss may leave anything, which
-// recovery checks like any input (the records must parse, the payloads be
-// events), and the open batches are not promised to survive it.
+// Every field is written before the word that makes it count: an event's
+// bytes and its id record before filled covers it (an id record past the
+// events filled covers is ignored), the key before the sealed state. The
+// stores are plain: what a killed process stored before the kill is all in
+// the page cache (interrupts are precise), and the Go compiler emits a
+// goroutine's stores in program order. A power loss may leave anything,
+// which recovery checks like any input (the events must be events, the id
+// records in order and in range), and the open batches are not promised to
+// survive it.
 
 const (
-	regionMagic     = "BPOPEN01"
-	regionHeader    = 128
-	regionKeyMax    = 96
-	regionPrefix    = "open-"
-	regionSuffix    = ".reg"
-	regionFree      = 0
-	regionOpen      = 1
-	regionSealed    = 2
-	regionRecHeader = 8
+	regionMagic    = "BPOPEN02"
+	regionHeader   = 256
+	regionKeyOff   = 128
+	regionKeyMax   = 96
+	regionPrefix   = "open-"
+	regionSuffix   = ".reg"
+	regionFree     = 0
+	regionOpen     = 1
+	regionSealed   = 2
+	regionIDHeader = 8
 )
 
 func regionName(id int) string { return fmt.Sprintf("%s%06d%s", regionPrefix, id, regionSuffix) }
@@ -61,9 +71,9 @@ func parseRegionName(name string) (int, bool) {
 	return id, err == nil
 }
 
-// regionSize is the size of a region for batches of maxBytes: the
-// payloads, and as much again for ids and record headers. A batch whose
-// ids take more stops being kept when it fills its region (counted in
+// regionSize is the size of a region for batches of maxBytes: a data area
+// of maxBytes, and as much again (to the page) for ids. A batch whose ids
+// take more stops being kept when they fill it (counted in
 // Stats.OpenOverflows).
 func regionSize(maxBytes int) int {
 	n := regionHeader + 2*maxBytes
@@ -72,41 +82,58 @@ func regionSize(maxBytes int) int {
 
 // decodeRegion returns the batch a region holds, if it holds one that was
 // opened: its key (the sealed key, or one made from the nonce) and events.
-// It checks the region like any input: a bad magic, state, length or
-// event is no batch, never a panic.
+// It checks the region like any input: a bad magic, state, length, event
+// or id record is no batch, never a panic.
 func decodeRegion(data []byte) (key string, events []batchproc.Event, ok bool) {
 	if len(data) < regionHeader || string(data[:8]) != regionMagic {
 		return "", nil, false
 	}
-	state := binary.LittleEndian.Uint32(data[8:])
+	le := binary.LittleEndian
+	state := le.Uint32(data[8:])
 	if state != regionOpen && state != regionSealed {
 		return "", nil, false
 	}
-	kl := binary.LittleEndian.Uint32(data[12:])
-	nonce := binary.LittleEndian.Uint64(data[16:])
-	committed := binary.LittleEndian.Uint64(data[24:])
-	if kl > regionKeyMax || committed > uint64(len(data)-regionHeader) {
+	kl := le.Uint32(data[12:])
+	nonce := le.Uint64(data[16:])
+	filled, idBytes, dataCap := le.Uint64(data[24:]), le.Uint64(data[32:]), le.Uint64(data[40:])
+	room := uint64(len(data) - regionHeader)
+	if kl > regionKeyMax || dataCap > room || filled > dataCap || idBytes > room-dataCap {
 		return "", nil, false
 	}
 	if state == regionSealed && kl > 0 {
-		key = string(data[32 : 32+kl])
+		key = string(data[regionKeyOff : regionKeyOff+kl])
 	} else {
 		// Never cut, so never sent: a key of its own, the same at every
 		// recovery of this region (the nonce is set when it opens).
 		key = "open." + strconv.FormatUint(nonce, 16)
 	}
-	p := data[regionHeader : regionHeader+int(committed)]
+	p := data[regionHeader : regionHeader+filled]
+	if len(p) > 0 && p[len(p)-1] != '\n' {
+		return "", nil, false
+	}
 	for len(p) > 0 {
-		if len(p) < regionRecHeader {
+		i := bytes.IndexByte(p, '\n')
+		if i == 0 {
 			return "", nil, false
 		}
-		il, pl := binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint32(p[4:])
-		p = p[regionRecHeader:]
-		if uint64(il)+uint64(pl) > uint64(len(p)) || pl == 0 {
+		events = append(events, batchproc.Event{Payload: p[:i]})
+		p = p[i+1:]
+	}
+	ids := data[regionHeader+dataCap : regionHeader+dataCap+idBytes]
+	next := uint64(0) // the lowest index the next id record may have
+	for len(ids) > 0 {
+		if len(ids) < regionIDHeader {
 			return "", nil, false
 		}
-		events = append(events, batchproc.Event{ID: string(p[:il]), Payload: p[il : il+pl]})
-		p = p[il+pl:]
+		i, il := uint64(le.Uint32(ids)), uint64(le.Uint32(ids[4:]))
+		ids = ids[regionIDHeader:]
+		if il == 0 || il > uint64(len(ids)) || i < next {
+			return "", nil, false
+		}
+		if i < uint64(len(events)) { // past the events filled covers: not kept
+			events[i].ID = string(ids[:il])
+		}
+		ids, next = ids[il:], i+1
 	}
 	return key, events, len(events) > 0
 }

@@ -156,6 +156,7 @@ func FuzzDecodeRegion(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	f.Add(seed)
 	f.Add(seed[:regionHeader+512])
 	f.Add(seed[:regionHeader])
 	f.Add([]byte(regionMagic))
@@ -168,8 +169,8 @@ func FuzzDecodeRegion(f *testing.F) {
 			t.Fatalf("ok with key %q and %d events", key, len(events))
 		}
 		for _, e := range events {
-			if len(e.Payload) == 0 {
-				t.Fatal("an empty payload")
+			if len(e.Payload) == 0 || bytes.IndexByte(e.Payload, '\n') >= 0 {
+				t.Fatalf("an invalid payload %q", e.Payload)
 			}
 		}
 	})

@@ -7,18 +7,22 @@ import (
 	"math/rand/v2"
 	"os"
 	"syscall"
+	"unsafe"
 
 	"github.com/batchproc/batchproc"
 )
 
 // region is one memory-mapped region file.
 type region struct {
-	a    *openArea
-	f    *os.File
-	mem  []byte
-	off  int  // end of the records kept, from regionHeader
-	full bool // an event did not fit: the rest of the batch is not kept
-	busy bool // between OpenBatch and Close (a.mu)
+	a       *openArea
+	f       *os.File
+	mem     []byte
+	dataCap int  // bytes of the data area, from regionHeader
+	off     int  // bytes of the data area kept, when filled by Add
+	events  int  // events kept by Add
+	ids     int  // end of the id records kept, from the id area's start
+	full    bool // an event or id did not fit: the rest of the batch is not kept
+	busy    bool // between OpenBatch and Close (a.mu)
 }
 
 // put32 and put64 store a header word. Plain stores: what a killed process
@@ -33,10 +37,10 @@ func (r *region) put64(off int, v uint64) { binary.LittleEndian.PutUint64(r.mem[
 // OpenBatch returns a region for a batch being filled, or nil if the spool
 // has none free and may not make another (WithOpenBatches), or does not
 // keep open batches (another filesystem than the disk's, in tests). It
-// implements [batchproc.JournalOpener].
+// implements [batchproc.JournalOpener]; the region is a
+// [batchproc.OpenBuffer].
 func (s *Spool) OpenBatch(maxBytes int) batchproc.OpenBatch {
 	a := &s.open
-	size := regionSize(maxBytes)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed || a.max == 0 {
@@ -44,7 +48,7 @@ func (s *Spool) OpenBatch(maxBytes int) batchproc.OpenBatch {
 	}
 	var r *region
 	for i := len(a.free) - 1; i >= 0; i-- {
-		if len(a.free[i].mem) >= size {
+		if a.free[i].dataCap >= maxBytes {
 			r = a.free[i]
 			a.free = append(a.free[:i], a.free[i+1:]...)
 			break
@@ -56,25 +60,28 @@ func (s *Spool) OpenBatch(maxBytes int) batchproc.OpenBatch {
 			return nil
 		}
 		var err error
-		if r, err = s.newRegion(size); err != nil {
+		if r, err = s.newRegion(maxBytes); err != nil {
 			a.unguarded++
 			return nil
 		}
 		a.all = append(a.all, r)
 	}
-	r.off, r.full, r.busy = regionHeader, false, true
+	r.off, r.events, r.ids, r.full, r.busy = 0, 0, 0, false, true
 	r.put32(12, 0)
 	r.put64(24, 0)
+	r.put64(32, 0)
 	r.put64(16, rand.Uint64())
 	r.put32(8, regionOpen)
 	return r
 }
 
-// newRegion creates, sizes and maps a region file. a.mu is held.
-func (s *Spool) newRegion(size int) (*region, error) {
+// newRegion creates, sizes and maps a region file for batches of
+// maxBytes. a.mu is held.
+func (s *Spool) newRegion(maxBytes int) (*region, error) {
 	if _, ok := s.fs.(osFS); !ok {
 		return nil, errNoRegions
 	}
+	size := regionSize(maxBytes)
 	name := s.path(regionName(s.open.nextID))
 	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -93,37 +100,82 @@ func (s *Spool) newRegion(size int) (*region, error) {
 		return nil, err
 	}
 	copy(mem, regionMagic)
-	return &region{a: &s.open, f: f, mem: mem}, nil
+	r := &region{a: &s.open, f: f, mem: mem, dataCap: maxBytes}
+	r.put64(40, uint64(maxBytes))
+	return r, nil
 }
 
-// Add keeps e: its record, then the committed length that covers it.
+// Buffer returns the data area, the batch's buffer: the processor's copy
+// of each event is the one kept, and it stores the length kept at 24.
+func (r *region) Buffer() ([]byte, *uint64) {
+	return r.mem[regionHeader : regionHeader : regionHeader+r.dataCap], (*uint64)(unsafe.Pointer(&r.mem[24]))
+}
+
+// AddID keeps event i's id: its record, then the length that covers it.
+func (r *region) AddID(i int, id string) bool {
+	start := regionHeader + r.dataCap
+	n := regionIDHeader + len(id)
+	if r.full || start+r.ids+n > len(r.mem) {
+		r.overflow()
+		return false
+	}
+	p := r.mem[start+r.ids : start+r.ids+n]
+	binary.LittleEndian.PutUint32(p, uint32(i))
+	binary.LittleEndian.PutUint32(p[4:], uint32(len(id)))
+	copy(p[regionIDHeader:], id)
+	r.ids += n
+	r.put64(32, uint64(r.ids))
+	return true
+}
+
+// overflow stops keeping the batch, counted once.
+func (r *region) overflow() {
+	if !r.full {
+		r.full = true
+		r.a.mu.Lock()
+		r.a.overflows++
+		r.a.mu.Unlock()
+	}
+}
+
+// Add keeps a copy of e, the batch's next event, for a processor that does
+// not fill the batch in place: its bytes and id, then the length that
+// covers them.
 func (r *region) Add(e batchproc.Event) {
-	n := regionRecHeader + len(e.ID) + len(e.Payload)
-	if r.full || r.off+n > len(r.mem) {
-		if !r.full {
-			r.full = true
-			r.a.mu.Lock()
-			r.a.overflows++
-			r.a.mu.Unlock()
-		}
+	n := len(e.Payload) + 1
+	if r.full || r.off+n > r.dataCap {
+		r.overflow()
 		return
 	}
-	p := r.mem[r.off : r.off+n]
-	binary.LittleEndian.PutUint32(p, uint32(len(e.ID)))
-	binary.LittleEndian.PutUint32(p[4:], uint32(len(e.Payload)))
-	copy(p[regionRecHeader:], e.ID)
-	copy(p[regionRecHeader+len(e.ID):], e.Payload)
+	if e.ID != "" && !r.AddID(r.events, e.ID) {
+		return
+	}
+	p := r.mem[regionHeader+r.off : regionHeader+r.off+n]
+	copy(p, e.Payload)
+	p[n-1] = '\n'
 	r.off += n
-	r.put64(24, uint64(r.off-regionHeader))
+	r.events++
+	r.put64(24, uint64(r.off))
 }
 
 // Seal keeps the batch's key, then marks the region sealed.
 func (r *region) Seal(key string) {
 	if len(key) <= regionKeyMax {
-		copy(r.mem[32:], key)
+		copy(r.mem[regionKeyOff:], key)
 		r.put32(12, uint32(len(key)))
 	}
 	r.put32(8, regionSealed)
+}
+
+// Journaled forgets what the region kept: the batch is in the segments.
+// Its memory stays the batch's, unless fewer than half the regions would
+// then be left for batches being filled.
+func (r *region) Journaled() bool {
+	r.put32(8, regionFree)
+	a := r.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.closed && len(a.free)+a.max-len(a.all) > a.max/2
 }
 
 // Close frees the region for the next batch.

@@ -9,13 +9,12 @@ import (
 	"unsafe"
 )
 
-// BenchmarkOpenBatchCopy measures what making the batch being filled
-// crash-safe would cost Add, against today's copy into a heap buffer: the
-// same copy into a shared memory-mapped file (the page cache, which a
-// killed process cannot lose; recovery would also need the event count
-// stored after each event), and one write(2) per event into a file. The
-// journal does not do either today: the open batch is the crash bound it
-// documents.
+// BenchmarkOpenBatchCopy measures ways to make the batch being filled
+// crash-safe, against a copy into a heap buffer: the same copy into a
+// shared memory-mapped file with the filled length stored after each
+// event (the page cache, which a killed process cannot lose: what the
+// spool's regions do, the region being the batch's own buffer), and one
+// write(2) per event into a file.
 func BenchmarkOpenBatchCopy(b *testing.B) {
 	const region = 1 << 20
 	run := func(b *testing.B, buf []byte, commit func(n int)) {

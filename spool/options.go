@@ -138,14 +138,15 @@ func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.l
 // WithOpenBatches sets how many batches being filled the spool keeps at
 // once (64 by default, [DefaultOpenBatches]; 0 keeps none). Each is a
 // region file of twice the processor's batch byte limit (2 MiB by
-// default), memory-mapped: the copy of each event Add makes there is in
-// the kernel's page cache, so a crash of the process loses no event whose
-// Add returned nil, not even in the batch still open. A region is held
-// from a batch's first event until its Append returned, or until it left
-// the processor if the spool refused it; a batch that finds none free is
-// filled unguarded, as without this (batchproc.Stats.Unguarded). The
-// region files do not count in the disk budget. On platforms without
-// mmap(2) none are kept.
+// default), memory-mapped and used as the batch's buffer: the copy of each
+// event Add makes is in the kernel's page cache, so a crash of the process
+// loses no event whose Add returned nil, not even in the batch still open.
+// A region is held from a batch's first event until the batch is
+// delivered or its events leave memory (a batch in the segments while
+// fewer than half the regions are free is copied out to let its region
+// go); a batch that finds none free is filled unguarded, as without this
+// (batchproc.Stats.Unguarded). The region files do not count in the disk
+// budget. On platforms without mmap(2) none are kept.
 func WithOpenBatches(n int) Option { return optionFunc(func(c *config) { c.openBatches = n }) }
 
 // withFS replaces the filesystem (tests inject faults through it).

@@ -81,6 +81,8 @@ func BenchmarkProcessorAdd(b *testing.B) {
 				st := s.Stats()
 				b.ReportMetric(float64(st.FsyncLatency.Quantile(0.5).Microseconds()), "fsync-p50-µs")
 				b.ReportMetric(float64(st.FsyncLatency.Quantile(0.99).Microseconds()), "fsync-p99-µs")
+				b.ReportMetric(float64(st.OpenRegions), "regions")
+				b.ReportMetric(float64(st.OpenUnguarded), "unguarded")
 			}
 			if err := p.Shutdown(ctx); err != nil {
 				b.Fatal(err)
