@@ -63,9 +63,9 @@
 // stays there until it is delivered or fails permanently; the next process
 // on the same journal sends it again under the same key, so a receiver
 // that de-duplicates keys stores it once. The spool also keeps the
-// batches still being filled ([JournalOpener]): each event is copied into
-// a memory-mapped file before Add returns, so a crash of the process loses
-// no event whose Add returned nil. (With a journal that does not, a crash
+// batches still being filled ([JournalOpener], [OpenBuffer]): the batch is
+// filled in a memory-mapped file, so a crash of the process loses no event
+// whose Add returned nil. (With a journal that does not, a crash
 // loses the batches still being filled, in each shard at most one flush
 // interval of events or one full batch, and at most three cut batches per
 // appender not yet written to it.) Whether a journaled

@@ -332,7 +332,8 @@ func WithOnFailure(f func(b *Batch, err error)) Option {
 //
 // A journal that is a [JournalOpener] (the spool is) also keeps the
 // batches being filled, and a cut batch until its Append returned: each
-// event is copied to it before Add returns, so a crash of the process
+// event is in it before Add returns (an [OpenBuffer], as the spool's
+// regions are, is the batch's buffer itself), so a crash of the process
 // loses no event whose Add returned nil. Otherwise, or for a batch that
 // found the JournalOpener without room (Stats.Unguarded), those are what a
 // crash of the process loses: the batch being filled in each shard (the
