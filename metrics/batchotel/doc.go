@@ -43,9 +43,10 @@
 //	batchproc.send.inflight      UpDownCounter  {send}   Stats.InFlight
 //	batchproc.send.limit         UpDownCounter  {send}   Stats.InFlightLimit (0 unless async dispatch)
 //	batchproc.buffer.usage       UpDownCounter  By       Stats.BufferedBytes
-//	batchproc.event.replayed     Counter        {event}  Stats.Replayed (with a journal, as the next two)
+//	batchproc.event.replayed     Counter        {event}  Stats.Replayed (with a journal, as the next three)
 //	batchproc.batch.journaled    Counter        {batch}  Stats.Journaled
 //	batchproc.batch.unjournaled  Counter        {batch}  Stats.Unjournaled
+//	batchproc.batch.unguarded    Counter        {batch}  Stats.Unguarded (a JournalOpener out of room)
 //
 // The levels are UpDownCounters rather than Gauges, as the conventions'
 // queue sizes, in-flight counts, usages and limits are: they add up across

@@ -58,6 +58,7 @@ func Example() {
 	// Output:
 	// batchproc.batch.delivered 1 {batch}
 	// batchproc.batch.journaled 0 {batch}
+	// batchproc.batch.unguarded 0 {batch}
 	// batchproc.batch.unjournaled 0 {batch}
 	// batchproc.event.added 3 {event}
 	// batchproc.event.delivered 3 {event}

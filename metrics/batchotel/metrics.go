@@ -48,9 +48,9 @@ type Metrics struct {
 	recordOpts  []metric.RecordOption
 
 	// Observed from Stats at every collection.
-	added, delivered, failed, batches, retries metric.Int64ObservableCounter
-	pending, inflight, limit, buffer           metric.Int64ObservableUpDownCounter
-	replayed, journaled, unjournaled           metric.Int64ObservableCounter // with a journal
+	added, delivered, failed, batches, retries  metric.Int64ObservableCounter
+	pending, inflight, limit, buffer            metric.Int64ObservableUpDownCounter
+	replayed, journaled, unjournaled, unguarded metric.Int64ObservableCounter // with a journal
 
 	// Recorded by the hooks.
 	duration     metric.Float64Histogram
@@ -134,6 +134,7 @@ func New(opts ...Option) (*Metrics, error) {
 	m.replayed = counter("batchproc.event.replayed", "{event}", "Events a previous process left in the journal, read back to be sent (Stats.Replayed).")
 	m.journaled = counter("batchproc.batch.journaled", "{batch}", "Batches written to the journal before their first send (Stats.Journaled).")
 	m.unjournaled = counter("batchproc.batch.unjournaled", "{batch}", "Batches the journal refused, sent from memory only (Stats.Unjournaled).")
+	m.unguarded = counter("batchproc.batch.unguarded", "{batch}", "Batches filled without the journal keeping them open, its JournalOpener out of room: a crash of the process may lose them (Stats.Unguarded).")
 
 	var err error
 	m.duration, err = meter.Float64Histogram("batchproc.send.duration", metric.WithUnit("s"),
@@ -175,7 +176,7 @@ func New(opts ...Option) (*Metrics, error) {
 	}
 	m.byLimit = make(map[string][]metric.AddOption)
 
-	m.reg, err = meter.RegisterCallback(m.observe, m.added, m.delivered, m.failed, m.batches, m.retries, m.pending, m.inflight, m.limit, m.buffer, m.replayed, m.journaled, m.unjournaled)
+	m.reg, err = meter.RegisterCallback(m.observe, m.added, m.delivered, m.failed, m.batches, m.retries, m.pending, m.inflight, m.limit, m.buffer, m.replayed, m.journaled, m.unjournaled, m.unguarded)
 	if err != nil {
 		return nil, fmt.Errorf("batchotel: registering the Stats callback: %w", err)
 	}
@@ -243,6 +244,7 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	o.ObserveInt64(m.replayed, clamp(s.Replayed), opts...)
 	o.ObserveInt64(m.journaled, clamp(s.Journaled), opts...)
 	o.ObserveInt64(m.unjournaled, clamp(s.Unjournaled), opts...)
+	o.ObserveInt64(m.unguarded, clamp(s.Unguarded), opts...)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package batchotel_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/batchproc/batchproc/batchproctest"
 	"github.com/batchproc/batchproc/metrics/batchotel"
 	"github.com/batchproc/batchproc/metrics/internal/metricstest"
+	"github.com/batchproc/batchproc/spool"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
@@ -73,6 +75,7 @@ func statsMetrics(s batchproc.Stats, attrs ...attribute.KeyValue) []metricdata.M
 		sum("batchproc.event.replayed", "{event}", "Events a previous process left in the journal, read back to be sent (Stats.Replayed).", int64(s.Replayed), true),
 		sum("batchproc.batch.journaled", "{batch}", "Batches written to the journal before their first send (Stats.Journaled).", int64(s.Journaled), true),
 		sum("batchproc.batch.unjournaled", "{batch}", "Batches the journal refused, sent from memory only (Stats.Unjournaled).", int64(s.Unjournaled), true),
+		sum("batchproc.batch.unguarded", "{batch}", "Batches filled without the journal keeping them open, its JournalOpener out of room: a crash of the process may lose them (Stats.Unguarded).", int64(s.Unguarded), true),
 	}
 }
 
@@ -222,8 +225,8 @@ func TestMetricsAttributesAndClose(t *testing.T) {
 		p := metricstest.Basic(t, m, m.Observe)
 		got := collect(t, reader)
 		checkStatsMetrics(t, got, p.Stats(), proc)
-		if len(got) != 18 {
-			t.Errorf("%d instruments reported, want 18", len(got))
+		if len(got) != 19 {
+			t.Errorf("%d instruments reported, want 19", len(got))
 		}
 		for name, mt := range got {
 			switch d := mt.Data.(type) {
@@ -250,6 +253,30 @@ func TestMetricsAttributesAndClose(t *testing.T) {
 			t.Error("batchproc.send.duration gone after Close: only the Stats callback should be")
 		}
 	})
+}
+
+// With a journal: a spool keeping no open batches (WithOpenBatches(0))
+// leaves every batch unguarded, and the journal instruments match Stats.
+func TestMetricsJournalCounters(t *testing.T) {
+	m, reader := newMetrics(t)
+	p, err := batchproc.New(&batchproctest.Recorder{}, batchproc.WithLogger(slog.New(slog.DiscardHandler)),
+		spool.WithSpool(t.TempDir(), spool.WithOpenBatches(0)), batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 25 {
+		if err := p.Add(t.Context(), metricstest.Event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Stats()
+	if s.Journaled == 0 || s.Unguarded != s.Journaled {
+		t.Fatalf("Stats %+v: want every batch journaled and unguarded (no open batches kept)", s)
+	}
+	checkStatsMetrics(t, collect(t, reader), s)
 }
 
 func TestMetricsBeforeObserve(t *testing.T) {

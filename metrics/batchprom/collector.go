@@ -20,9 +20,9 @@ type Collector struct {
 	p   atomic.Pointer[batchproc.Processor]
 
 	// Read from Stats at scrape time.
-	added, delivered, failed, batches, retries *prometheus.Desc
-	pending, inFlight, inFlightLimit, buffered *prometheus.Desc
-	replayed, journaled, unjournaled           *prometheus.Desc // with a journal
+	added, delivered, failed, batches, retries  *prometheus.Desc
+	pending, inFlight, inFlightLimit, buffered  *prometheus.Desc
+	replayed, journaled, unjournaled, unguarded *prometheus.Desc // with a journal
 
 	// Fed by the hooks.
 	rejected     *prometheus.CounterVec
@@ -125,6 +125,7 @@ func New(opts ...Option) *Collector {
 	c.replayed = desc("events_replayed_total", "Events a previous process left in the journal, read back to be sent (Stats.Replayed).")
 	c.journaled = desc("batches_journaled_total", "Batches written to the journal before their first send (Stats.Journaled).")
 	c.unjournaled = desc("batches_unjournaled_total", "Batches the journal refused, sent from memory only (Stats.Unjournaled).")
+	c.unguarded = desc("batches_unguarded_total", "Batches filled without the journal keeping them open, its JournalOpener out of room: a crash of the process may lose them (Stats.Unguarded).")
 
 	c.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: name("events_rejected_total"), ConstLabels: cfg.constLabels,
@@ -194,7 +195,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- prometheus.NewInvalidDesc(c.err)
 		return
 	}
-	for _, d := range []*prometheus.Desc{c.added, c.delivered, c.failed, c.batches, c.retries, c.pending, c.inFlight, c.inFlightLimit, c.buffered, c.replayed, c.journaled, c.unjournaled} {
+	for _, d := range []*prometheus.Desc{c.added, c.delivered, c.failed, c.batches, c.retries, c.pending, c.inFlight, c.inFlightLimit, c.buffered, c.replayed, c.journaled, c.unjournaled, c.unguarded} {
 		ch <- d
 	}
 	c.rejected.Describe(ch)
@@ -232,6 +233,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.replayed, s.Replayed)
 		counter(c.journaled, s.Journaled)
 		counter(c.unjournaled, s.Unjournaled)
+		counter(c.unguarded, s.Unguarded)
 	}
 	c.rejected.Collect(ch)
 	c.failedByWhy.Collect(ch)

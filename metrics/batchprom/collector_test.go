@@ -3,6 +3,7 @@ package batchprom_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/batchproc/batchproc/batchproctest"
 	"github.com/batchproc/batchproc/metrics/batchprom"
 	"github.com/batchproc/batchproc/metrics/internal/metricstest"
+	"github.com/batchproc/batchproc/spool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -61,7 +63,10 @@ batchproc_batches_journaled_total %d
 # HELP batchproc_batches_unjournaled_total Batches the journal refused, sent from memory only (Stats.Unjournaled).
 # TYPE batchproc_batches_unjournaled_total counter
 batchproc_batches_unjournaled_total %d
-`, s.Added, s.Delivered, s.Failed, s.Batches, s.Retries, s.Pending, s.InFlight, s.InFlightLimit, s.BufferedBytes, s.Replayed, s.Journaled, s.Unjournaled)
+# HELP batchproc_batches_unguarded_total Batches filled without the journal keeping them open, its JournalOpener out of room: a crash of the process may lose them (Stats.Unguarded).
+# TYPE batchproc_batches_unguarded_total counter
+batchproc_batches_unguarded_total %d
+`, s.Added, s.Delivered, s.Failed, s.Batches, s.Retries, s.Pending, s.InFlight, s.InFlightLimit, s.BufferedBytes, s.Replayed, s.Journaled, s.Unjournaled, s.Unguarded)
 }
 
 var statsNames = []string{
@@ -69,6 +74,7 @@ var statsNames = []string{
 	"batchproc_batches_delivered_total", "batchproc_send_retries_total", "batchproc_events_pending",
 	"batchproc_sends_in_flight", "batchproc_sends_in_flight_limit", "batchproc_buffered_bytes",
 	"batchproc_events_replayed_total", "batchproc_batches_journaled_total", "batchproc_batches_unjournaled_total",
+	"batchproc_batches_unguarded_total",
 }
 
 func checkStats(t *testing.T, got, want batchproc.Stats) {
@@ -250,8 +256,8 @@ func TestCollectorLint(t *testing.T) {
 			t.Errorf("lint: %s: %s", p.Metric, p.Text)
 		}
 		mfs := gather(t, c)
-		if len(mfs) != 18 {
-			t.Errorf("%d families, want 18", len(mfs))
+		if len(mfs) != 19 {
+			t.Errorf("%d families, want 19", len(mfs))
 		}
 		for name, mf := range mfs {
 			if !strings.HasPrefix(name, "myservice_batchproc_") {
@@ -315,17 +321,19 @@ func TestCollectorScrapeOverHTTP(t *testing.T) {
 		return m.GetGauge().GetValue()
 	}
 	for name, want := range map[string]uint64{
-		"batchproc_events_added_total":      s.Added,
-		"batchproc_events_delivered_total":  s.Delivered,
-		"batchproc_events_failed_total":     s.Failed,
-		"batchproc_batches_delivered_total": s.Batches,
-		"batchproc_send_retries_total":      s.Retries,
-		"batchproc_events_pending":          s.Pending,
-		"batchproc_sends_in_flight":         uint64(s.InFlight),
-		"batchproc_sends_in_flight_limit":   uint64(s.InFlightLimit),
-		"batchproc_buffered_bytes":          uint64(s.BufferedBytes),
-		"batchproc_events_replayed_total":   s.Replayed,
-		"batchproc_batches_journaled_total": s.Journaled,
+		"batchproc_events_added_total":        s.Added,
+		"batchproc_events_delivered_total":    s.Delivered,
+		"batchproc_events_failed_total":       s.Failed,
+		"batchproc_batches_delivered_total":   s.Batches,
+		"batchproc_send_retries_total":        s.Retries,
+		"batchproc_events_pending":            s.Pending,
+		"batchproc_sends_in_flight":           uint64(s.InFlight),
+		"batchproc_sends_in_flight_limit":     uint64(s.InFlightLimit),
+		"batchproc_buffered_bytes":            uint64(s.BufferedBytes),
+		"batchproc_events_replayed_total":     s.Replayed,
+		"batchproc_batches_journaled_total":   s.Journaled,
+		"batchproc_batches_unjournaled_total": s.Unjournaled,
+		"batchproc_batches_unguarded_total":   s.Unguarded,
 	} {
 		if got := value(name); got != float64(want) {
 			t.Errorf("%s = %v, Stats say %d", name, got, want)
@@ -343,6 +351,32 @@ func TestCollectorScrapeOverHTTP(t *testing.T) {
 	}
 	if sends != uint64(len(rec.Sent())) {
 		t.Errorf("send_duration_seconds counts %d sends, the sink saw %d", sends, len(rec.Sent()))
+	}
+}
+
+// With a journal: a spool keeping no open batches (WithOpenBatches(0))
+// leaves every batch unguarded, and the journal metrics match Stats.
+func TestCollectorJournalCounters(t *testing.T) {
+	c := batchprom.New()
+	p, err := batchproc.New(&batchproctest.Recorder{}, batchproc.WithLogger(slog.New(slog.DiscardHandler)),
+		spool.WithSpool(t.TempDir(), spool.WithOpenBatches(0)), batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 25 {
+		if err := p.Add(t.Context(), metricstest.Event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Stats()
+	if s.Journaled == 0 || s.Unguarded != s.Journaled {
+		t.Fatalf("Stats %+v: want every batch journaled and unguarded (no open batches kept)", s)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(statsText(s)), statsNames...); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -27,9 +27,10 @@
 //	batchproc_sends_in_flight           gauge     Stats.InFlight
 //	batchproc_sends_in_flight_limit     gauge     Stats.InFlightLimit (0 unless async dispatch)
 //	batchproc_buffered_bytes            gauge     Stats.BufferedBytes
-//	batchproc_events_replayed_total     counter   Stats.Replayed (with a journal, as the next two)
+//	batchproc_events_replayed_total     counter   Stats.Replayed (with a journal, as the next three)
 //	batchproc_batches_journaled_total   counter   Stats.Journaled
 //	batchproc_batches_unjournaled_total counter   Stats.Unjournaled
+//	batchproc_batches_unguarded_total   counter   Stats.Unguarded (a JournalOpener out of room)
 //
 // The hooks feed the metrics Stats cannot give:
 //

@@ -65,5 +65,8 @@ func Example() {
 	// batchproc.spool.batch.recovered 0
 	// batchproc.spool.batch.replayed 0
 	// batchproc.spool.batches 0
+	// batchproc.spool.open_batch.overflowed 0
+	// batchproc.spool.open_batch.recovered 0
+	// batchproc.spool.open_batch.unguarded 0
 	// batchproc.spool.recovery.lost_batches 0
 }

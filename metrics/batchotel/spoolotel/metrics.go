@@ -30,6 +30,10 @@
 //	batchproc.spool.recovery.corrupt      counter  {file}    Stats.CorruptFiles
 //	batchproc.spool.recovery.lost         counter  By        Stats.LostBytes
 //	batchproc.spool.recovery.lost_batches counter  {batch}   Stats.LostBatches
+//	batchproc.spool.open_batch.recovered  counter  {batch}   Stats.OpenRecovered: open batches a crash left, rebuilt at Open
+//	batchproc.spool.regions               updown   {file}    Stats.OpenRegions: region files mapped (WithOpenBatches)
+//	batchproc.spool.open_batch.unguarded  counter  {batch}   Stats.OpenUnguarded: batches that found no region free
+//	batchproc.spool.open_batch.overflowed counter  {batch}   Stats.OpenOverflows: batches whose ids filled their region
 //	batchproc.spool.fsync.count           counter  {fsync}   Stats.Fsyncs
 //	batchproc.spool.fsync.duration        counter  s         Stats.FsyncLatency.Sum: fsync time in total
 //	batchproc.spool.fsync.max             gauge    s         Stats.FsyncLatency.Max since Open
@@ -38,6 +42,10 @@
 // is exported as a count and a total (their rates' ratio is the mean
 // latency) and the maximum; spoolprom exports the whole distribution
 // (buckets [spool.FsyncBuckets]).
+//
+// batchproc.spool.open_batch.unguarded and .overflowed rising mean batches
+// being filled that the spool does not keep, which a crash of the process
+// may lose: raise spool.WithOpenBatches, or the batch byte limit.
 package spoolotel
 
 import (
@@ -63,10 +71,11 @@ type Metrics struct {
 	reg  metric.Registration
 	opts []metric.ObserveOption
 
-	usage, batches, segments                       metric.Int64ObservableUpDownCounter
+	usage, batches, segments, regions              metric.Int64ObservableUpDownCounter
 	failed                                         metric.Int64ObservableGauge
 	recovered, appended, acked, dropped, replayed  metric.Int64ObservableCounter
 	full, torn, corrupt, lost, lostBatches, fsyncs metric.Int64ObservableCounter
+	openRecovered, unguarded, overflowed           metric.Int64ObservableCounter
 	fsyncTime                                      metric.Float64ObservableCounter
 	fsyncMax                                       metric.Float64ObservableGauge
 }
@@ -122,9 +131,13 @@ func New(opts ...Option) (*Metrics, error) {
 	m.replayed = counter("batchproc.spool.batch.replayed", "{batch}", "Batches replayed from the spool (Stats.Replayed).")
 	m.full = counter("batchproc.spool.append.full", "{append}", "Appends refused because the disk budget was full (Stats.Full).")
 	m.torn = counter("batchproc.spool.recovery.torn", "By", "Bytes of torn tails trimmed at Open (Stats.TornBytes).")
-	m.corrupt = counter("batchproc.spool.recovery.corrupt", "{file}", "Segment files found corrupt at Open and set aside (Stats.CorruptFiles).")
+	m.corrupt = counter("batchproc.spool.recovery.corrupt", "{file}", "Segment files found corrupt at Open, and region files whose batch did not decode, set aside (Stats.CorruptFiles).")
 	m.lost = counter("batchproc.spool.recovery.lost", "By", "Bytes of the unreadable parts of corrupt files (Stats.LostBytes).")
-	m.lostBatches = counter("batchproc.spool.recovery.lost_batches", "{batch}", "Batches in the unreadable parts of corrupt files (Stats.LostBatches).")
+	m.lostBatches = counter("batchproc.spool.recovery.lost_batches", "{batch}", "Batches in the unreadable parts of corrupt files, a region's one batch included (Stats.LostBatches).")
+	m.openRecovered = counter("batchproc.spool.open_batch.recovered", "{batch}", "Batches rebuilt at Open from the regions of batches being filled when the last process died, included in batchproc.spool.batch.recovered (Stats.OpenRecovered).")
+	m.regions = updown("batchproc.spool.regions", "{file}", "Region files mapped to keep batches being filled, WithOpenBatches (Stats.OpenRegions).")
+	m.unguarded = counter("batchproc.spool.open_batch.unguarded", "{batch}", "Batches that found no region free, not kept until cut and appended: a crash of the process may lose them (Stats.OpenUnguarded).")
+	m.overflowed = counter("batchproc.spool.open_batch.overflowed", "{batch}", "Batches whose ids filled their region, their later events not kept: a crash of the process may lose them (Stats.OpenOverflows).")
 	m.fsyncs = counter("batchproc.spool.fsync.count", "{fsync}", "Fsyncs of segment files (Stats.Fsyncs).")
 	var err error
 	m.failed, err = meter.Int64ObservableGauge("batchproc.spool.failed", metric.WithUnit("1"),
@@ -140,7 +153,8 @@ func New(opts ...Option) (*Metrics, error) {
 		return nil, fmt.Errorf("spoolotel: %w", err)
 	}
 	m.reg, err = meter.RegisterCallback(m.observe, m.usage, m.batches, m.segments, m.failed, m.recovered, m.appended,
-		m.acked, m.dropped, m.replayed, m.full, m.torn, m.corrupt, m.lost, m.lostBatches, m.fsyncs, m.fsyncTime, m.fsyncMax)
+		m.acked, m.dropped, m.replayed, m.full, m.torn, m.corrupt, m.lost, m.lostBatches, m.openRecovered, m.regions, m.unguarded, m.overflowed,
+		m.fsyncs, m.fsyncTime, m.fsyncMax)
 	if err != nil {
 		return nil, fmt.Errorf("spoolotel: registering the Stats callback: %w", err)
 	}
@@ -195,6 +209,10 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	o.ObserveInt64(m.corrupt, int64(st.CorruptFiles), opts...)
 	o.ObserveInt64(m.lost, st.LostBytes, opts...)
 	o.ObserveInt64(m.lostBatches, clamp(st.LostBatches), opts...)
+	o.ObserveInt64(m.openRecovered, clamp(st.OpenRecovered), opts...)
+	o.ObserveInt64(m.regions, int64(st.OpenRegions), opts...)
+	o.ObserveInt64(m.unguarded, clamp(st.OpenUnguarded), opts...)
+	o.ObserveInt64(m.overflowed, clamp(st.OpenOverflows), opts...)
 	o.ObserveInt64(m.fsyncs, clamp(st.Fsyncs), opts...)
 	o.ObserveFloat64(m.fsyncTime, st.FsyncLatency.Sum.Seconds(), opts...)
 	o.ObserveFloat64(m.fsyncMax, st.FsyncLatency.Max.Seconds(), opts...)

@@ -99,6 +99,10 @@ func TestMetricsObserveSpoolStats(t *testing.T) {
 		"batchproc.spool.recovery.corrupt":      float64(st.CorruptFiles),
 		"batchproc.spool.recovery.lost":         float64(st.LostBytes),
 		"batchproc.spool.recovery.lost_batches": float64(st.LostBatches),
+		"batchproc.spool.open_batch.recovered":  float64(st.OpenRecovered),
+		"batchproc.spool.regions":               float64(st.OpenRegions),
+		"batchproc.spool.open_batch.unguarded":  float64(st.OpenUnguarded),
+		"batchproc.spool.open_batch.overflowed": float64(st.OpenOverflows),
 		"batchproc.spool.fsync.count":           float64(st.Fsyncs),
 		"batchproc.spool.fsync.duration":        st.FsyncLatency.Sum.Seconds(),
 		"batchproc.spool.fsync.max":             st.FsyncLatency.Max.Seconds(),
@@ -117,6 +121,86 @@ func TestMetricsObserveSpoolStats(t *testing.T) {
 		}
 		if s := sets[name]; s.Len() != 1 || !s.HasValue(attr.Key) {
 			t.Errorf("%s: attributes %v, want %v", name, s.ToSlice(), attr)
+		}
+	}
+}
+
+// TestMetricsOpenBatches: the open batches' instruments, for a spool
+// bound with Observe: the batches a crash left in their regions are
+// rebuilt at Open (open_batch.recovered, within batch.recovered); then
+// with two regions, two batches being filled hold them (regions), five
+// more find none free (open_batch.unguarded), and the first's ids fill its
+// region (open_batch.overflowed). The values differ, so that no
+// instrument can read another's field.
+func TestMetricsOpenBatches(t *testing.T) {
+	dir := t.TempDir()
+	s, err := spool.Open(dir, spool.WithOpenBatches(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := batchproc.NewBatch("k1", batchproc.Event{Payload: []byte(`{"a":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(b); err != nil {
+		t.Fatal(err)
+	}
+	var crashed []batchproc.OpenBatch
+	for range 3 {
+		r := s.OpenBatch(1 << 10)
+		if r == nil {
+			s.Close()
+			t.Skip("no regions on this platform (no mmap)")
+		}
+		r.Add(batchproc.Event{ID: "a", Payload: []byte(`{"a":1}`)})
+		crashed = append(crashed, r)
+	}
+	if err := s.Close(); err != nil { // the regions never closed: a crash
+		t.Fatal(err)
+	}
+	s, err = spool.Open(dir, spool.WithOpenBatches(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, r := range crashed {
+		r.Close() // unmaps it: recovered, its file is gone
+	}
+	open, other := s.OpenBatch(1<<10), s.OpenBatch(1<<10)
+	if open == nil || other == nil {
+		t.Fatal("no region for the two batches being filled")
+	}
+	defer open.Close()
+	defer other.Close()
+	for range 5 {
+		if s.OpenBatch(1<<10) != nil {
+			t.Fatal("a third region with WithOpenBatches(2)")
+		}
+	}
+	for range 3 { // 3 ids of 1000 bytes: more than the region's id area
+		open.Add(batchproc.Event{ID: strings.Repeat("i", 1000), Payload: []byte(`{"a":1}`)})
+	}
+	m, reader := newMetrics(t)
+	m.Observe(s)
+	st := s.Stats()
+	if st.Recovered != 4 || st.OpenRecovered != 3 || st.OpenRegions != 2 || st.OpenUnguarded != 5 || st.OpenOverflows != 1 {
+		t.Fatalf("spool Stats %+v: want 4 batches recovered, 3 of them open ones, 2 regions, 5 unguarded, 1 overflow", st)
+	}
+	got, _ := collect(t, reader)
+	for name, v := range map[string]float64{
+		"batchproc.spool.open_batch.recovered":  float64(st.OpenRecovered),
+		"batchproc.spool.regions":               float64(st.OpenRegions),
+		"batchproc.spool.open_batch.unguarded":  float64(st.OpenUnguarded),
+		"batchproc.spool.open_batch.overflowed": float64(st.OpenOverflows),
+		"batchproc.spool.batch.recovered":       float64(st.Recovered),
+	} {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if g != v {
+			t.Errorf("%s = %v, want %v", name, g, v)
 		}
 	}
 }

@@ -32,13 +32,20 @@
 //	batchproc_spool_recovery_corrupt_files_total  counter    Stats.CorruptFiles
 //	batchproc_spool_recovery_lost_batches_total   counter    Stats.LostBatches
 //	batchproc_spool_recovery_lost_bytes_total     counter    Stats.LostBytes
+//	batchproc_spool_open_batches_recovered_total  counter    Stats.OpenRecovered: open batches a crash left, rebuilt at Open
+//	batchproc_spool_open_regions                  gauge      Stats.OpenRegions: region files mapped (WithOpenBatches)
+//	batchproc_spool_open_unguarded_total          counter    Stats.OpenUnguarded: batches that found no region free
+//	batchproc_spool_open_overflows_total          counter    Stats.OpenOverflows: batches whose ids filled their region
 //	batchproc_spool_fsync_duration_seconds        histogram  Stats.FsyncLatency, buckets spool.FsyncBuckets
 //
 // They satisfy recovered + appended == acked + dropped + batches in every
 // scrape, as Stats does. Alert on batchproc_spool_failed (the spool takes
 // no more writes: batches are sent from memory only), on the lost
-// counters (data found corrupt at Open) and on appends_full_total rising
-// (the disk budget is full: Add waits).
+// counters (data found corrupt at Open), on appends_full_total rising
+// (the disk budget is full: Add waits), and on open_unguarded_total or
+// open_overflows_total rising: batches are being filled that the spool
+// does not keep, which a crash of the process may lose (raise
+// spool.WithOpenBatches, or the batch byte limit).
 package spoolprom
 
 import (
@@ -60,6 +67,7 @@ type Collector struct {
 	bytes, batches, segments, failed             *prometheus.Desc
 	recovered, appended, acked, dropped, replays *prometheus.Desc
 	full, torn, corrupt, lostBatches, lostBytes  *prometheus.Desc
+	openRecovered, regions, unguarded, overflows *prometheus.Desc
 	fsync                                        *prometheus.Desc
 	bounds                                       []float64 // spool.FsyncBuckets in seconds
 }
@@ -110,9 +118,13 @@ func New(opts ...Option) *Collector {
 	c.replays = desc("batches_replayed_total", "Batches replayed from the spool (Stats.Replayed).")
 	c.full = desc("appends_full_total", "Appends refused because the disk budget was full (Stats.Full).")
 	c.torn = desc("recovery_torn_bytes_total", "Bytes of torn tails trimmed at Open (Stats.TornBytes).")
-	c.corrupt = desc("recovery_corrupt_files_total", "Segment files found corrupt at Open and set aside (Stats.CorruptFiles).")
-	c.lostBatches = desc("recovery_lost_batches_total", "Batches in the unreadable parts of corrupt files (Stats.LostBatches).")
+	c.corrupt = desc("recovery_corrupt_files_total", "Segment files found corrupt at Open, and region files whose batch did not decode, set aside (Stats.CorruptFiles).")
+	c.lostBatches = desc("recovery_lost_batches_total", "Batches in the unreadable parts of corrupt files, a region's one batch included (Stats.LostBatches).")
 	c.lostBytes = desc("recovery_lost_bytes_total", "Bytes of the unreadable parts of corrupt files (Stats.LostBytes).")
+	c.openRecovered = desc("open_batches_recovered_total", "Batches rebuilt at Open from the regions of batches being filled when the last process died, included in batches_recovered_total (Stats.OpenRecovered).")
+	c.regions = desc("open_regions", "Region files mapped to keep batches being filled, WithOpenBatches (Stats.OpenRegions).")
+	c.unguarded = desc("open_unguarded_total", "Batches that found no region free, not kept until cut and appended: a crash of the process may lose them (Stats.OpenUnguarded).")
+	c.overflows = desc("open_overflows_total", "Batches whose ids filled their region, their later events not kept: a crash of the process may lose them (Stats.OpenOverflows).")
 	c.fsync = desc("fsync_duration_seconds", "How long each fsync of a segment file took (Stats.FsyncLatency).")
 	for _, b := range spool.FsyncBuckets {
 		c.bounds = append(c.bounds, b.Seconds())
@@ -142,7 +154,7 @@ func (c *Collector) Observe(s *spool.Spool) {
 
 func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{c.bytes, c.batches, c.segments, c.failed, c.recovered, c.appended, c.acked, c.dropped,
-		c.replays, c.full, c.torn, c.corrupt, c.lostBatches, c.lostBytes, c.fsync}
+		c.replays, c.full, c.torn, c.corrupt, c.lostBatches, c.lostBytes, c.openRecovered, c.regions, c.unguarded, c.overflows, c.fsync}
 }
 
 // Describe implements [prometheus.Collector].
@@ -187,6 +199,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.corrupt, float64(st.CorruptFiles))
 	counter(c.lostBatches, float64(st.LostBatches))
 	counter(c.lostBytes, float64(st.LostBytes))
+	counter(c.openRecovered, float64(st.OpenRecovered))
+	gauge(c.regions, float64(st.OpenRegions))
+	counter(c.unguarded, float64(st.OpenUnguarded))
+	counter(c.overflows, float64(st.OpenOverflows))
 	h := st.FsyncLatency
 	buckets := make(map[float64]uint64, len(c.bounds))
 	var cum uint64

@@ -86,6 +86,10 @@ func TestCollectorReadsSpoolStats(t *testing.T) {
 		"batchproc_spool_recovery_corrupt_files_total": float64(st.CorruptFiles),
 		"batchproc_spool_recovery_lost_batches_total":  float64(st.LostBatches),
 		"batchproc_spool_recovery_lost_bytes_total":    float64(st.LostBytes),
+		"batchproc_spool_open_batches_recovered_total": float64(st.OpenRecovered),
+		"batchproc_spool_open_regions":                 float64(st.OpenRegions),
+		"batchproc_spool_open_unguarded_total":         float64(st.OpenUnguarded),
+		"batchproc_spool_open_overflows_total":         float64(st.OpenOverflows),
 	}
 	for name, v := range want {
 		m, ok := got[name]
@@ -180,6 +184,91 @@ func TestCollectorRecoveryCounters(t *testing.T) {
 	}
 	if v := value(got["svc_batchproc_spool_batches"]); v != 1 {
 		t.Errorf("batches %v, want 1", v)
+	}
+}
+
+// TestCollectorOpenBatches: the open batches' metrics, for a spool bound
+// with Observe: the batches a crash left in their regions are rebuilt at
+// Open (open_batches_recovered_total, within batches_recovered_total);
+// then with two regions, two batches being filled hold them
+// (open_regions), five more find none free (open_unguarded_total), and
+// the first's ids fill its region (open_overflows_total). The values
+// differ, so that no metric can read another's field.
+func TestCollectorOpenBatches(t *testing.T) {
+	dir := t.TempDir()
+	s, err := spool.Open(dir, spool.WithOpenBatches(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := batchproc.NewBatch("k1", batchproc.Event{Payload: []byte(`{"a":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(b); err != nil {
+		t.Fatal(err)
+	}
+	var crashed []batchproc.OpenBatch
+	for range 3 {
+		r := s.OpenBatch(1 << 10)
+		if r == nil {
+			s.Close()
+			t.Skip("no regions on this platform (no mmap)")
+		}
+		r.Add(batchproc.Event{ID: "a", Payload: []byte(`{"a":1}`)})
+		crashed = append(crashed, r)
+	}
+	if err := s.Close(); err != nil { // the regions never closed: a crash
+		t.Fatal(err)
+	}
+	s, err = spool.Open(dir, spool.WithOpenBatches(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, r := range crashed {
+		r.Close() // unmaps it: recovered, its file is gone
+	}
+	open, other := s.OpenBatch(1<<10), s.OpenBatch(1<<10)
+	if open == nil || other == nil {
+		t.Fatal("no region for the two batches being filled")
+	}
+	defer open.Close()
+	defer other.Close()
+	for range 5 {
+		if s.OpenBatch(1<<10) != nil {
+			t.Fatal("a third region with WithOpenBatches(2)")
+		}
+	}
+	for range 3 { // 3 ids of 1000 bytes: more than the region's id area
+		open.Add(batchproc.Event{ID: strings.Repeat("i", 1000), Payload: []byte(`{"a":1}`)})
+	}
+	sc := spoolprom.New()
+	sc.Observe(s)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(sc)
+	st := s.Stats()
+	if st.Recovered != 4 || st.OpenRecovered != 3 || st.OpenRegions != 2 || st.OpenUnguarded != 5 || st.OpenOverflows != 1 {
+		t.Fatalf("spool Stats %+v: want 4 batches recovered, 3 of them open ones, 2 regions, 5 unguarded, 1 overflow", st)
+	}
+	got := gather(t, reg)
+	for name, v := range map[string]float64{
+		"batchproc_spool_open_batches_recovered_total": float64(st.OpenRecovered),
+		"batchproc_spool_open_regions":                 float64(st.OpenRegions),
+		"batchproc_spool_open_unguarded_total":         float64(st.OpenUnguarded),
+		"batchproc_spool_open_overflows_total":         float64(st.OpenOverflows),
+		"batchproc_spool_batches_recovered_total":      float64(st.Recovered),
+	} {
+		m, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if value(m) != v {
+			t.Errorf("%s = %v, want %v", name, value(m), v)
+		}
+	}
+	if m := got["batchproc_spool_open_regions"]; m != nil && m.Gauge == nil {
+		t.Error("open_regions: not a gauge")
 	}
 }
 
