@@ -2,11 +2,13 @@ package spool
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,11 +184,16 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) (dropped []*b
 			return dropped, err
 		}
 		key, events, ok := decodeRegion(data)
+		if !ok && regionClaims(data) {
+			if err := s.setAsideRegion(name, "spool: a region holds a batch that does not decode (a power loss, or another format): it is set aside", nil); err != nil {
+				return dropped, err
+			}
+			continue
+		}
 		if ok && !known[key] {
 			b, err := batchproc.NewBatch(key, events...)
 			if err != nil {
-				s.logOpen("spool: an open batch's region holds an invalid event: it is set aside", name, err)
-				if err := s.fs.Rename(s.path(name), s.path(name)+corruptSuffix); err != nil {
+				if err := s.setAsideRegion(name, "spool: an open batch's region holds an invalid event: it is set aside", err); err != nil {
 					return dropped, err
 				}
 				continue
@@ -223,8 +230,36 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) (dropped []*b
 	return dropped, nil
 }
 
+// setAsideRegion renames a region whose batch cannot be rebuilt to
+// NAME.corrupt, for inspection, and counts it as a corrupt file and a lost
+// batch. mu is held.
+func (s *Spool) setAsideRegion(name, msg string, err error) error {
+	s.logOpen(msg, name, err)
+	s.st.CorruptFiles++
+	s.st.LostBatches++
+	return s.fs.Rename(s.path(name), s.path(name)+corruptSuffix)
+}
+
+// regionClaims reports whether a region in which decodeRegion found no
+// batch looks as if it held one all the same: a magic that is neither
+// this format's nor zeros (a region of another format, or damaged), or an
+// open or sealed region with bytes filled. Such a region is set aside,
+// not removed. A free region, one opened with nothing filled yet, and one
+// whose header was never written hold nothing.
+func regionClaims(data []byte) bool {
+	if len(data) < regionHeader || string(data[:8]) != regionMagic {
+		return slices.ContainsFunc(data[:min(len(data), regionHeader)], func(c byte) bool { return c != 0 })
+	}
+	state := binary.LittleEndian.Uint32(data[8:])
+	return (state == regionOpen || state == regionSealed) && binary.LittleEndian.Uint64(data[24:]) > 0
+}
+
 func (s *Spool) logOpen(msg, name string, err error) {
 	if l := s.cfg.logger; l != nil {
-		l.Error(msg, slog.String("file", s.path(name)), slog.Any("error", err))
+		attrs := []slog.Attr{slog.String("file", s.path(name))}
+		if err != nil {
+			attrs = append(attrs, slog.Any("error", err))
+		}
+		l.LogAttrs(context.Background(), slog.LevelError, msg, attrs...)
 	}
 }

@@ -237,3 +237,61 @@ func BenchmarkRegionAdd(b *testing.B) {
 		}
 	})
 }
+
+// A region that held a batch recovery cannot rebuild (damaged, or of
+// another format) is set aside as NAME.corrupt and counted, never removed
+// in silence; a free region, and one opened with nothing in it, are
+// removed.
+func TestOpenBatchBadRegionIsSetAside(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, WithSync(SyncNever))
+	damaged, oldFormat := s.OpenBatch(4<<10), s.OpenBatch(4<<10)
+	empty, freed := s.OpenBatch(4<<10), s.OpenBatch(4<<10)
+	for _, e := range testEvents("x", 5) {
+		damaged.Add(e)
+		oldFormat.Add(e)
+		freed.Add(e)
+	}
+	freed.Close()
+	_ = empty
+	names := regionFiles(t, dir)
+	s.Close() // a crash: damaged, oldFormat and empty never closed
+	if len(names) != 4 {
+		t.Fatalf("%d region files, want 4", len(names))
+	}
+	// OpenBatch hands out regions in file order: damaged is the first.
+	data, err := os.ReadFile(names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[regionHeader+3] = '\n' // an empty line, or a payload cut short: no longer the batch
+	data[regionHeader+4] = '\n'
+	if err := os.WriteFile(names[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if data, err = os.ReadFile(names[1]); err != nil {
+		t.Fatal(err)
+	}
+	copy(data, "BPOPEN01")
+	if err := os.WriteFile(names[1], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	s = mustOpen(t, dir, WithSync(SyncNever))
+	defer s.Close()
+	if got := replayAll(t, s); len(got) != 0 {
+		t.Fatalf("replayed %d batches, want none", len(got))
+	}
+	st := s.Stats()
+	if st.CorruptFiles != 2 || st.LostBatches != 2 || st.OpenRecovered != 0 {
+		t.Fatalf("CorruptFiles %d, LostBatches %d, OpenRecovered %d: want 2, 2, 0", st.CorruptFiles, st.LostBatches, st.OpenRecovered)
+	}
+	for _, name := range names[:2] {
+		if _, err := os.Stat(name + corruptSuffix); err != nil {
+			t.Errorf("%s not set aside: %v", name, err)
+		}
+	}
+	if left := regionFiles(t, dir); len(left) != 2 || !strings.HasSuffix(left[0], corruptSuffix) || !strings.HasSuffix(left[1], corruptSuffix) {
+		t.Fatalf("region files after Open: %v, want only the two set aside", left)
+	}
+}

@@ -24,8 +24,8 @@ type Stats struct {
 
 	// Recovery at Open.
 	TornBytes    int64  // bytes of torn tails trimmed (writes a crash cut short)
-	CorruptFiles int    // segment files whose middle was corrupt; each was set aside as NAME.corrupt
-	LostBatches  uint64 // batches in those files' unreadable parts (found by a resynchronising scan)
+	CorruptFiles int    // segment files whose middle was corrupt, and region files whose batch did not decode; each was set aside as NAME.corrupt
+	LostBatches  uint64 // batches in those files' unreadable parts (found by a resynchronising scan; a region's one batch)
 	LostBytes    int64  // bytes of those unreadable parts
 	// OpenRecovered counts the batches rebuilt at Open from the regions
 	// of batches that were being filled when the last process died
