@@ -3,7 +3,6 @@ package batchotel_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -259,23 +258,7 @@ func TestMetricsAttributesAndClose(t *testing.T) {
 // leaves every batch unguarded, and the journal instruments match Stats.
 func TestMetricsJournalCounters(t *testing.T) {
 	m, reader := newMetrics(t)
-	p, err := batchproc.New(&batchproctest.Recorder{}, batchproc.WithLogger(slog.New(slog.DiscardHandler)),
-		spool.WithSpool(t.TempDir(), spool.WithOpenBatches(0)), batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 25 {
-		if err := p.Add(t.Context(), metricstest.Event(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Shutdown(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	s := p.Stats()
-	if s.Journaled == 0 || s.Unguarded != s.Journaled {
-		t.Fatalf("Stats %+v: want every batch journaled and unguarded (no open batches kept)", s)
-	}
+	s := metricstest.Unguarded(t, m, spool.WithSpool(t.TempDir(), spool.WithOpenBatches(0)))
 	checkStatsMetrics(t, collect(t, reader), s)
 }
 

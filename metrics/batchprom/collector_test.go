@@ -3,7 +3,6 @@ package batchprom_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -358,23 +357,7 @@ func TestCollectorScrapeOverHTTP(t *testing.T) {
 // leaves every batch unguarded, and the journal metrics match Stats.
 func TestCollectorJournalCounters(t *testing.T) {
 	c := batchprom.New()
-	p, err := batchproc.New(&batchproctest.Recorder{}, batchproc.WithLogger(slog.New(slog.DiscardHandler)),
-		spool.WithSpool(t.TempDir(), spool.WithOpenBatches(0)), batchproc.WithMaxBatchEvents(10), batchproc.WithHooks(c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 25 {
-		if err := p.Add(t.Context(), metricstest.Event(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Shutdown(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	s := p.Stats()
-	if s.Journaled == 0 || s.Unguarded != s.Journaled {
-		t.Fatalf("Stats %+v: want every batch journaled and unguarded (no open batches kept)", s)
-	}
+	s := metricstest.Unguarded(t, c, spool.WithSpool(t.TempDir(), spool.WithOpenBatches(0)))
 	if err := testutil.CollectAndCompare(c, strings.NewReader(statsText(s)), statsNames...); err != nil {
 		t.Error(err)
 	}

@@ -171,3 +171,26 @@ func Reasons(t testing.TB, hook batchproc.Hook, bind func(*batchproc.Processor))
 	}
 	return p
 }
+
+// Unguarded runs a processor with hook and journal, an option that gives it
+// a journal keeping no open batches (the spool with WithOpenBatches(0)):
+// 25 events in batches of 10, then Shutdown. It checks that every batch
+// was journaled and unguarded, and returns the Stats, for the adapter's
+// journal metrics to match.
+func Unguarded(t testing.TB, hook batchproc.Hook, journal batchproc.Option) batchproc.Stats {
+	t.Helper()
+	p := newProcessor(t, &batchproctest.Recorder{}, hook, nil, journal, batchproc.WithMaxBatchEvents(10))
+	for i := range 25 {
+		if err := p.Add(context.Background(), Event(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := p.Stats()
+	if s.Journaled == 0 || s.Unguarded != s.Journaled {
+		t.Fatalf("Stats %+v: want every batch journaled and unguarded (no open batches kept)", s)
+	}
+	return s
+}
