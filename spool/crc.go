@@ -1,8 +1,8 @@
 package spool
 
 // The CRC-32C arithmetic that lets a batch record's CRC be computed from
-// the CRC of its head and the CRC the processor kept of its NDJSON while
-// adding the events (batchproc.Batch.NDJSONChecksum), without reading the
+// the CRC of its head and the CRC the processor computed of its NDJSON at
+// the batch's cut (batchproc.Batch.NDJSONChecksum), without reading the
 // NDJSON again: crc(a || b) = crc(a) * x^(8*len(b)) + crc(b), modulo the
 // polynomial, as zlib's crc32_combine computes it. hash/crc32 has no
 // combine, and no library that does is worth a dependency for 30 lines.
