@@ -134,6 +134,9 @@ func ParseCallgrind(r io.Reader) (*CallgrindProfile, error) {
 		}
 		key, val, ok := bytes.Cut(line, []byte{'='})
 		if ok && !bytes.ContainsAny(key, " :") {
+			if !sawEvents { // body lines: their costs are sized by the events
+				return nil, fmt.Errorf("callgrind: line %d: %s= before the events: header", lineNo, key)
+			}
 			switch string(key) {
 			case "fn":
 				name, err := compressedName(fnNames, string(val))

@@ -169,6 +169,7 @@ func TestParseCallgrindErrors(t *testing.T) {
 		"not callgrind":      "hello\nworld\n",
 		"cost before events": "fn=f\n1 2\nevents: Ir\n",
 		"cost before fn":     "events: Ir\n1 2\n",
+		"fn before events":   "fn=f\nevents: Ir\n",
 		"cost not a number":  "events: Ir\nfn=f\n1 x\n",
 		"negative cost":      "events: Ir\nfn=f\n1 -2\n",
 		"too many costs":     "events: Ir\nfn=f\n1 2 3\n",
