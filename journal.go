@@ -121,6 +121,21 @@ type OpenBuffer interface {
 	Journaled() (keep bool)
 }
 
+// An OpenRecord is an [OpenBuffer] that can be its batch's record in the
+// journal itself, so that the journal writes nothing more for the batch
+// (the spool does so under SyncNever: a record it writes would be in the
+// same page cache as the region). The processor calls SealRecord in place
+// of Seal when the batch was filled in Buffer's memory.
+type OpenRecord interface {
+	OpenBuffer
+	// SealRecord is Seal, and reports whether the buffer will be the
+	// batch's record: then the processor does not checksum the batch at
+	// its cut ([Batch.NDJSONChecksum] reports false), as the journal needs
+	// no checksum to write it. The journal decides again when the batch is
+	// appended, and writes a record (checksumming it then) if it must.
+	SealRecord(key string) (record bool)
+}
+
 // ErrDropped is the failure reason of a batch the journal dropped to make
 // room ([JournalDropper]).
 var ErrDropped = errors.New("batchproc: batch dropped from the journal to make room")

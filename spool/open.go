@@ -2,11 +2,13 @@ package spool
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -30,7 +32,9 @@ import (
 //	24      8     filled n, uint64: bytes of the data area kept
 //	32      8     ids m, uint64: bytes of the id area kept
 //	40      8     data capacity d, uint64
-//	48      80    zero
+//	48      8     record seq+1, uint64: set when the region is its sealed
+//	              batch's record (SyncNever), for Append order; 0 otherwise
+//	56      72    zero
 //	128     96    key (k bytes)
 //	256     d     data: the events' payloads, each followed by '\n' (n bytes)
 //	256+d   ...   ids: records of event index (uint32), id length (uint32),
@@ -57,6 +61,7 @@ const (
 	regionOpen     = 1
 	regionSealed   = 2
 	regionIDHeader = 8
+	regionSeqOff   = 48
 )
 
 func regionName(id int) string { return fmt.Sprintf("%s%06d%s", regionPrefix, id, regionSuffix) }
@@ -142,12 +147,14 @@ func decodeRegion(data []byte) (key string, events []batchproc.Event, ok bool) {
 
 // openArea is the spool's set of regions.
 type openArea struct {
-	mu     sync.Mutex
-	free   []*region
-	all    []*region
-	nextID int
-	max    int // regions at most (WithOpenBatches)
-	closed bool
+	mu      sync.Mutex
+	free    []*region
+	all     []*region
+	sealed  map[string]*region // regions SealRecord made records, by key, until appended or closed
+	records bool               // regions may be their batches' records (SyncNever)
+	nextID  int
+	max     int // regions at most (WithOpenBatches)
+	closed  bool
 
 	overflows, unguarded uint64
 }
@@ -158,11 +165,20 @@ var errNoRegions = errors.New("spool: open batches are not kept on this platform
 // them to the segments, as batches a previous processor left (Replay
 // hands them over), then removes the region files. A region whose batch
 // is already in the spool (it was appended, and the process died before
-// the region was freed) is only removed. One whose batch finds the spool
+// the region was freed) is only removed. A region that was its sealed
+// batch's record (SyncNever, see keepInRegion) takes its place among the
+// segments' batches in Replay's Append order, by the seq it holds; the
+// batches never appended come after all. One whose batch finds the spool
 // full stays for the next Open. It returns the batches WithDropOldest
 // dropped to make room, for the caller to report without mu. mu is held.
 func (s *Spool) recoverOpen(names []string, known map[string]bool) (dropped []*batchproc.Batch, err error) {
-	var gens []uint64
+	type found struct {
+		name   string
+		key    string
+		events []batchproc.Event
+		seq    uint64 // the Append order of a region that was its batch's record; MaxUint64 if it was not
+	}
+	var regions []found
 	var done []string
 	for _, name := range names {
 		if _, ok := parseRegionName(name); !ok {
@@ -190,30 +206,61 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) (dropped []*b
 			}
 			continue
 		}
-		if ok && !known[key] {
-			b, err := batchproc.NewBatch(key, events...)
-			if err != nil {
-				if err := s.setAsideRegion(name, "spool: an open batch's region holds an invalid event: it is set aside", err); err != nil {
-					return dropped, err
-				}
-				continue
-			}
-			d, e, gen, err := s.appendLocked(b)
-			dropped = append(dropped, d...)
-			if errors.Is(err, ErrFull) {
-				s.logOpen("spool: no room for an open batch a crash left: it stays in its region for the next Open", name, err)
-				continue
-			}
-			if err != nil {
-				return dropped, fmt.Errorf("recovering the open batch in %s: %w", name, err)
-			}
-			known[key] = true
-			s.replayed = append(s.replayed, e)
-			s.st.Recovered++
-			s.st.OpenRecovered++
-			gens = append(gens, gen)
+		if !ok || known[key] {
+			done = append(done, name)
+			continue
 		}
-		done = append(done, name)
+		seq := uint64(math.MaxUint64)
+		if v := binary.LittleEndian.Uint64(data[regionSeqOff:]); v > 0 && binary.LittleEndian.Uint32(data[8:]) == regionSealed {
+			seq = v - 1
+		}
+		regions = append(regions, found{name, key, events, seq})
+	}
+	// In Append order: a region that was its batch's record among the
+	// segments' batches, by seq; the batches never appended last.
+	slices.SortStableFunc(regions, func(x, y found) int { return cmp.Compare(x.seq, y.seq) })
+	order := make(map[*entry]uint64, len(regions))
+	var gens []uint64
+	for _, r := range regions {
+		b, err := batchproc.NewBatch(r.key, r.events...)
+		if err != nil {
+			if err := s.setAsideRegion(r.name, "spool: an open batch's region holds an invalid event: it is set aside", err); err != nil {
+				return dropped, err
+			}
+			continue
+		}
+		if r.seq != math.MaxUint64 && r.seq >= s.nextSeq {
+			s.nextSeq = r.seq + 1
+		}
+		d, e, gen, err := s.appendLocked(b)
+		dropped = append(dropped, d...)
+		if errors.Is(err, ErrFull) {
+			s.logOpen("spool: no room for an open batch a crash left: it stays in its region for the next Open", r.name, err)
+			continue
+		}
+		if err != nil {
+			return dropped, fmt.Errorf("recovering the open batch in %s: %w", r.name, err)
+		}
+		known[r.key] = true
+		order[e] = r.seq
+		s.replayed = append(s.replayed, e)
+		s.st.Recovered++
+		s.st.OpenRecovered++
+		gens = append(gens, gen)
+		done = append(done, r.name)
+	}
+	if len(order) > 0 {
+		slices.SortStableFunc(s.replayed, func(x, y *entry) int {
+			kx, ok := order[x]
+			if !ok {
+				kx = x.seq
+			}
+			ky, ok := order[y]
+			if !ok {
+				ky = y.seq
+			}
+			return cmp.Compare(kx, ky)
+		})
 	}
 	if len(gens) > 0 && s.cfg.sync != SyncNever {
 		if err := s.waitSynced(gens[len(gens)-1]); err != nil {

@@ -13,3 +13,9 @@ func (a *openArea) closeRegions() {}
 
 // region is never made on this platform.
 type region struct{}
+
+func (s *Spool) keepInRegion(*batchproc.Batch, uint64) *region { return nil }
+
+func (s *Spool) ackRegion(*region) {}
+
+func (s *Spool) readRegion(*region, string) (*batchproc.Batch, error) { return nil, errNoRegions }

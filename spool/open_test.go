@@ -14,19 +14,28 @@ import (
 // replayAll returns the batches Replay hands over, copied.
 func replayAll(t *testing.T, s *Spool) map[string][]batchproc.Event {
 	t.Helper()
-	got := map[string][]batchproc.Event{}
+	_, got := replayInOrder(t, s)
+	return got
+}
+
+// replayInOrder returns the keys of the batches Replay hands over, in its
+// order, and copies of their events.
+func replayInOrder(t *testing.T, s *Spool) (keys []string, events map[string][]batchproc.Event) {
+	t.Helper()
+	events = map[string][]batchproc.Event{}
 	if err := s.Replay(func(b *batchproc.Batch) error {
 		var evs []batchproc.Event
 		for i := range b.Len() {
 			e := b.Event(i)
 			evs = append(evs, batchproc.Event{ID: e.ID, Payload: slices.Clone(e.Payload)})
 		}
-		got[b.Key()] = evs
+		keys = append(keys, b.Key())
+		events[b.Key()] = evs
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return got
+	return keys, events
 }
 
 func regionFiles(t testing.TB, dir string) []string {

@@ -4,6 +4,7 @@ package spool
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"syscall"
@@ -22,7 +23,14 @@ type region struct {
 	events  int  // events kept by Add
 	ids     int  // end of the id records kept, from the id area's start
 	full    bool // an event or id did not fit: the rest of the batch is not kept
-	busy    bool // between OpenBatch and Close (a.mu)
+	busy    bool // between OpenBatch and Close, or the ack of its record (a.mu)
+	inPlace bool // the batch is filled in the data area (Buffer was called)
+	key     string
+	// record: the region is its batch's record in the spool (SyncNever;
+	// see Spool.keepInRegion), until the batch is acked. detached: the
+	// processor closed it meanwhile (its events left memory, or it was
+	// left for the next start): the ack frees it. Both a.mu.
+	record, detached bool
 }
 
 // put32 and put64 store a header word. Plain stores: what a killed process
@@ -66,10 +74,11 @@ func (s *Spool) OpenBatch(maxBytes int) batchproc.OpenBatch {
 		}
 		a.all = append(a.all, r)
 	}
-	r.off, r.events, r.ids, r.full, r.busy = 0, 0, 0, false, true
+	r.off, r.events, r.ids, r.full, r.busy, r.inPlace, r.key = 0, 0, 0, false, true, false, ""
 	r.put32(12, 0)
 	r.put64(24, 0)
 	r.put64(32, 0)
+	r.put64(regionSeqOff, 0)
 	r.put64(16, rand.Uint64())
 	r.put32(8, regionOpen)
 	return r
@@ -108,6 +117,7 @@ func (s *Spool) newRegion(maxBytes int) (*region, error) {
 // Buffer returns the data area, the batch's buffer: the processor's copy
 // of each event is the one kept, and it stores the length kept at 24.
 func (r *region) Buffer() ([]byte, *uint64) {
+	r.inPlace = true
 	return r.mem[regionHeader : regionHeader : regionHeader+r.dataCap], (*uint64)(unsafe.Pointer(&r.mem[24]))
 }
 
@@ -158,7 +168,8 @@ func (r *region) Add(e batchproc.Event) {
 	r.put64(24, uint64(r.off))
 }
 
-// Seal keeps the batch's key, then marks the region sealed.
+// Seal keeps the batch's key, then marks the region sealed: from here a
+// crash leaves the batch under its key.
 func (r *region) Seal(key string) {
 	if len(key) <= regionKeyMax {
 		copy(r.mem[regionKeyOff:], key)
@@ -167,29 +178,138 @@ func (r *region) Seal(key string) {
 	r.put32(8, regionSealed)
 }
 
-// Journaled forgets what the region kept: the batch is in the segments.
-// Its memory stays the batch's, unless fewer than half the regions would
-// then be left for batches being filled.
-func (r *region) Journaled() bool {
-	r.put32(8, regionFree)
+// SealRecord is Seal, and reports whether the region will be its batch's
+// record (see Spool.keepInRegion): under SyncNever, when the batch was
+// filled in the region, every event of it is there, its key fits, and
+// more than half the regions are left for the batches being filled. The
+// spool finds the region by the key when the batch is appended. It
+// implements [batchproc.OpenRecord].
+func (r *region) SealRecord(key string) bool {
+	r.Seal(key)
 	a := r.a
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return !a.closed && len(a.free)+a.max-len(a.all) > a.max/2
+	if !a.records || a.closed || !r.inPlace || r.full || key == "" || len(key) > regionKeyMax || !a.roomy() {
+		return false
+	}
+	r.key = key
+	a.sealed[key] = r
+	return true
 }
 
-// Close frees the region for the next batch.
-func (r *region) Close() {
-	r.put32(8, regionFree)
+// Journaled forgets what the region kept: the batch is in the segments.
+// Its memory stays the batch's, unless fewer than half the regions would
+// then be left for batches being filled. A region that is its batch's
+// record stays sealed, and its memory the batch's.
+func (r *region) Journaled() bool {
 	a := r.a
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r.record {
+		return true
+	}
+	r.put32(8, regionFree)
+	a.unseal(r)
+	return !a.closed && a.roomy()
+}
+
+// roomy reports whether more than half the regions are free or may still
+// be made. a.mu is held.
+func (a *openArea) roomy() bool { return len(a.free)+a.max-len(a.all) > a.max/2 }
+
+// unseal drops r from the sealed regions the spool may find by key. a.mu
+// is held.
+func (a *openArea) unseal(r *region) {
+	if r.key != "" && a.sealed[r.key] == r {
+		delete(a.sealed, r.key)
+	}
+}
+
+// Close frees the region for the next batch. A region that is its
+// batch's record stays sealed, for the ack (or the next Open) to free.
+func (r *region) Close() {
+	a := r.a
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r.record {
+		r.detached = true
+		if a.closed {
+			r.unmap()
+		}
+		return
+	}
+	r.put32(8, regionFree)
+	a.unseal(r)
+	a.release(r)
+}
+
+// release makes r free for the next batch, or unmaps it once the spool is
+// closed. a.mu is held.
+func (a *openArea) release(r *region) {
 	r.busy = false
 	if !a.closed {
 		a.free = append(a.free, r)
 	} else {
 		r.unmap()
 	}
-	a.mu.Unlock()
+}
+
+// keepInRegion makes the region b was filled in b's record, if the
+// region's SealRecord said it would be and it holds every event of b:
+// then Write writes nothing. What a killed
+// process stored in the region is in the page cache, as a record written
+// to a segment is, and an Open after the crash rebuilds the sealed batch
+// from it under its key, in Append order (its seq is at regionSeqOff).
+// The ack frees the region; until then it stays sealed, and the batch's
+// memory, until the processor closes it. It returns nil if b is not kept
+// so. s.mu is held.
+func (s *Spool) keepInRegion(b *batchproc.Batch, seq uint64) *region {
+	a := &s.open
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r := a.sealed[b.Key()]
+	if r == nil || a.closed {
+		return nil
+	}
+	a.unseal(r)
+	ndjson := b.NDJSON()
+	if !r.inPlace || r.full || len(ndjson) == 0 || unsafe.SliceData(ndjson) != &r.mem[regionHeader] ||
+		binary.LittleEndian.Uint64(r.mem[24:]) != uint64(len(ndjson)) {
+		return nil
+	}
+	r.put64(regionSeqOff, seq+1)
+	r.record = true
+	return r
+}
+
+// ackRegion frees r, its batch acked: the region is free for the next
+// batch once the processor closed it too. s.mu is held.
+func (s *Spool) ackRegion(r *region) {
+	a := &s.open
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r.put32(8, regionFree)
+	r.record = false
+	if r.detached {
+		r.detached = false
+		if r.mem != nil {
+			a.release(r)
+		}
+	}
+}
+
+// readRegion returns a copy of the batch whose record r is. s.mu is held.
+func (s *Spool) readRegion(r *region, key string) (*batchproc.Batch, error) {
+	s.open.mu.Lock()
+	defer s.open.mu.Unlock()
+	if r.mem == nil {
+		return nil, ErrClosed
+	}
+	k, events, ok := decodeRegion(r.mem)
+	if !ok || k != key {
+		return nil, errors.New("region changed since its batch was appended")
+	}
+	return batchproc.NewBatch(key, events...)
 }
 
 func (r *region) unmap() {
@@ -207,9 +327,10 @@ func (a *openArea) closeRegions() {
 	defer a.mu.Unlock()
 	a.closed = true
 	for _, r := range a.all {
-		if !r.busy {
+		if !r.busy || r.detached {
 			r.unmap()
 		}
 	}
 	a.all, a.free = nil, nil
+	clear(a.sealed)
 }

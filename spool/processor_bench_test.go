@@ -83,6 +83,7 @@ func BenchmarkProcessorAdd(b *testing.B) {
 				b.ReportMetric(float64(st.FsyncLatency.Quantile(0.99).Microseconds()), "fsync-p99-µs")
 				b.ReportMetric(float64(st.OpenRegions), "regions")
 				b.ReportMetric(float64(st.OpenUnguarded), "unguarded")
+				b.ReportMetric(float64(st.RegionAppends), "in-region")
 			}
 			if err := p.Shutdown(ctx); err != nil {
 				b.Fatal(err)

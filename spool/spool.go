@@ -43,6 +43,7 @@ type Spool struct {
 	nextSeg     uint64
 	usage       int64    // the files' sizes: each segment's phys, and the spare's
 	replayed    []*entry // the batches found at Open, in order
+	inRegions   int      // live batches whose record is their region
 
 	writeGen    uint64 // counts records written
 	syncedGen   uint64 // every record up to this one is fsynced
@@ -81,7 +82,8 @@ type segment struct {
 type entry struct {
 	seq   uint64
 	key   string
-	seg   *segment
+	seg   *segment // nil when reg is the record
+	reg   *region  // the batch's open-batch region, when that is its record (SyncNever)
 	off   int64
 	n     int // record length
 	acked bool
@@ -106,6 +108,8 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 	s := &Spool{dir: dir, cfg: cfg, fs: cfg.fs, live: map[string]*entry{}, droppedKeys: map[string]struct{}{}}
 	s.cond = sync.NewCond(&s.mu)
 	s.open.max = cfg.openBatches
+	s.open.sealed = map[string]*region{}
+	s.open.records = cfg.sync == SyncNever
 	if err := s.fs.MkdirAll(dir); err != nil {
 		return nil, fmt.Errorf("spool: open %s: %w", dir, err)
 	}
@@ -138,6 +142,11 @@ func Open(dir string, opts ...Option) (*Spool, error) {
 // that one appender has many batches waiting for the same fsync.
 func (s *Spool) Write(b *batchproc.Batch) (durable func() error, err error) {
 	s.mu.Lock()
+	if s.cfg.sync == SyncNever && s.inRegionLocked(b) {
+		s.countAppend(nil)
+		s.mu.Unlock()
+		return noWait, nil
+	}
 	dropped, _, gen, err := s.appendLocked(b)
 	s.countAppend(err)
 	s.mu.Unlock()
@@ -156,6 +165,25 @@ func (s *Spool) Write(b *batchproc.Batch) (durable func() error, err error) {
 }
 
 func noWait() error { return nil }
+
+// inRegionLocked appends b with no write when the region b was filled in
+// can be its record (keepInRegion). mu is held.
+func (s *Spool) inRegionLocked(b *batchproc.Batch) bool {
+	if s.closed || s.err != nil || s.live[b.Key()] != nil {
+		return false // appendLocked says why
+	}
+	r := s.keepInRegion(b, s.nextSeq)
+	if r == nil {
+		return false
+	}
+	e := &entry{seq: s.nextSeq, key: b.Key(), reg: r, n: len(b.NDJSON())}
+	s.nextSeq++
+	s.live[e.key] = e
+	s.order = append(s.order, e)
+	s.inRegions++
+	s.st.RegionAppends++
+	return true
+}
 
 // countAppend counts what an Append or a Write came to. mu is held.
 func (s *Spool) countAppend(err error) {
@@ -295,7 +323,9 @@ func (s *Spool) forget(e *entry) {
 	}
 	delete(s.live, e.key)
 	e.acked = true
-	e.seg.live--
+	if e.seg != nil {
+		e.seg.live--
+	}
 }
 
 // trimBuf drops the record buffer if one huge batch grew it.
@@ -312,7 +342,7 @@ func (s *Spool) dropOldestLocked() (*batchproc.Batch, error) {
 	active := s.segs[len(s.segs)-1]
 	for i := s.head; i < len(s.order); i++ {
 		e := s.order[i]
-		if e.acked {
+		if e.acked || e.reg != nil { // a region's record frees no disk budget
 			continue
 		}
 		if e.seg == active {
@@ -362,8 +392,15 @@ func (s *Spool) Ack(key string) error {
 func (s *Spool) ackLocked(e *entry) error {
 	delete(s.live, e.key)
 	e.acked = true
-	e.seg.live--
 	s.st.Acked++
+	if e.reg != nil { // the region is the record: freeing it is the ack
+		s.ackRegion(e.reg)
+		e.reg = nil
+		s.inRegions--
+		s.advanceHead()
+		return nil
+	}
+	e.seg.live--
 	for s.head < len(s.order) && s.order[s.head].acked {
 		s.order[s.head] = nil
 		s.head++
@@ -385,6 +422,19 @@ func (s *Spool) ackLocked(e *entry) error {
 		werr = err
 	}
 	return werr
+}
+
+// advanceHead moves past the acked batches at the front of order. mu is
+// held.
+func (s *Spool) advanceHead() {
+	for s.head < len(s.order) && s.order[s.head].acked {
+		s.order[s.head] = nil
+		s.head++
+	}
+	if s.head > 1024 && s.head > len(s.order)/2 {
+		s.order = append(s.order[:0], s.order[s.head:]...)
+		s.head = 0
+	}
 }
 
 // reclaim removes fully acked segments from the front. Only the front:
@@ -788,6 +838,9 @@ func (s *Spool) readBody(e *entry, buf []byte) ([]byte, []byte, error) {
 
 // readBatch returns a copy of e's batch. mu is held.
 func (s *Spool) readBatch(e *entry) (*batchproc.Batch, error) {
+	if e.reg != nil {
+		return s.readRegion(e.reg, e.key)
+	}
 	_, body, err := s.readBody(e, nil)
 	if err != nil {
 		return nil, err
@@ -806,6 +859,7 @@ func (s *Spool) Stats() Stats {
 	st := s.st
 	st.Bytes = s.usage
 	st.Batches = len(s.live)
+	st.InRegions = s.inRegions
 	st.Segments = len(s.segs)
 	st.Err = s.err
 	s.open.mu.Lock()

@@ -14,6 +14,11 @@ type Stats struct {
 	Bytes    int64 // total size of the spool's files, the spare's included: the disk budget in use
 	Batches  int   // batches in the spool: appended or recovered, not acked
 	Segments int   // segment files holding records (not the spare, a fully acked one kept for reuse)
+	// InRegions counts the batches in the spool (in Batches) whose record
+	// is the region they were filled in, under SyncNever: no segment
+	// record was written for them (see WithOpenBatches). They do not count
+	// in Bytes.
+	InRegions int
 
 	Recovered uint64 // batches found at Open, not acked
 	Appended  uint64 // Appends that returned nil
@@ -21,6 +26,9 @@ type Stats struct {
 	Dropped   uint64 // batches dropped to make room (WithDropOldest)
 	Replayed  uint64 // batches handed to a Replay callback that returned nil
 	Full      uint64 // Appends refused with ErrFull
+	// RegionAppends counts the Appends (in Appended) that kept the batch
+	// in its region rather than writing a segment record (InRegions).
+	RegionAppends uint64
 
 	// Recovery at Open.
 	TornBytes    int64  // bytes of torn tails trimmed (writes a crash cut short)

@@ -1,0 +1,315 @@
+//go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
+
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/batchproc/batchproc"
+	"github.com/batchproc/batchproc/batchproctest"
+)
+
+// crashCopy copies the spool files in dir to a new directory, as a
+// process killed now would leave them (every store to a region, and every
+// write, is in the files), and opens a spool on the copy: what recovery
+// makes of them. The spool in dir keeps running.
+func crashCopy(t *testing.T, dir string) *Spool {
+	t.Helper()
+	to := t.TempDir()
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if !n.Type().IsRegular() || n.Name() == lockName {
+			continue
+		}
+		src, err := os.Open(filepath.Join(dir, n.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, err := os.Create(filepath.Join(to, n.Name()))
+		if err == nil {
+			_, err = io.Copy(dst, src)
+		}
+		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := mustOpen(t, to, WithSync(SyncNever))
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// holdSink returns a Recorder whose sends block until release is closed
+// (or their ctx ends), and a channel that gets each key as its send
+// starts: a batch is in the spool before its first send.
+func holdSink() (rec *batchproctest.Recorder, started chan string, release chan struct{}) {
+	started, release = make(chan string, 100), make(chan struct{})
+	rec = &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
+		started <- b.Key()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	return rec, started, release
+}
+
+// Under SyncNever the region a batch was filled in is its record: the
+// spool writes nothing for it (no segment record, no checksum at the cut),
+// and a process killed with the batch unsent leaves it in the region,
+// sealed, under its key: recovery hands it over exactly once, with every
+// event and ID. Its ack frees the region: a kill after that leaves
+// nothing. Under SyncBatch and SyncInterval a batch needs its fsynced
+// record, and the regions are never records.
+func TestRegionIsTheRecord(t *testing.T) {
+	for _, tc := range []struct {
+		mode   SyncMode
+		record bool
+	}{{SyncNever, true}, {SyncBatch, false}, {SyncInterval(time.Hour), false}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			s := mustOpen(t, dir, WithSync(tc.mode))
+			defer s.Close()
+			rec, started, release := holdSink()
+			p := spooled(t, s, rec, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4))
+			want := map[string]string{} // payload to ID
+			for i := range 30 {
+				e := batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}
+				if i%3 != 0 {
+					e.ID = fmt.Sprintf("id-%d", i)
+				}
+				want[string(e.Payload)] = e.ID
+				if err := p.Add(t.Context(), e); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var keys []string
+			for range 3 {
+				keys = append(keys, <-started) // all three cut, appended, and being sent
+			}
+			slices.Sort(keys)
+			st := s.Stats()
+			if st.Appended != 3 || st.Batches != 3 {
+				t.Fatalf("stats with three batches in flight: %+v", st)
+			}
+			if got := st.RegionAppends == 3 && st.InRegions == 3; got != tc.record {
+				t.Fatalf("RegionAppends %d, InRegions %d: want the regions as records %v", st.RegionAppends, st.InRegions, tc.record)
+			}
+
+			crashed := crashCopy(t, dir)
+			cst := crashed.Stats()
+			gotKeys, events := replayInOrder(t, crashed)
+			slices.Sort(gotKeys)
+			if !slices.Equal(gotKeys, keys) {
+				t.Fatalf("after a crash, replayed %q, want %q", gotKeys, keys)
+			}
+			if tc.record && cst.OpenRecovered != 3 {
+				t.Errorf("OpenRecovered %d: the three batches were in their regions only", cst.OpenRecovered)
+			}
+			n := 0
+			for _, evs := range events {
+				for _, e := range evs {
+					if id, ok := want[string(e.Payload)]; !ok || id != e.ID {
+						t.Errorf("replayed %s with id %q; want id %q", e.Payload, e.ID, id)
+					}
+					n++
+				}
+			}
+			if n != len(want) {
+				t.Errorf("replayed %d events, want %d", n, len(want))
+			}
+
+			close(release)
+			if err := p.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if st := s.Stats(); st.Acked != 3 || st.Batches != 0 || st.InRegions != 0 {
+				t.Fatalf("delivered: %+v", st)
+			}
+			if keys, _ := replayInOrder(t, crashCopy(t, dir)); len(keys) != 0 {
+				t.Fatalf("after delivery, a crash replays %q", keys)
+			}
+			if err := p.Shutdown(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// A region that is its batch's record keeps the batch's place in Append
+// order: recovery puts it among the batches in the segments by the seq it
+// holds, so an ordered processor replays its batches in order. Here the
+// first batch's region is its record and the next ones, with too few
+// regions left, are written to the segments.
+func TestRegionRecordKeepsAppendOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, WithSync(SyncNever), WithOpenBatches(4))
+	rec, started, release := holdSink()
+	p := spooled(t, s, rec, batchproc.WithOrdered(), batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(5))
+	for i := range 25 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-started
+	// A Shutdown whose ctx ended leaves the five batches in the spool, as
+	// a crash would: the regions that are records stay sealed.
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var left *batchproc.LeftInJournalError
+	if err := p.Shutdown(ctx); !errors.As(err, &left) || left.Batches != 5 {
+		t.Fatalf("Shutdown with its ctx ended: %v; want 5 batches left in the journal", err)
+	}
+	close(release)
+	st := s.Stats()
+	if st.RegionAppends == 0 || st.RegionAppends == st.Appended {
+		t.Fatalf("want some batches in their regions and some in the segments: %+v", st)
+	}
+	s = mustOpen(t, dir, WithSync(SyncNever))
+	defer s.Close()
+	keys, events := replayInOrder(t, s)
+	var order []string
+	for _, k := range keys {
+		for _, e := range events[k] {
+			order = append(order, string(e.Payload))
+		}
+	}
+	for i, pl := range order {
+		if want := fmt.Sprintf(`{"i":%d}`, i); pl != want {
+			t.Fatalf("replayed event %d is %s, want %s (keys %q)", i, pl, want, keys)
+		}
+	}
+	if len(order) != 25 {
+		t.Fatalf("replayed %d events, want 25", len(order))
+	}
+}
+
+// A batch whose region is its record, left unsent by a Shutdown whose ctx
+// ended, stays in the region for the next Open, which delivers it under
+// the same key.
+func TestRegionRecordLeftAtShutdown(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, WithSync(SyncNever))
+	rec, started, _ := holdSink()
+	p := spooled(t, s, rec, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4))
+	for i := range 40 {
+		if err := p.Add(t.Context(), batchproc.Event{ID: fmt.Sprint(i), Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := <-started
+	for range 3 {
+		<-started // each in the spool before its send
+	}
+	if st := s.Stats(); st.InRegions != 4 {
+		t.Fatalf("four batches being sent: %+v", st)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err := p.Shutdown(ctx)
+	var left *batchproc.LeftInJournalError
+	if !errors.As(err, &left) || left.Batches != 4 || left.Events != 40 {
+		t.Fatalf("Shutdown with its ctx ended: %v; want 4 batches of 40 events left in the journal", err)
+	}
+	// Shutdown closed the spool.
+	if n := len(openBatches(t, dir)); n != 4 {
+		t.Fatalf("%d sealed regions left, want 4", n)
+	}
+
+	// The next start: every event is delivered once, the first batch under
+	// the key it was sent with.
+	s = mustOpen(t, dir, WithSync(SyncNever))
+	defer s.Close()
+	var rec2 batchproctest.Recorder
+	p = spooled(t, s, &rec2, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10))
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	keys := map[string]bool{}
+	for _, b := range rec2.Delivered() {
+		keys[b.Key] = true
+		for _, e := range b.Events {
+			seen[e.ID]++
+		}
+	}
+	if !keys[first] || len(seen) != 40 {
+		t.Fatalf("next start delivered %d distinct events in %d batches (first key %s there: %v)", len(seen), len(keys), first, keys[first])
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("event %s delivered %d times", id, n)
+		}
+	}
+	if n := len(openBatches(t, dir)); n != 0 {
+		t.Fatalf("%d regions hold batches after delivery", n)
+	}
+}
+
+// A batch whose region is its record leaves memory like any journaled
+// batch when an Add needs its budget (the processor closes the region,
+// which stays the record), and is loaded back from the region for its
+// send; the ack then frees the region.
+func TestRegionRecordSpilledIsLoaded(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), WithSync(SyncNever))
+	defer s.Close()
+	rec, started, release := holdSink()
+	const memLimit = 64 << 10
+	p := spooled(t, s, rec, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10),
+		batchproc.WithMaxBatchBytes(16<<10), batchproc.WithMemoryLimit(memLimit), batchproc.WithMaxInFlight(1))
+	pad := make([]byte, 1000)
+	for i := range pad {
+		pad[i] = 'x'
+	}
+	const n = 200 // 20 batches of 10 KiB: three times the budget
+	for i := range n {
+		if err := p.Add(t.Context(), batchproc.Event{ID: fmt.Sprint(i), Payload: fmt.Appendf(nil, `{"i":%d,"pad":"%s"}`, i, pad)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-started
+	st := s.Stats()
+	if st.InRegions < 10 || st.RegionAppends < 10 {
+		t.Fatalf("batches in their regions: %+v", st)
+	}
+	if b := p.Stats().BufferedBytes; b > memLimit {
+		t.Fatalf("buffered %d bytes with a %d budget: the queued batches must have left memory", b, memLimit)
+	}
+	close(release)
+	if err := p.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, b := range rec.Delivered() {
+		for _, e := range b.Events {
+			seen[e.ID]++
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("delivered %d distinct events, want %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("event %s delivered %d times", id, c)
+		}
+	}
+	if st := s.Stats(); st.InRegions != 0 || st.Batches != 0 || st.OpenRegions > DefaultOpenBatches {
+		t.Fatalf("after delivery: %+v", st)
+	}
+}
