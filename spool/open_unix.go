@@ -102,6 +102,13 @@ func (s *Spool) newRegion(maxBytes int) (*region, error) {
 		os.Remove(name)
 		return nil, err
 	}
+	// Its blocks now: a store to a page of a sparse file that the
+	// filesystem has no room for raises SIGBUS (TestRegionOnFullDiskIsRefused).
+	if err := allocate(f, size); err != nil {
+		f.Close()
+		os.Remove(name)
+		return nil, err
+	}
 	mem, err := syscall.Mmap(int(f.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
 	if err != nil {
 		f.Close()
@@ -333,4 +340,15 @@ func (a *openArea) closeRegions() {
 	}
 	a.all, a.free = nil, nil
 	clear(a.sealed)
+}
+
+// writeZeros writes size zero bytes at the start of f.
+func writeZeros(f *os.File, size int) error {
+	zeros := make([]byte, min(size, 64<<10))
+	for off := 0; off < size; off += len(zeros) {
+		if _, err := f.WriteAt(zeros[:min(len(zeros), size-off)], int64(off)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
