@@ -95,7 +95,9 @@ func (b *Batch) NDJSON() []byte {
 // batch again to checksum what it writes. (At the cut the batch's bytes
 // are in the cache of the core that added them; a journal's appender
 // reads them from another core's.) It returns false for any other batch:
-// a [Batch.Split] half, one from [NewBatch].
+// a [Batch.Split] half, one from [NewBatch], and one whose [OpenRecord]
+// said at the cut that it is the batch's record (the journal writes
+// nothing for it).
 func (b *Batch) NDJSONChecksum() (uint32, bool) { return b.sum, b.summed }
 
 // castagnoli is the CRC-32C table of NDJSONChecksum.

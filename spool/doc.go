@@ -28,8 +28,9 @@
 //	(default)                                                             Appends share it (group commit)
 //	SyncInterval(d)  yes                once the next fsync ran: loses    one background fsync per d
 //	                                    at most the last d of Appends
-//	SyncNever        yes                no: whatever the kernel had not   none (an fsync at Close)
-//	                                    written back is lost
+//	SyncNever        yes                no: whatever the kernel had not   none (an fsync at Close); a batch
+//	                                    written back is lost              filled in its region is not written
+//	                                                                      again (see "Open batches")
 //
 // A process crash loses nothing in any mode because Append's write has
 // reached the kernel's page cache before it returns, and the page cache
@@ -67,9 +68,25 @@
 // sealed with the batch's key at its cut and forgotten once the batch's
 // Append returned; its memory stays the batch's buffer until the batch is
 // delivered (or leaves memory), unless that would leave fewer than half
-// the regions free, when the batch is copied out. [Open] rebuilds the batches of the regions
-// a killed process left open or sealed, appends them (a sealed one already
-// in the spool is skipped), and removes the region files. A batch never
+// the regions free, when the batch is copied out.
+//
+// Under [SyncNever] the sealed region is the batch's record itself
+// ([batchproc.OpenRecord]): the Append writes nothing (a record written to
+// a segment would be in the same page cache, and survive the same
+// crashes), and the processor computes no checksum at the cut. The
+// region's header gets the seq of the Append, for Append order; the ack
+// frees the region; a batch that leaves memory (spilled for the budget, or
+// left by a Shutdown whose ctx ended) keeps its region, and is loaded back
+// from it. A region becomes a record only while more than half the
+// regions are free; otherwise the batch is written to a segment. These
+// batches count in Stats.Batches and InRegions, not in the disk budget: at
+// most half of [WithOpenBatches] regions. Under SyncBatch and SyncInterval
+// every batch has its segment record, fsynced as the mode says.
+//
+// [Open] rebuilds the batches of the regions a killed process left open or
+// sealed, appends them (a sealed one already in the spool is skipped), in
+// Append order among the segments' batches for one that was its batch's
+// record, and removes the region files. A batch never
 // cut gets a key of its own, "open." and the region's nonce in hex, the
 // same at every recovery. A region that held a batch recovery cannot
 // rebuild (one a power loss left half written back, or of another format)
@@ -92,7 +109,8 @@
 //	24      8     filled n, uint64: bytes of the data area kept
 //	32      8     ids m, uint64: bytes of the id area kept
 //	40      8     data capacity d, uint64 (the batch byte limit)
-//	48      80    zero
+//	48      8     record seq+1, uint64: set when the region is its sealed batch's record (SyncNever); 0 otherwise
+//	56      72    zero
 //	128     96    key (k bytes)
 //	256     d     data: the events' payloads, each followed by '\n' (n bytes)
 //	256+d   -     ids: records of event index (uint32), id length (uint32), id (m bytes)

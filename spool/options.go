@@ -21,7 +21,9 @@ const (
 	SyncBatch SyncMode = -1
 	// SyncNever leaves write-back to the kernel. An Append that returned nil
 	// survives a crash of the process (kill -9, panic, OOM kill: the data is
-	// in the page cache), not a power loss or kernel crash.
+	// in the page cache), not a power loss or kernel crash. A batch the
+	// processor filled in a memory-mapped region (WithOpenBatches) is not
+	// written again: the region is its record.
 	SyncNever SyncMode = -2
 )
 
@@ -145,8 +147,10 @@ func WithLogger(l *slog.Logger) Option { return optionFunc(func(c *config) { c.l
 // delivered or its events leave memory (a batch in the segments while
 // fewer than half the regions are free is copied out to let its region
 // go); a batch that finds none free is filled unguarded, as without this
-// (batchproc.Stats.Unguarded). The region files do not count in the disk
-// budget. On platforms without mmap(2) none are kept.
+// (batchproc.Stats.Unguarded). Under SyncNever a sealed batch's region is
+// its record until it is acked, while more than half the regions are free
+// (see the package documentation, "Open batches"). The region files do not
+// count in the disk budget. On platforms without mmap(2) none are kept.
 func WithOpenBatches(n int) Option { return optionFunc(func(c *config) { c.openBatches = n }) }
 
 // withFS replaces the filesystem (tests inject faults through it).
