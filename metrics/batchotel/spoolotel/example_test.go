@@ -62,7 +62,9 @@ func Example() {
 	// batchproc.spool.batch.acked 1
 	// batchproc.spool.batch.appended 1
 	// batchproc.spool.batch.dropped 0
+	// batchproc.spool.batch.in_regions 0
 	// batchproc.spool.batch.recovered 0
+	// batchproc.spool.batch.region_appended 0
 	// batchproc.spool.batch.replayed 0
 	// batchproc.spool.batches 0
 	// batchproc.spool.open_batch.overflowed 0

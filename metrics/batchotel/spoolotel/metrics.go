@@ -19,6 +19,7 @@
 //	batchproc.spool.usage                 updown   By        Stats.Bytes: the disk budget in use
 //	batchproc.spool.batches               updown   {batch}   Stats.Batches: batches not yet acked
 //	batchproc.spool.segments              updown   {file}    Stats.Segments
+//	batchproc.spool.batch.in_regions      updown   {batch}   Stats.InRegions: batches whose record is their region (SyncNever)
 //	batchproc.spool.failed                gauge    1         1 once a write or fsync failed (Stats.Err), else 0
 //	batchproc.spool.batch.recovered       counter  {batch}   Stats.Recovered: found at Open
 //	batchproc.spool.batch.appended        counter  {batch}   Stats.Appended
@@ -26,6 +27,7 @@
 //	batchproc.spool.batch.dropped         counter  {batch}   Stats.Dropped (WithDropOldest)
 //	batchproc.spool.batch.replayed        counter  {batch}   Stats.Replayed
 //	batchproc.spool.append.full           counter  {append}  Stats.Full: Appends refused, back-pressure
+//	batchproc.spool.batch.region_appended counter  {batch}   Stats.RegionAppends: Appends that kept the batch in its region
 //	batchproc.spool.recovery.torn         counter  By        Stats.TornBytes: torn tails trimmed at Open
 //	batchproc.spool.recovery.corrupt      counter  {file}    Stats.CorruptFiles
 //	batchproc.spool.recovery.lost         counter  By        Stats.LostBytes
@@ -37,6 +39,10 @@
 //	batchproc.spool.fsync.count           counter  {fsync}   Stats.Fsyncs
 //	batchproc.spool.fsync.duration        counter  s         Stats.FsyncLatency.Sum: fsync time in total
 //	batchproc.spool.fsync.max             gauge    s         Stats.FsyncLatency.Max since Open
+//
+// batchproc.spool.batch.in_regions counts within batchproc.spool.batches
+// (and those batches are not in batchproc.spool.usage), and
+// batchproc.spool.batch.region_appended within batchproc.spool.batch.appended.
 //
 // OpenTelemetry's API has no asynchronous histogram, so the fsync latency
 // is exported as a count and a total (their rates' ratio is the mean
@@ -71,10 +77,11 @@ type Metrics struct {
 	reg  metric.Registration
 	opts []metric.ObserveOption
 
-	usage, batches, segments, regions              metric.Int64ObservableUpDownCounter
+	usage, batches, segments, inRegions, regions   metric.Int64ObservableUpDownCounter
 	failed                                         metric.Int64ObservableGauge
 	recovered, appended, acked, dropped, replayed  metric.Int64ObservableCounter
 	full, torn, corrupt, lost, lostBatches, fsyncs metric.Int64ObservableCounter
+	regionAppended                                 metric.Int64ObservableCounter
 	openRecovered, unguarded, overflowed           metric.Int64ObservableCounter
 	fsyncTime                                      metric.Float64ObservableCounter
 	fsyncMax                                       metric.Float64ObservableGauge
@@ -124,12 +131,14 @@ func New(opts ...Option) (*Metrics, error) {
 	m.usage = updown("batchproc.spool.usage", "By", "Total size of the spool's segment files: the disk budget in use (Stats.Bytes).")
 	m.batches = updown("batchproc.spool.batches", "{batch}", "Batches in the spool, appended or recovered and not acked (Stats.Batches).")
 	m.segments = updown("batchproc.spool.segments", "{file}", "Segment files (Stats.Segments).")
+	m.inRegions = updown("batchproc.spool.batch.in_regions", "{batch}", "Batches in the spool, within batchproc.spool.batches, whose record is the memory-mapped region they were filled in, under SyncNever: no segment record, not in batchproc.spool.usage (Stats.InRegions).")
 	m.recovered = counter("batchproc.spool.batch.recovered", "{batch}", "Batches found in the spool at Open, not acked (Stats.Recovered).")
 	m.appended = counter("batchproc.spool.batch.appended", "{batch}", "Batches appended (Stats.Appended).")
 	m.acked = counter("batchproc.spool.batch.acked", "{batch}", "Batches acked: delivered, or failed permanently (Stats.Acked).")
 	m.dropped = counter("batchproc.spool.batch.dropped", "{batch}", "Batches dropped to make room, WithDropOldest (Stats.Dropped).")
 	m.replayed = counter("batchproc.spool.batch.replayed", "{batch}", "Batches replayed from the spool (Stats.Replayed).")
 	m.full = counter("batchproc.spool.append.full", "{append}", "Appends refused because the disk budget was full (Stats.Full).")
+	m.regionAppended = counter("batchproc.spool.batch.region_appended", "{batch}", "Batches appended, within batchproc.spool.batch.appended, that the spool kept in their region rather than writing a segment record (Stats.RegionAppends).")
 	m.torn = counter("batchproc.spool.recovery.torn", "By", "Bytes of torn tails trimmed at Open (Stats.TornBytes).")
 	m.corrupt = counter("batchproc.spool.recovery.corrupt", "{file}", "Segment files found corrupt at Open, and region files whose batch did not decode, set aside (Stats.CorruptFiles).")
 	m.lost = counter("batchproc.spool.recovery.lost", "By", "Bytes of the unreadable parts of corrupt files (Stats.LostBytes).")
@@ -152,8 +161,8 @@ func New(opts ...Option) (*Metrics, error) {
 	if err := b.Err(); err != nil {
 		return nil, fmt.Errorf("spoolotel: %w", err)
 	}
-	m.reg, err = meter.RegisterCallback(m.observe, m.usage, m.batches, m.segments, m.failed, m.recovered, m.appended,
-		m.acked, m.dropped, m.replayed, m.full, m.torn, m.corrupt, m.lost, m.lostBatches, m.openRecovered, m.regions, m.unguarded, m.overflowed,
+	m.reg, err = meter.RegisterCallback(m.observe, m.usage, m.batches, m.segments, m.inRegions, m.failed, m.recovered, m.appended,
+		m.acked, m.dropped, m.replayed, m.full, m.regionAppended, m.torn, m.corrupt, m.lost, m.lostBatches, m.openRecovered, m.regions, m.unguarded, m.overflowed,
 		m.fsyncs, m.fsyncTime, m.fsyncMax)
 	if err != nil {
 		return nil, fmt.Errorf("spoolotel: registering the Stats callback: %w", err)
@@ -194,6 +203,7 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	o.ObserveInt64(m.usage, st.Bytes, opts...)
 	o.ObserveInt64(m.batches, int64(st.Batches), opts...)
 	o.ObserveInt64(m.segments, int64(st.Segments), opts...)
+	o.ObserveInt64(m.inRegions, int64(st.InRegions), opts...)
 	failed := int64(0)
 	if st.Err != nil {
 		failed = 1
@@ -205,6 +215,7 @@ func (m *Metrics) observe(_ context.Context, o metric.Observer) error {
 	o.ObserveInt64(m.dropped, clamp(st.Dropped), opts...)
 	o.ObserveInt64(m.replayed, clamp(st.Replayed), opts...)
 	o.ObserveInt64(m.full, clamp(st.Full), opts...)
+	o.ObserveInt64(m.regionAppended, clamp(st.RegionAppends), opts...)
 	o.ObserveInt64(m.torn, st.TornBytes, opts...)
 	o.ObserveInt64(m.corrupt, int64(st.CorruptFiles), opts...)
 	o.ObserveInt64(m.lost, st.LostBytes, opts...)

@@ -2,9 +2,12 @@ package spoolotel_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/batchproctest"
@@ -88,6 +91,7 @@ func TestMetricsObserveSpoolStats(t *testing.T) {
 		"batchproc.spool.usage":                 float64(st.Bytes),
 		"batchproc.spool.batches":               float64(st.Batches),
 		"batchproc.spool.segments":              float64(st.Segments),
+		"batchproc.spool.batch.in_regions":      float64(st.InRegions),
 		"batchproc.spool.failed":                0,
 		"batchproc.spool.batch.recovered":       float64(st.Recovered),
 		"batchproc.spool.batch.appended":        3,
@@ -95,6 +99,7 @@ func TestMetricsObserveSpoolStats(t *testing.T) {
 		"batchproc.spool.batch.dropped":         float64(st.Dropped),
 		"batchproc.spool.batch.replayed":        float64(st.Replayed),
 		"batchproc.spool.append.full":           float64(st.Full),
+		"batchproc.spool.batch.region_appended": float64(st.RegionAppends),
 		"batchproc.spool.recovery.torn":         float64(st.TornBytes),
 		"batchproc.spool.recovery.corrupt":      float64(st.CorruptFiles),
 		"batchproc.spool.recovery.lost":         float64(st.LostBytes),
@@ -193,6 +198,8 @@ func TestMetricsOpenBatches(t *testing.T) {
 		"batchproc.spool.open_batch.unguarded":  float64(st.OpenUnguarded),
 		"batchproc.spool.open_batch.overflowed": float64(st.OpenOverflows),
 		"batchproc.spool.batch.recovered":       float64(st.Recovered),
+		"batchproc.spool.batch.in_regions":      float64(st.InRegions),
+		"batchproc.spool.batch.region_appended": float64(st.RegionAppends),
 	} {
 		g, ok := got[name]
 		if !ok {
@@ -202,6 +209,81 @@ func TestMetricsOpenBatches(t *testing.T) {
 		if g != v {
 			t.Errorf("%s = %v, want %v", name, g, v)
 		}
+	}
+}
+
+// TestMetricsRegionRecords: under SyncNever the region a batch was
+// filled in is its record: with three batches cut, appended and held in
+// the sink, batch.in_regions and batch.region_appended are 3, as the
+// spool's Stats; once they are delivered and acked the up-down counter is
+// back to 0 and the counter stays.
+func TestMetricsRegionRecords(t *testing.T) {
+	m, reader := newMetrics(t)
+	started, release := make(chan string, 100), make(chan struct{})
+	rec := &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
+		started <- b.Key()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
+		batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4), batchproc.WithFlushInterval(time.Hour),
+		batchproc.WithHooks(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	shutdown := func() {
+		once.Do(func() {
+			close(release)
+			if err := p.Shutdown(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	defer shutdown()
+	for i := range 30 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		<-started // cut, appended (a batch is in the spool before its first send), and being sent
+	}
+	got, _ := collect(t, reader)
+	st := spool.Of(p).Stats()
+	if st.OpenRegions == 0 && st.RegionAppends == 0 {
+		t.Skip("no regions on this platform (no mmap)")
+	}
+	if st.Appended != 3 || st.Batches != 3 || st.InRegions != 3 || st.RegionAppends != 3 {
+		t.Fatalf("spool Stats with three batches in flight: %+v; want 3 appended, all in their regions", st)
+	}
+	for name, v := range map[string]float64{
+		"batchproc.spool.batch.in_regions":      float64(st.InRegions),
+		"batchproc.spool.batch.region_appended": float64(st.RegionAppends),
+		"batchproc.spool.batches":               float64(st.Batches),
+		"batchproc.spool.batch.appended":        float64(st.Appended),
+	} {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if g != v {
+			t.Errorf("%s = %v, want %v", name, g, v)
+		}
+	}
+
+	shutdown()
+	got, _ = collect(t, reader)
+	if v := got["batchproc.spool.batch.in_regions"]; v != 0 {
+		t.Errorf("after Shutdown, batch.in_regions = %v, want 0: the three were acked", v)
+	}
+	if v := got["batchproc.spool.batch.region_appended"]; v != 3 {
+		t.Errorf("after Shutdown, batch.region_appended = %v, want 3", v)
 	}
 }
 

@@ -21,6 +21,7 @@
 //	batchproc_spool_bytes                         gauge      Stats.Bytes: the disk budget in use
 //	batchproc_spool_batches                       gauge      Stats.Batches: batches not yet acked
 //	batchproc_spool_segments                      gauge      Stats.Segments
+//	batchproc_spool_batches_in_regions            gauge      Stats.InRegions: batches whose record is their region (SyncNever)
 //	batchproc_spool_failed                        gauge      1 once a write or fsync failed (Stats.Err), else 0
 //	batchproc_spool_batches_recovered_total       counter    Stats.Recovered: found at Open
 //	batchproc_spool_batches_appended_total        counter    Stats.Appended
@@ -28,6 +29,7 @@
 //	batchproc_spool_batches_dropped_total         counter    Stats.Dropped (WithDropOldest)
 //	batchproc_spool_batches_replayed_total        counter    Stats.Replayed
 //	batchproc_spool_appends_full_total            counter    Stats.Full: Appends refused, back-pressure
+//	batchproc_spool_region_appends_total          counter    Stats.RegionAppends: Appends that kept the batch in its region
 //	batchproc_spool_recovery_torn_bytes_total     counter    Stats.TornBytes: torn tails trimmed at Open
 //	batchproc_spool_recovery_corrupt_files_total  counter    Stats.CorruptFiles
 //	batchproc_spool_recovery_lost_batches_total   counter    Stats.LostBatches
@@ -39,7 +41,9 @@
 //	batchproc_spool_fsync_duration_seconds        histogram  Stats.FsyncLatency, buckets spool.FsyncBuckets
 //
 // They satisfy recovered + appended == acked + dropped + batches in every
-// scrape, as Stats does. Alert on batchproc_spool_failed (the spool takes
+// scrape, as Stats does; batches_in_regions counts within batches (and
+// those batches are not in bytes), region_appends_total within
+// batches_appended_total. Alert on batchproc_spool_failed (the spool takes
 // no more writes: batches are sent from memory only), on the lost
 // counters (data found corrupt at Open), on appends_full_total rising
 // (the disk budget is full: Add waits), and on open_unguarded_total or
@@ -64,9 +68,10 @@ type Collector struct {
 	err error // a bad option: Describe reports it, so Register fails
 	s   atomic.Pointer[spool.Spool]
 
-	bytes, batches, segments, failed             *prometheus.Desc
+	bytes, batches, segments, inRegions, failed  *prometheus.Desc
 	recovered, appended, acked, dropped, replays *prometheus.Desc
-	full, torn, corrupt, lostBatches, lostBytes  *prometheus.Desc
+	full, regionAppends                          *prometheus.Desc
+	torn, corrupt, lostBatches, lostBytes        *prometheus.Desc
 	openRecovered, regions, unguarded, overflows *prometheus.Desc
 	fsync                                        *prometheus.Desc
 	bounds                                       []float64 // spool.FsyncBuckets in seconds
@@ -110,6 +115,7 @@ func New(opts ...Option) *Collector {
 	c.bytes = desc("bytes", "Total size of the spool's segment files: the disk budget in use (Stats.Bytes).")
 	c.batches = desc("batches", "Batches in the spool, appended or recovered and not acked (Stats.Batches).")
 	c.segments = desc("segments", "Segment files (Stats.Segments).")
+	c.inRegions = desc("batches_in_regions", "Batches in the spool, within batches, whose record is the memory-mapped region they were filled in, under SyncNever: no segment record, not in bytes (Stats.InRegions).")
 	c.failed = desc("failed", "1 once a write or fsync failed and the spool takes no more writes (Stats.Err), else 0.")
 	c.recovered = desc("batches_recovered_total", "Batches found in the spool at Open, not acked (Stats.Recovered).")
 	c.appended = desc("batches_appended_total", "Batches appended (Stats.Appended).")
@@ -117,6 +123,7 @@ func New(opts ...Option) *Collector {
 	c.dropped = desc("batches_dropped_total", "Batches dropped to make room, WithDropOldest (Stats.Dropped).")
 	c.replays = desc("batches_replayed_total", "Batches replayed from the spool (Stats.Replayed).")
 	c.full = desc("appends_full_total", "Appends refused because the disk budget was full (Stats.Full).")
+	c.regionAppends = desc("region_appends_total", "Appends, within batches_appended_total, that kept the batch in its region rather than writing a segment record (Stats.RegionAppends).")
 	c.torn = desc("recovery_torn_bytes_total", "Bytes of torn tails trimmed at Open (Stats.TornBytes).")
 	c.corrupt = desc("recovery_corrupt_files_total", "Segment files found corrupt at Open, and region files whose batch did not decode, set aside (Stats.CorruptFiles).")
 	c.lostBatches = desc("recovery_lost_batches_total", "Batches in the unreadable parts of corrupt files, a region's one batch included (Stats.LostBatches).")
@@ -153,8 +160,8 @@ func (c *Collector) Observe(s *spool.Spool) {
 }
 
 func (c *Collector) descs() []*prometheus.Desc {
-	return []*prometheus.Desc{c.bytes, c.batches, c.segments, c.failed, c.recovered, c.appended, c.acked, c.dropped,
-		c.replays, c.full, c.torn, c.corrupt, c.lostBatches, c.lostBytes, c.openRecovered, c.regions, c.unguarded, c.overflows, c.fsync}
+	return []*prometheus.Desc{c.bytes, c.batches, c.segments, c.inRegions, c.failed, c.recovered, c.appended, c.acked, c.dropped,
+		c.replays, c.full, c.regionAppends, c.torn, c.corrupt, c.lostBatches, c.lostBytes, c.openRecovered, c.regions, c.unguarded, c.overflows, c.fsync}
 }
 
 // Describe implements [prometheus.Collector].
@@ -184,6 +191,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.bytes, float64(st.Bytes))
 	gauge(c.batches, float64(st.Batches))
 	gauge(c.segments, float64(st.Segments))
+	gauge(c.inRegions, float64(st.InRegions))
 	failed := 0.0
 	if st.Err != nil {
 		failed = 1
@@ -195,6 +203,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.dropped, float64(st.Dropped))
 	counter(c.replays, float64(st.Replayed))
 	counter(c.full, float64(st.Full))
+	counter(c.regionAppends, float64(st.RegionAppends))
 	counter(c.torn, float64(st.TornBytes))
 	counter(c.corrupt, float64(st.CorruptFiles))
 	counter(c.lostBatches, float64(st.LostBatches))

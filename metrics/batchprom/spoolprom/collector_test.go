@@ -2,11 +2,14 @@ package spoolprom_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/batchproctest"
@@ -75,6 +78,7 @@ func TestCollectorReadsSpoolStats(t *testing.T) {
 		"batchproc_spool_bytes":                        float64(st.Bytes),
 		"batchproc_spool_batches":                      float64(st.Batches),
 		"batchproc_spool_segments":                     float64(st.Segments),
+		"batchproc_spool_batches_in_regions":           float64(st.InRegions),
 		"batchproc_spool_failed":                       0,
 		"batchproc_spool_batches_recovered_total":      float64(st.Recovered),
 		"batchproc_spool_batches_appended_total":       float64(st.Appended),
@@ -82,6 +86,7 @@ func TestCollectorReadsSpoolStats(t *testing.T) {
 		"batchproc_spool_batches_dropped_total":        float64(st.Dropped),
 		"batchproc_spool_batches_replayed_total":       float64(st.Replayed),
 		"batchproc_spool_appends_full_total":           float64(st.Full),
+		"batchproc_spool_region_appends_total":         float64(st.RegionAppends),
 		"batchproc_spool_recovery_torn_bytes_total":    float64(st.TornBytes),
 		"batchproc_spool_recovery_corrupt_files_total": float64(st.CorruptFiles),
 		"batchproc_spool_recovery_lost_batches_total":  float64(st.LostBatches),
@@ -257,6 +262,8 @@ func TestCollectorOpenBatches(t *testing.T) {
 		"batchproc_spool_open_unguarded_total":         float64(st.OpenUnguarded),
 		"batchproc_spool_open_overflows_total":         float64(st.OpenOverflows),
 		"batchproc_spool_batches_recovered_total":      float64(st.Recovered),
+		"batchproc_spool_batches_in_regions":           float64(st.InRegions),
+		"batchproc_spool_region_appends_total":         float64(st.RegionAppends),
 	} {
 		m, ok := got[name]
 		if !ok {
@@ -269,6 +276,89 @@ func TestCollectorOpenBatches(t *testing.T) {
 	}
 	if m := got["batchproc_spool_open_regions"]; m != nil && m.Gauge == nil {
 		t.Error("open_regions: not a gauge")
+	}
+}
+
+// TestCollectorRegionRecords: under SyncNever the region a batch was
+// filled in is its record: with three batches cut, appended and held in
+// the sink, batches_in_regions and region_appends_total are 3, as the
+// spool's Stats; once they are delivered and acked the gauge is back to 0
+// and the counter stays.
+func TestCollectorRegionRecords(t *testing.T) {
+	sc := spoolprom.New()
+	started, release := make(chan string, 100), make(chan struct{})
+	rec := &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
+		started <- b.Key()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
+		batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4), batchproc.WithFlushInterval(time.Hour),
+		batchproc.WithHooks(sc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	shutdown := func() {
+		once.Do(func() {
+			close(release)
+			if err := p.Shutdown(context.Background()); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	defer shutdown()
+	for i := range 30 {
+		if err := p.Add(t.Context(), batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		<-started // cut, appended (a batch is in the spool before its first send), and being sent
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(sc)
+	got := gather(t, reg)
+	st := spool.Of(p).Stats()
+	if st.OpenRegions == 0 && st.RegionAppends == 0 {
+		t.Skip("no regions on this platform (no mmap)")
+	}
+	if st.Appended != 3 || st.Batches != 3 || st.InRegions != 3 || st.RegionAppends != 3 {
+		t.Fatalf("spool Stats with three batches in flight: %+v; want 3 appended, all in their regions", st)
+	}
+	for name, v := range map[string]float64{
+		"batchproc_spool_batches_in_regions":     float64(st.InRegions),
+		"batchproc_spool_region_appends_total":   float64(st.RegionAppends),
+		"batchproc_spool_batches":                float64(st.Batches),
+		"batchproc_spool_batches_appended_total": float64(st.Appended),
+	} {
+		m, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if value(m) != v {
+			t.Errorf("%s = %v, want %v", name, value(m), v)
+		}
+	}
+	if m := got["batchproc_spool_batches_in_regions"]; m != nil && m.Gauge == nil {
+		t.Error("batches_in_regions: not a gauge")
+	}
+	if m := got["batchproc_spool_region_appends_total"]; m != nil && m.Counter == nil {
+		t.Error("region_appends_total: not a counter")
+	}
+
+	shutdown()
+	got = gather(t, reg)
+	if v := value(got["batchproc_spool_batches_in_regions"]); v != 0 {
+		t.Errorf("after Shutdown, batches_in_regions = %v, want 0: the three were acked", v)
+	}
+	if v := value(got["batchproc_spool_region_appends_total"]); v != 3 {
+		t.Errorf("after Shutdown, region_appends_total = %v, want 3", v)
 	}
 }
 

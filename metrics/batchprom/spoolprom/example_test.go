@@ -53,6 +53,7 @@ func Example() {
 	// batchproc_spool_batches_acked_total 1
 	// batchproc_spool_batches_appended_total 1
 	// batchproc_spool_batches_dropped_total 0
+	// batchproc_spool_batches_in_regions 0
 	// batchproc_spool_batches_recovered_total 0
 	// batchproc_spool_batches_replayed_total 0
 	// batchproc_spool_failed 0
