@@ -94,7 +94,7 @@
 // LostBatches), never removed in silence. Open batches are not fsynced: a
 // power loss may lose them in every sync mode. They cost Add one store of the filled
 // length per event (and an id record for an event with an ID): a SyncNever
-// spool's Add costs about what one without regions does (README,
+// spool's Add costs about what Add without a spool does (README,
 // "Reliability").
 //
 // FORMAT. A region file is:
