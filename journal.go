@@ -145,12 +145,29 @@ var ErrDropped = errors.New("batchproc: batch dropped from the journal to make r
 // they are not failed but kept there, and the next processor on the same
 // journal sends them.
 type LeftInJournalError struct {
-	Batches int
-	Events  int
+	Batches int // batches the processor held, not delivered
+	Events  int // their events
+	// Unread counts the batches a previous processor left that the
+	// replay had not read back yet, for a journal that can say
+	// ([JournalBacklog]); their events are not counted.
+	Unread int
 }
 
 func (e *LeftInJournalError) Error() string {
+	if e.Unread > 0 {
+		return fmt.Sprintf("batchproc: %d events in %d batches left in the journal for the next start, and %d batches a previous processor left not read back",
+			e.Events, e.Batches, e.Unread)
+	}
 	return fmt.Sprintf("batchproc: %d events in %d batches left in the journal for the next start", e.Events, e.Batches)
+}
+
+// A JournalBacklog is a [Journal] that can say how many of the batches a
+// previous processor left in it were not handed over by Replay (to a
+// callback that returned nil): a Shutdown whose ctx ended during the
+// replay counts them in its [*LeftInJournalError].
+type JournalBacklog interface {
+	Journal
+	Unreplayed() (batches int)
 }
 
 // journal is the processor's side of a Journal: the append stage in front

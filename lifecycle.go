@@ -27,9 +27,10 @@ import (
 //
 // With a journal, what a previous processor left there is part of the
 // drain: Shutdown waits for its replay and its sends too. If ctx ends
-// first, the batches not delivered stay in the journal for the next start
-// (a [*LeftInJournalError] counts those the processor held; those the
-// replay had not read yet stay too, uncounted).
+// first, the batches not delivered stay in the journal for the next start,
+// and a [*LeftInJournalError] counts them: those the processor held, and
+// those the replay had not read yet if the journal can count them
+// ([JournalBacklog]; the spool does).
 //
 // Called from a callback ([Sink.Send] or the [WithOnFailure] function),
 // Shutdown cannot wait: the drain waits for that very callback. It then
@@ -78,13 +79,17 @@ func (p *Processor) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		p.abort(ctx.Err())
 		<-p.done // senders exit promptly once their sends see the cancellation
-		jerr := p.closeJournal()
 		var left error
 		if p.jr != nil {
-			if n := p.jr.leftBatch.Load(); n > 0 {
-				left = &LeftInJournalError{Batches: int(n), Events: int(p.jr.leftEvents.Load())}
+			l := &LeftInJournalError{Batches: int(p.jr.leftBatch.Load()), Events: int(p.jr.leftEvents.Load())}
+			if b, ok := p.jr.j.(JournalBacklog); ok {
+				l.Unread = b.Unreplayed()
+			}
+			if l.Batches > 0 || l.Unread > 0 {
+				left = l
 			}
 		}
+		jerr := p.closeJournal()
 		if err := errors.Join(p.drainErr(), left, jerr); err != nil {
 			return fmt.Errorf("batchproc: Shutdown: %w: %w", ctx.Err(), err)
 		}

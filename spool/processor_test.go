@@ -203,6 +203,73 @@ func TestProcessorShutdownLeavesBatchesInSpool(t *testing.T) {
 	}
 }
 
+// A Shutdown whose ctx ends while the replay of a previous processor's
+// batches is stalled counts the batches the replay had not read back in
+// its LeftInJournalError, beside those it held: every batch left is
+// counted once. (The replay stalls for budget: one batch is being sent,
+// and the ones it read wait spilled, 128 bytes each, until 100 of them
+// are more than the 4 KiB budget holds.) The next processor delivers
+// them all.
+func TestProcessorShutdownCountsUnreplayed(t *testing.T) {
+	dir := t.TempDir()
+	s, err := spool.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches, per = 100, 10
+	for i := range batches {
+		var evs []batchproc.Event
+		for j := range per {
+			evs = append(evs, batchproc.Event{Payload: payload(i*per + j)})
+		}
+		b, err := batchproc.NewBatch(fmt.Sprintf("left-%d", i), evs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Append(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	started := make(chan struct{}, batches)
+	rec := &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return ctx.Err()
+	}}
+	p, err := batchproc.New(rec, quiet, spool.WithSpool(dir), batchproc.WithMaxBatchBytes(3<<10),
+		batchproc.WithMemoryLimit(4<<10), batchproc.WithMaxInFlight(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err = p.Shutdown(ctx)
+	left, ok := errors.AsType[*batchproc.LeftInJournalError](err)
+	if !ok || left.Batches+left.Unread != batches || left.Unread == 0 || left.Events != left.Batches*per {
+		t.Fatalf("Shutdown = %v (%+v); want the %d batches counted once, held (with their events) or not read back, some not read back", err, left, batches)
+	}
+	if want := fmt.Sprintf("%d batches a previous processor left not read back", left.Unread); !strings.Contains(err.Error(), want) {
+		t.Errorf("Shutdown's error %q does not say %q", err, want)
+	}
+
+	rec2 := &batchproctest.Recorder{}
+	p2, err := batchproc.New(rec2, quiet, spool.WithSpool(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := delivered(t, rec2); len(got) != batches*per {
+		t.Fatalf("the next processor delivered %d distinct events, want %d", len(got), batches*per)
+	}
+}
+
 // TestProcessorSpooledBatchNeverGivesUp: a retry policy of 3 attempts does
 // not fail a batch in the spool on retryable errors; a permanent error
 // still fails it, and it leaves the spool.

@@ -87,6 +87,9 @@ type entry struct {
 	off   int64
 	n     int // record length
 	acked bool
+	// handed: found at Open and handed to a Replay callback that returned
+	// nil (see Unreplayed).
+	handed bool
 }
 
 // Open opens the spool in dir, creating the directory if needed, and
@@ -814,9 +817,25 @@ func (s *Spool) Replay(f func(b *batchproc.Batch) error) error {
 		}
 		s.mu.Lock()
 		s.st.Replayed++
+		e.handed = true
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// Unreplayed returns how many of the batches found at Open are neither
+// acked nor handed to a Replay callback that returned nil: what a replay
+// stopped early left unread. It implements [batchproc.JournalBacklog].
+func (s *Spool) Unreplayed() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, e := range s.replayed {
+		if !e.acked && !e.handed {
+			n++
+		}
+	}
+	return n
 }
 
 // readBody reads and checks e's record into buf (grown as needed) and
