@@ -86,13 +86,14 @@
 // [Open] rebuilds the batches of the regions a killed process left open or
 // sealed, appends them (a sealed one already in the spool is skipped), in
 // Append order among the segments' batches for one that was its batch's
-// record, and removes the region files. A batch never
-// cut gets a key of its own, "open." and the region's nonce in hex, the
-// same at every recovery. A region that held a batch recovery cannot
-// rebuild (one a power loss left half written back, or of another format)
-// is set aside as NAME.corrupt and counted (Stats.CorruptFiles and
-// LostBatches), never removed in silence. Open batches are not fsynced: a
-// power loss may lose them in every sync mode. They cost Add one store of the filled
+// record, and removes the region files. A batch never cut gets a key of
+// its own, "open." and the region's nonce in hex, the same at every
+// recovery. A region that held a batch recovery cannot rebuild (one a
+// power loss left half written back, or of another format) is set aside
+// as NAME.corrupt (NAME.N.corrupt if an earlier Open took that name) and
+// counted (Stats.CorruptFiles and LostBatches), never removed in silence.
+// Open batches are not fsynced: a power loss may lose them in every sync
+// mode. They cost Add one store of the filled
 // length per event (and an id record for an event with an ID): a SyncNever
 // spool's Add costs about what Add without a spool does (README,
 // "Reliability").

@@ -278,13 +278,22 @@ func (s *Spool) recoverOpen(names []string, known map[string]bool) (dropped []*b
 }
 
 // setAsideRegion renames a region whose batch cannot be rebuilt to
-// NAME.corrupt, for inspection, and counts it as a corrupt file and a lost
-// batch. mu is held.
+// NAME.corrupt (NAME.N.corrupt if an earlier Open set one aside under that
+// name: region names are used again), for inspection, and counts it as a
+// corrupt file and a lost batch. mu is held.
 func (s *Spool) setAsideRegion(name, msg string, err error) error {
+	names, rerr := s.fs.ReadDir(s.dir)
+	if rerr != nil {
+		return rerr
+	}
+	to := name + corruptSuffix
+	for i := 1; slices.Contains(names, to); i++ {
+		to = fmt.Sprintf("%s.%d%s", name, i, corruptSuffix)
+	}
 	s.logOpen(msg, name, err)
 	s.st.CorruptFiles++
 	s.st.LostBatches++
-	return s.fs.Rename(s.path(name), s.path(name)+corruptSuffix)
+	return s.fs.Rename(s.path(name), s.path(to))
 }
 
 // regionClaims reports whether a region in which decodeRegion found no

@@ -3,6 +3,7 @@
 package spool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -311,5 +313,57 @@ func TestRegionRecordSpilledIsLoaded(t *testing.T) {
 	}
 	if st := s.Stats(); st.InRegions != 0 || st.Batches != 0 || st.OpenRegions > DefaultOpenBatches {
 		t.Fatalf("after delivery: %+v", st)
+	}
+}
+
+// Region names are used again from one process to the next, so a region
+// set aside by one Open must not be overwritten by the next one's: each
+// is kept, under a name of its own.
+func TestSetAsideRegionsAreAllKept(t *testing.T) {
+	dir := t.TempDir()
+	var kept [][]byte
+	for round := range 3 {
+		s := mustOpen(t, dir, WithSync(SyncNever))
+		ob := s.OpenBatch(4 << 10)
+		for _, e := range testEvents(fmt.Sprint(round), 3) {
+			ob.Add(e)
+		}
+		names := regionFiles(t, dir)
+		s.Close() // a crash: the region was never closed
+		var name string
+		for _, n := range names {
+			if !strings.HasSuffix(n, corruptSuffix) {
+				name = n
+			}
+		}
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[regionHeader] = '\n' // an empty line: the batch no longer decodes
+		if err := os.WriteFile(name, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, data)
+	}
+	s := mustOpen(t, dir, WithSync(SyncNever))
+	defer s.Close()
+	var found [][]byte
+	for _, n := range regionFiles(t, dir) {
+		if strings.HasSuffix(n, corruptSuffix) {
+			data, err := os.ReadFile(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found = append(found, data)
+		}
+	}
+	if len(found) != len(kept) {
+		t.Fatalf("%d regions set aside are left, want %d", len(found), len(kept))
+	}
+	for i, want := range kept {
+		if !slices.ContainsFunc(found, func(d []byte) bool { return bytes.Equal(d, want) }) {
+			t.Errorf("the region set aside in round %d was overwritten", i)
+		}
 	}
 }
