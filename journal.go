@@ -372,6 +372,13 @@ func (p *Processor) appender(in *lane) {
 			}
 		}
 		in.to.forward(b)
+		if b.journaled && p.mem.waiting() {
+			// An Add waits for budget: b may leave memory now. The Add's
+			// own spill (cutIfIdle, as it began to wait) ran before b was
+			// in the journal, and nothing else would spill it: with the
+			// sink stuck, the Add would wait for the sink.
+			p.spillQueued()
+		}
 		if in.to.queued() > 1 {
 			runtime.Gosched()
 		}

@@ -55,23 +55,6 @@ func crashCopy(t *testing.T, dir string) *Spool {
 	return s
 }
 
-// holdSink returns a Recorder whose sends block until release is closed
-// (or their ctx ends), and a channel that gets each key as its send
-// starts: a batch is in the spool before its first send.
-func holdSink() (rec *batchproctest.Recorder, started chan string, release chan struct{}) {
-	started, release = make(chan string, 100), make(chan struct{})
-	rec = &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
-		started <- b.Key()
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}
-	return rec, started, release
-}
-
 // Under SyncNever the region a batch was filled in is its record: the
 // spool writes nothing for it (no segment record, no checksum at the cut),
 // and a process killed with the batch unsent leaves it in the region,
@@ -88,8 +71,8 @@ func TestRegionIsTheRecord(t *testing.T) {
 			dir := t.TempDir()
 			s := mustOpen(t, dir, WithSync(tc.mode))
 			defer s.Close()
-			rec, started, release := holdSink()
-			p := spooled(t, s, rec, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4))
+			g := batchproctest.NewGate(100)
+			p := spooled(t, s, &batchproctest.Recorder{Hook: g.Hook}, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4))
 			want := map[string]string{} // payload to ID
 			for i := range 30 {
 				e := batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}
@@ -103,7 +86,7 @@ func TestRegionIsTheRecord(t *testing.T) {
 			}
 			var keys []string
 			for range 3 {
-				keys = append(keys, <-started) // all three cut, appended, and being sent
+				keys = append(keys, <-g.Started) // all three cut, appended (a batch is in the spool before its first send), and being sent
 			}
 			slices.Sort(keys)
 			st := s.Stats()
@@ -137,7 +120,7 @@ func TestRegionIsTheRecord(t *testing.T) {
 				t.Errorf("replayed %d events, want %d", n, len(want))
 			}
 
-			close(release)
+			g.Open()
 			if err := p.Flush(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -162,14 +145,14 @@ func TestRegionIsTheRecord(t *testing.T) {
 func TestRegionRecordKeepsAppendOrder(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpen(t, dir, WithSync(SyncNever), WithOpenBatches(4))
-	rec, started, release := holdSink()
-	p := spooled(t, s, rec, batchproc.WithOrdered(), batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(5))
+	g := batchproctest.NewGate(100)
+	p := spooled(t, s, &batchproctest.Recorder{Hook: g.Hook}, batchproc.WithOrdered(), batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(5))
 	for i := range 25 {
 		if err := p.Add(t.Context(), batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	<-started
+	<-g.Started
 	// A Shutdown whose ctx ended leaves the five batches in the spool, as
 	// a crash would: the regions that are records stay sealed.
 	ctx, cancel := context.WithCancel(t.Context())
@@ -178,7 +161,6 @@ func TestRegionRecordKeepsAppendOrder(t *testing.T) {
 	if err := p.Shutdown(ctx); !errors.As(err, &left) || left.Batches != 5 {
 		t.Fatalf("Shutdown with its ctx ended: %v; want 5 batches left in the journal", err)
 	}
-	close(release)
 	st := s.Stats()
 	if st.RegionAppends == 0 || st.RegionAppends == st.Appended {
 		t.Fatalf("want some batches in their regions and some in the segments: %+v", st)
@@ -208,16 +190,16 @@ func TestRegionRecordKeepsAppendOrder(t *testing.T) {
 func TestRegionRecordLeftAtShutdown(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpen(t, dir, WithSync(SyncNever))
-	rec, started, _ := holdSink()
-	p := spooled(t, s, rec, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4))
+	g := batchproctest.NewGate(100)
+	p := spooled(t, s, &batchproctest.Recorder{Hook: g.Hook}, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4))
 	for i := range 40 {
 		if err := p.Add(t.Context(), batchproc.Event{ID: fmt.Sprint(i), Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	first := <-started
+	first := <-g.Started
 	for range 3 {
-		<-started // each in the spool before its send
+		<-g.Started // each in the spool before its send
 	}
 	if st := s.Stats(); st.InRegions != 4 {
 		t.Fatalf("four batches being sent: %+v", st)
@@ -267,11 +249,15 @@ func TestRegionRecordLeftAtShutdown(t *testing.T) {
 // A batch whose region is its record leaves memory like any journaled
 // batch when an Add needs its budget (the processor closes the region,
 // which stays the record), and is loaded back from the region for its
-// send; the ack then frees the region.
+// send; the ack then frees the region. With the sink stuck, the Adds
+// never wait for it: an Add that began to wait while the batches were
+// still on their way into the journal is served as the appender spills
+// them (without that, this test hung within 20 runs).
 func TestRegionRecordSpilledIsLoaded(t *testing.T) {
 	s := mustOpen(t, t.TempDir(), WithSync(SyncNever))
 	defer s.Close()
-	rec, started, release := holdSink()
+	g := batchproctest.NewGate(100)
+	rec := &batchproctest.Recorder{Hook: g.Hook}
 	const memLimit = 64 << 10
 	p := spooled(t, s, rec, batchproc.WithFlushInterval(time.Hour), batchproc.WithMaxBatchEvents(10),
 		batchproc.WithMaxBatchBytes(16<<10), batchproc.WithMemoryLimit(memLimit), batchproc.WithMaxInFlight(1))
@@ -285,7 +271,7 @@ func TestRegionRecordSpilledIsLoaded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	<-started
+	<-g.Started
 	st := s.Stats()
 	if st.InRegions < 10 || st.RegionAppends < 10 {
 		t.Fatalf("batches in their regions: %+v", st)
@@ -293,7 +279,7 @@ func TestRegionRecordSpilledIsLoaded(t *testing.T) {
 	if b := p.Stats().BufferedBytes; b > memLimit {
 		t.Fatalf("buffered %d bytes with a %d budget: the queued batches must have left memory", b, memLimit)
 	}
-	close(release)
+	g.Open()
 	if err := p.Shutdown(t.Context()); err != nil {
 		t.Fatal(err)
 	}
