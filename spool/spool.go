@@ -404,14 +404,7 @@ func (s *Spool) ackLocked(e *entry) error {
 		return nil
 	}
 	e.seg.live--
-	for s.head < len(s.order) && s.order[s.head].acked {
-		s.order[s.head] = nil
-		s.head++
-	}
-	if s.head > 1024 && s.head > len(s.order)/2 {
-		s.order = append(s.order[:0], s.order[s.head:]...)
-		s.head = 0
-	}
+	s.advanceHead()
 	if s.err != nil {
 		return s.err
 	}

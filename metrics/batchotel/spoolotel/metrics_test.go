@@ -219,16 +219,8 @@ func TestMetricsOpenBatches(t *testing.T) {
 // back to 0 and the counter stays.
 func TestMetricsRegionRecords(t *testing.T) {
 	m, reader := newMetrics(t)
-	started, release := make(chan string, 100), make(chan struct{})
-	rec := &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
-		started <- b.Key()
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}
+	g := batchproctest.NewGate(100)
+	rec := &batchproctest.Recorder{Hook: g.Hook}
 	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
 		batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4), batchproc.WithFlushInterval(time.Hour),
 		batchproc.WithHooks(m))
@@ -238,7 +230,7 @@ func TestMetricsRegionRecords(t *testing.T) {
 	var once sync.Once
 	shutdown := func() {
 		once.Do(func() {
-			close(release)
+			g.Open()
 			if err := p.Shutdown(context.Background()); err != nil {
 				t.Error(err)
 			}
@@ -251,7 +243,7 @@ func TestMetricsRegionRecords(t *testing.T) {
 		}
 	}
 	for range 3 {
-		<-started // cut, appended (a batch is in the spool before its first send), and being sent
+		<-g.Started // cut, appended (a batch is in the spool before its first send), and being sent
 	}
 	got, _ := collect(t, reader)
 	st := spool.Of(p).Stats()

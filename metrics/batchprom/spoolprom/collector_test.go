@@ -286,16 +286,8 @@ func TestCollectorOpenBatches(t *testing.T) {
 // and the counter stays.
 func TestCollectorRegionRecords(t *testing.T) {
 	sc := spoolprom.New()
-	started, release := make(chan string, 100), make(chan struct{})
-	rec := &batchproctest.Recorder{Hook: func(ctx context.Context, b *batchproc.Batch, _ int) error {
-		started <- b.Key()
-		select {
-		case <-release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}
+	g := batchproctest.NewGate(100)
+	rec := &batchproctest.Recorder{Hook: g.Hook}
 	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
 		batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4), batchproc.WithFlushInterval(time.Hour),
 		batchproc.WithHooks(sc))
@@ -305,7 +297,7 @@ func TestCollectorRegionRecords(t *testing.T) {
 	var once sync.Once
 	shutdown := func() {
 		once.Do(func() {
-			close(release)
+			g.Open()
 			if err := p.Shutdown(context.Background()); err != nil {
 				t.Error(err)
 			}
@@ -318,7 +310,7 @@ func TestCollectorRegionRecords(t *testing.T) {
 		}
 	}
 	for range 3 {
-		<-started // cut, appended (a batch is in the spool before its first send), and being sent
+		<-g.Started // cut, appended (a batch is in the spool before its first send), and being sent
 	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(sc)
