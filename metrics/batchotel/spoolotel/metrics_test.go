@@ -115,16 +115,9 @@ func TestMetricsObserveSpoolStats(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("%d instruments reported, want %d: %v", len(got), len(want), got)
 	}
-	for name, v := range want {
-		g, ok := got[name]
-		if !ok {
-			t.Errorf("%s: missing", name)
-			continue
-		}
-		if g != v {
-			t.Errorf("%s = %v, want %v", name, g, v)
-		}
-		if s := sets[name]; s.Len() != 1 || !s.HasValue(attr.Key) {
+	wantValues(t, got, want)
+	for name := range want {
+		if s, ok := sets[name]; ok && (s.Len() != 1 || !s.HasValue(attr.Key)) {
 			t.Errorf("%s: attributes %v, want %v", name, s.ToSlice(), attr)
 		}
 	}
@@ -192,7 +185,7 @@ func TestMetricsOpenBatches(t *testing.T) {
 		t.Fatalf("spool Stats %+v: want 4 batches recovered, 3 of them open ones, 2 regions, 5 unguarded, 1 overflow", st)
 	}
 	got, _ := collect(t, reader)
-	for name, v := range map[string]float64{
+	wantValues(t, got, map[string]float64{
 		"batchproc.spool.open_batch.recovered":  float64(st.OpenRecovered),
 		"batchproc.spool.regions":               float64(st.OpenRegions),
 		"batchproc.spool.open_batch.unguarded":  float64(st.OpenUnguarded),
@@ -200,16 +193,7 @@ func TestMetricsOpenBatches(t *testing.T) {
 		"batchproc.spool.batch.recovered":       float64(st.Recovered),
 		"batchproc.spool.batch.in_regions":      float64(st.InRegions),
 		"batchproc.spool.batch.region_appended": float64(st.RegionAppends),
-	} {
-		g, ok := got[name]
-		if !ok {
-			t.Errorf("%s: missing", name)
-			continue
-		}
-		if g != v {
-			t.Errorf("%s = %v, want %v", name, g, v)
-		}
-	}
+	})
 }
 
 // TestMetricsRegionRecords: under SyncNever the region a batch was
@@ -253,21 +237,12 @@ func TestMetricsRegionRecords(t *testing.T) {
 	if st.Appended != 3 || st.Batches != 3 || st.InRegions != 3 || st.RegionAppends != 3 {
 		t.Fatalf("spool Stats with three batches in flight: %+v; want 3 appended, all in their regions", st)
 	}
-	for name, v := range map[string]float64{
+	wantValues(t, got, map[string]float64{
 		"batchproc.spool.batch.in_regions":      float64(st.InRegions),
 		"batchproc.spool.batch.region_appended": float64(st.RegionAppends),
 		"batchproc.spool.batches":               float64(st.Batches),
 		"batchproc.spool.batch.appended":        float64(st.Appended),
-	} {
-		g, ok := got[name]
-		if !ok {
-			t.Errorf("%s: missing", name)
-			continue
-		}
-		if g != v {
-			t.Errorf("%s = %v, want %v", name, g, v)
-		}
-	}
+	})
 
 	shutdown()
 	got, _ = collect(t, reader)
@@ -318,4 +293,19 @@ func TestMetricsErrors(t *testing.T) {
 		}
 	}()
 	m.Observe(s2)
+}
+
+// wantValues checks that each metric in want was collected, with its value.
+func wantValues(t *testing.T, got map[string]float64, want map[string]float64) {
+	t.Helper()
+	for name, v := range want {
+		g, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if g != v {
+			t.Errorf("%s = %v, want %v", name, g, v)
+		}
+	}
 }

@@ -96,17 +96,12 @@ func TestCollectorReadsSpoolStats(t *testing.T) {
 		"batchproc_spool_open_unguarded_total":         float64(st.OpenUnguarded),
 		"batchproc_spool_open_overflows_total":         float64(st.OpenOverflows),
 	}
-	for name, v := range want {
-		m, ok := got[name]
-		if !ok {
-			t.Errorf("%s: missing", name)
-			continue
-		}
-		if value(m) != v {
-			t.Errorf("%s = %v, want %v", name, value(m), v)
-		}
-		if l := m.GetLabel(); len(l) != 1 || l[0].GetName() != "spool" || l[0].GetValue() != "orders" {
-			t.Errorf("%s: labels %v, want spool=orders", name, l)
+	wantValues(t, got, want)
+	for name := range want {
+		if m := got[name]; m != nil {
+			if l := m.GetLabel(); len(l) != 1 || l[0].GetName() != "spool" || l[0].GetValue() != "orders" {
+				t.Errorf("%s: labels %v, want spool=orders", name, l)
+			}
 		}
 	}
 	if a := got["batchproc_spool_batches_acked_total"]; value(a) != 4 {
@@ -256,7 +251,7 @@ func TestCollectorOpenBatches(t *testing.T) {
 		t.Fatalf("spool Stats %+v: want 4 batches recovered, 3 of them open ones, 2 regions, 5 unguarded, 1 overflow", st)
 	}
 	got := gather(t, reg)
-	for name, v := range map[string]float64{
+	wantValues(t, got, map[string]float64{
 		"batchproc_spool_open_batches_recovered_total": float64(st.OpenRecovered),
 		"batchproc_spool_open_regions":                 float64(st.OpenRegions),
 		"batchproc_spool_open_unguarded_total":         float64(st.OpenUnguarded),
@@ -264,16 +259,7 @@ func TestCollectorOpenBatches(t *testing.T) {
 		"batchproc_spool_batches_recovered_total":      float64(st.Recovered),
 		"batchproc_spool_batches_in_regions":           float64(st.InRegions),
 		"batchproc_spool_region_appends_total":         float64(st.RegionAppends),
-	} {
-		m, ok := got[name]
-		if !ok {
-			t.Errorf("%s: missing", name)
-			continue
-		}
-		if value(m) != v {
-			t.Errorf("%s = %v, want %v", name, value(m), v)
-		}
-	}
+	})
 	if m := got["batchproc_spool_open_regions"]; m != nil && m.Gauge == nil {
 		t.Error("open_regions: not a gauge")
 	}
@@ -322,21 +308,12 @@ func TestCollectorRegionRecords(t *testing.T) {
 	if st.Appended != 3 || st.Batches != 3 || st.InRegions != 3 || st.RegionAppends != 3 {
 		t.Fatalf("spool Stats with three batches in flight: %+v; want 3 appended, all in their regions", st)
 	}
-	for name, v := range map[string]float64{
+	wantValues(t, got, map[string]float64{
 		"batchproc_spool_batches_in_regions":     float64(st.InRegions),
 		"batchproc_spool_region_appends_total":   float64(st.RegionAppends),
 		"batchproc_spool_batches":                float64(st.Batches),
 		"batchproc_spool_batches_appended_total": float64(st.Appended),
-	} {
-		m, ok := got[name]
-		if !ok {
-			t.Errorf("%s: missing", name)
-			continue
-		}
-		if value(m) != v {
-			t.Errorf("%s = %v, want %v", name, value(m), v)
-		}
-	}
+	})
 	if m := got["batchproc_spool_batches_in_regions"]; m != nil && m.Gauge == nil {
 		t.Error("batches_in_regions: not a gauge")
 	}
@@ -395,4 +372,19 @@ func TestCollectorErrors(t *testing.T) {
 		}
 	}()
 	sc.Observe(s2)
+}
+
+// wantValues checks that each metric in want was gathered, with its value.
+func wantValues(t *testing.T, got map[string]*dto.Metric, want map[string]float64) {
+	t.Helper()
+	for name, v := range want {
+		m, ok := got[name]
+		if !ok {
+			t.Errorf("%s: missing", name)
+			continue
+		}
+		if value(m) != v {
+			t.Errorf("%s = %v, want %v", name, value(m), v)
+		}
+	}
 }
