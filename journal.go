@@ -371,8 +371,9 @@ func (p *Processor) appender(in *lane) {
 				continue
 			}
 		}
+		journaled := b.journaled // b is the lane's once forwarded
 		in.to.forward(b)
-		if b.journaled && p.mem.waiting() {
+		if journaled && p.mem.waiting() {
 			// An Add waits for budget: b may leave memory now. The Add's
 			// own spill (cutIfIdle, as it began to wait) ran before b was
 			// in the journal, and nothing else would spill it: with the

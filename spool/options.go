@@ -128,6 +128,8 @@ func WithSegmentSize(n int64) Option { return optionFunc(func(c *config) { c.seg
 // decides how to count it (the processor counts it as failed). Without
 // this option (the default), Append returns ErrFull when the budget is
 // full. f may be nil: with WithSpool the processor is told of every drop.
+// The oldest batches in the segments go first; a batch whose region is its
+// record (SyncNever) takes no room in the budget and is not dropped.
 func WithDropOldest(f func(b *batchproc.Batch)) Option {
 	return optionFunc(func(c *config) { c.dropOldest = f; c.drop = true })
 }

@@ -333,7 +333,11 @@ func TestProcessorSpoolDropOldest(t *testing.T) {
 	var dropped atomic.Int64
 	var failedKeys sync.Map
 	p, err := batchproc.New(rec, quiet,
-		spool.WithSpool(t.TempDir(), spool.WithSegmentSize(16<<10), spool.WithMaxBytes(64<<10), spool.WithDropOldest(nil), spool.WithSync(spool.SyncNever)),
+		// No open batches: under SyncNever a batch's region is its record,
+		// outside the disk budget and never dropped, and the batches the
+		// drops reach would then be the newest, still in memory (sent from
+		// there, not failed).
+		spool.WithSpool(t.TempDir(), spool.WithSegmentSize(16<<10), spool.WithMaxBytes(64<<10), spool.WithDropOldest(nil), spool.WithSync(spool.SyncNever), spool.WithOpenBatches(0)),
 		batchproc.WithMaxBatchEvents(10),
 		// Batches wait on disk only, between attempts: those are what a drop fails.
 		batchproc.WithRetry(batchproc.RetryPolicy{InitialBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxElapsed: time.Minute}),
