@@ -71,10 +71,11 @@
 // the regions free, when the batch is copied out.
 //
 // Under [SyncNever] the sealed region is the batch's record itself
-// ([batchproc.OpenRecord]): the Append writes nothing (a record written to
-// a segment would be in the same page cache, and survive the same
-// crashes), and the processor computes no checksum at the cut. The
-// region's header gets the seq of the Append, for Append order; the ack
+// ([batchproc.OpenRecord]): [Spool.Write], the processor's append, writes
+// nothing for it (a record written to a segment would be in the same page
+// cache, and survive the same crashes; [Spool.Append] still writes one),
+// and the processor computes no checksum at the cut. The region's header
+// gets the seq of the Write, for Append order; the ack
 // frees the region; a batch that leaves memory (spilled for the budget, or
 // left by a Shutdown whose ctx ended) keeps its region, and is loaded back
 // from it. A region becomes a record only while more than half the
