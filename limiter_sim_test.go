@@ -982,10 +982,19 @@ func (b *busyClient) serveTimed(ctx context.Context) (sendOutcome, time.Duration
 
 // A round trip that grows while the endpoint says its own time does not
 // is no queue at the endpoint: told the endpoint's time, the limit grows
-// on the busy host to the budget (256 sends), where untold it is held at
-// 4 to 30 (the model carries 3.95 sends per latency at 256, 3.3 at 14 and
-// 2.3 at 4; over the run told carried 1.49x the sends untold did). Round trips at 256 sends take 65 unloaded ones, so
-// the run is long in those.
+// on the busy host to the budget (256 sends) and never falls, where untold
+// it is held at 4 to 30 (the model carries 3.95 sends per latency at 256,
+// 3.3 at 14 and 2.3 at 4; over the run told carried 1.49x the sends untold
+// did). Round trips at 256 sends take 65 unloaded ones, so the run is long
+// in those. The runs are random, and the bounds sit past the tails of
+// 2,000 of them (2026-12-02): told reached the budget by round trip 179
+// (slow start, its round trips growing on the way; bound 300); untold's
+// mean limit after round trip 100 was at most 38 (bound 64), though it
+// peaked once at 256; told carried 1.21x to 2x what untold did (median
+// 1.64x; bound 1.15x). Bounds on told's lowest limit from round trip 100,
+// on untold's highest, and a 1.3x ratio failed about 3% of runs under
+// load, in CI too. Left: in one run of 6,000 more, untold's limit went to
+// the budget and stayed (mean 217), and this test fails.
 func TestLimiterSimBusyClientToldServerTime(t *testing.T) {
 	const rounds, budget = 400, 256
 	var sent [2]int64
@@ -1000,16 +1009,17 @@ func TestLimiterSimBusyClientToldServerTime(t *testing.T) {
 			sent[i] = run.ok
 			t.Logf("told %v: the limit from round trip 100 %+v, first at %d at round trip %.1f; %d sends delivered, %d decreases",
 				told, s, budget, run.firstAt(budget), run.ok, run.decreases())
-			switch {
-			case told && s.lo < budget:
-				t.Errorf("told: the limit fell to %d after round trip 100, want the budget's %d: the client's CPU was read as a queue at the endpoint", s.lo, budget)
-			case !told && s.hi >= budget/4:
-				t.Errorf("untold: the limit reached %d: the round trips' growth went unseen (is the endpoint's time used when not told?)", s.hi)
+			switch at := run.firstAt(budget); {
+			case told && (run.decreases() > 0 || at < 0 || at > rounds*3/4):
+				t.Errorf("told: %d decreases, the budget's %d first reached at round trip %.1f; want none, and the budget within %d round trips: the client's CPU was read as a queue at the endpoint",
+					run.decreases(), budget, at, rounds*3/4)
+			case !told && s.mean >= budget/4:
+				t.Errorf("untold: the limit averaged %.0f after round trip 100: the round trips' growth went unseen (is the endpoint's time used when not told?)", s.mean)
 			}
 		})
 	}
-	if r := float64(sent[0]) / float64(sent[1]); r < 1.3 {
-		t.Errorf("told, the limit carried %.2fx the sends it carried untold, want at least 1.3x", r)
+	if r := float64(sent[0]) / float64(sent[1]); r < 1.15 {
+		t.Errorf("told, the limit carried %.2fx the sends it carried untold, want at least 1.15x", r)
 	}
 }
 
