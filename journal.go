@@ -371,18 +371,25 @@ func (p *Processor) appender(in *lane) {
 				continue
 			}
 		}
-		journaled := b.journaled // b is the lane's once forwarded
-		in.to.forward(b)
-		if journaled && p.mem.waiting() {
-			// An Add waits for budget: b may leave memory now. The Add's
-			// own spill (cutIfIdle, as it began to wait) ran before b was
-			// in the journal, and nothing else would spill it: with the
-			// sink stuck, the Add would wait for the sink.
-			p.spillQueued()
-		}
+		p.forwardJournaled(in.to, b)
 		if in.to.queued() > 1 {
 			runtime.Gosched()
 		}
+	}
+}
+
+// forwardJournaled hands b to lane l, and if b is in the journal and an
+// Add waits for budget, spills the queued journaled batches, b among them.
+// An Add spills them as it begins to wait (cutIfIdle), but b may not have
+// been in the journal or the lane then, and with the sink stuck nothing
+// else would free its budget: the Add would wait for the sink
+// (TestRegionRecordSpilledIsLoaded hung without this). The appenders and
+// the replay forward through it.
+func (p *Processor) forwardJournaled(l *lane, b *Batch) {
+	journaled := b.journaled // b is the lane's once forwarded
+	l.forward(b)
+	if journaled && p.mem.waiting() {
+		p.spillQueued()
 	}
 }
 
@@ -491,7 +498,7 @@ func (p *Processor) replay() {
 		b.seq = p.completion.number()
 		l := p.lanes[i%len(p.lanes)]
 		i++
-		l.forward(b)
+		p.forwardJournaled(l, b)
 		return nil
 	})
 	jr.mu.Lock()

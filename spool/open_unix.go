@@ -13,6 +13,12 @@ import (
 	"github.com/batchproc/batchproc"
 )
 
+// KeepsOpenBatches reports whether the spool keeps the batches being
+// filled on this platform (WithOpenBatches): it does where mmap(2) is
+// available. Elsewhere a crash of the process may lose the open batches,
+// at most one flush interval of events each.
+const KeepsOpenBatches = true
+
 // region is one memory-mapped region file.
 type region struct {
 	a       *openArea
@@ -280,7 +286,9 @@ func (s *Spool) keepInRegion(b *batchproc.Batch, seq uint64) *region {
 	}
 	a.unseal(r)
 	ndjson := b.NDJSON()
-	if !r.inPlace || r.full || len(ndjson) == 0 || unsafe.SliceData(ndjson) != &r.mem[regionHeader] ||
+	// SealRecord checked the rest; this checks that b is the batch filled
+	// in r, every byte of it kept.
+	if len(ndjson) == 0 || unsafe.SliceData(ndjson) != &r.mem[regionHeader] ||
 		binary.LittleEndian.Uint64(r.mem[24:]) != uint64(len(ndjson)) {
 		return nil
 	}
