@@ -6,6 +6,7 @@ go 1.26.0
 // these replaces make the module build on its own from a checkout.
 replace (
 	github.com/batchproc/batchproc => ../..
+	github.com/batchproc/batchproc/internal/testutil/spooltest => ../../internal/testutil/spooltest
 	github.com/batchproc/batchproc/spool => ../../spool
 )
 
@@ -19,6 +20,7 @@ require (
 )
 
 require (
+	github.com/batchproc/batchproc/internal/testutil/spooltest v0.0.0-00010101000000-000000000000
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect

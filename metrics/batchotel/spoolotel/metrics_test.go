@@ -2,15 +2,13 @@ package spoolotel_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/batchproctest"
+	"github.com/batchproc/batchproc/internal/testutil/spooltest"
 	"github.com/batchproc/batchproc/metrics/batchotel/spoolotel"
 	"github.com/batchproc/batchproc/spool"
 	"go.opentelemetry.io/otel/attribute"
@@ -134,59 +132,10 @@ func TestMetricsOpenBatches(t *testing.T) {
 	if !spool.KeepsOpenBatches {
 		t.Skip("the spool keeps no open batches on this platform (no mmap)")
 	}
-	dir := t.TempDir()
-	s, err := spool.Open(dir, spool.WithOpenBatches(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := batchproc.NewBatch("k1", batchproc.Event{Payload: []byte(`{"a":1}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Append(b); err != nil {
-		t.Fatal(err)
-	}
-	var crashed []batchproc.OpenBatch
-	for range 3 {
-		r := s.OpenBatch(1 << 10)
-		if r == nil {
-			s.Close()
-			t.Fatal("OpenBatch made no region on a platform that keeps open batches")
-		}
-		r.Add(batchproc.Event{ID: "a", Payload: []byte(`{"a":1}`)})
-		crashed = append(crashed, r)
-	}
-	if err := s.Close(); err != nil { // the regions never closed: a crash
-		t.Fatal(err)
-	}
-	s, err = spool.Open(dir, spool.WithOpenBatches(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for _, r := range crashed {
-		r.Close() // unmaps it: recovered, its file is gone
-	}
-	open, other := s.OpenBatch(1<<10), s.OpenBatch(1<<10)
-	if open == nil || other == nil {
-		t.Fatal("no region for the two batches being filled")
-	}
-	defer open.Close()
-	defer other.Close()
-	for range 5 {
-		if s.OpenBatch(1<<10) != nil {
-			t.Fatal("a third region with WithOpenBatches(2)")
-		}
-	}
-	for range 3 { // 3 ids of 1000 bytes: more than the region's id area
-		open.Add(batchproc.Event{ID: strings.Repeat("i", 1000), Payload: []byte(`{"a":1}`)})
-	}
+	s := spooltest.OpenBatches(t)
 	m, reader := newMetrics(t)
 	m.Observe(s)
 	st := s.Stats()
-	if st.Recovered != 4 || st.OpenRecovered != 3 || st.OpenRegions != 2 || st.OpenUnguarded != 5 || st.OpenOverflows != 1 {
-		t.Fatalf("spool Stats %+v: want 4 batches recovered, 3 of them open ones, 2 regions, 5 unguarded, 1 overflow", st)
-	}
 	got, _ := collect(t, reader)
 	wantValues(t, got, map[string]float64{
 		"batchproc.spool.open_batch.recovered":  float64(st.OpenRecovered),
@@ -209,37 +158,9 @@ func TestMetricsRegionRecords(t *testing.T) {
 		t.Skip("the spool keeps no open batches on this platform (no mmap)")
 	}
 	m, reader := newMetrics(t)
-	g := batchproctest.NewGate(100)
-	rec := &batchproctest.Recorder{Hook: g.Hook}
-	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
-		batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4), batchproc.WithFlushInterval(time.Hour),
-		batchproc.WithHooks(m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	shutdown := func() {
-		once.Do(func() {
-			g.Open()
-			if err := p.Shutdown(context.Background()); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	defer shutdown()
-	for i := range 30 {
-		if err := p.Add(t.Context(), batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 3 {
-		<-g.Started // cut, appended (a batch is in the spool before its first send), and being sent
-	}
+	p, deliver := spooltest.RegionRecords(t, batchproc.WithHooks(m))
 	got, _ := collect(t, reader)
 	st := spool.Of(p).Stats()
-	if st.Appended != 3 || st.Batches != 3 || st.InRegions != 3 || st.RegionAppends != 3 {
-		t.Fatalf("spool Stats with three batches in flight: %+v; want 3 appended, all in their regions", st)
-	}
 	wantValues(t, got, map[string]float64{
 		"batchproc.spool.batch.in_regions":      float64(st.InRegions),
 		"batchproc.spool.batch.region_appended": float64(st.RegionAppends),
@@ -247,7 +168,7 @@ func TestMetricsRegionRecords(t *testing.T) {
 		"batchproc.spool.batch.appended":        float64(st.Appended),
 	})
 
-	shutdown()
+	deliver()
 	got, _ = collect(t, reader)
 	if v := got["batchproc.spool.batch.in_regions"]; v != 0 {
 		t.Errorf("after Shutdown, batch.in_regions = %v, want 0: the three were acked", v)

@@ -2,17 +2,15 @@ package spoolprom_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/batchproc/batchproc"
 	"github.com/batchproc/batchproc/batchproctest"
+	"github.com/batchproc/batchproc/internal/testutil/spooltest"
 	"github.com/batchproc/batchproc/metrics/batchprom/spoolprom"
 	"github.com/batchproc/batchproc/spool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -198,61 +196,12 @@ func TestCollectorOpenBatches(t *testing.T) {
 	if !spool.KeepsOpenBatches {
 		t.Skip("the spool keeps no open batches on this platform (no mmap)")
 	}
-	dir := t.TempDir()
-	s, err := spool.Open(dir, spool.WithOpenBatches(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := batchproc.NewBatch("k1", batchproc.Event{Payload: []byte(`{"a":1}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Append(b); err != nil {
-		t.Fatal(err)
-	}
-	var crashed []batchproc.OpenBatch
-	for range 3 {
-		r := s.OpenBatch(1 << 10)
-		if r == nil {
-			s.Close()
-			t.Fatal("OpenBatch made no region on a platform that keeps open batches")
-		}
-		r.Add(batchproc.Event{ID: "a", Payload: []byte(`{"a":1}`)})
-		crashed = append(crashed, r)
-	}
-	if err := s.Close(); err != nil { // the regions never closed: a crash
-		t.Fatal(err)
-	}
-	s, err = spool.Open(dir, spool.WithOpenBatches(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for _, r := range crashed {
-		r.Close() // unmaps it: recovered, its file is gone
-	}
-	open, other := s.OpenBatch(1<<10), s.OpenBatch(1<<10)
-	if open == nil || other == nil {
-		t.Fatal("no region for the two batches being filled")
-	}
-	defer open.Close()
-	defer other.Close()
-	for range 5 {
-		if s.OpenBatch(1<<10) != nil {
-			t.Fatal("a third region with WithOpenBatches(2)")
-		}
-	}
-	for range 3 { // 3 ids of 1000 bytes: more than the region's id area
-		open.Add(batchproc.Event{ID: strings.Repeat("i", 1000), Payload: []byte(`{"a":1}`)})
-	}
+	s := spooltest.OpenBatches(t)
 	sc := spoolprom.New()
 	sc.Observe(s)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(sc)
 	st := s.Stats()
-	if st.Recovered != 4 || st.OpenRecovered != 3 || st.OpenRegions != 2 || st.OpenUnguarded != 5 || st.OpenOverflows != 1 {
-		t.Fatalf("spool Stats %+v: want 4 batches recovered, 3 of them open ones, 2 regions, 5 unguarded, 1 overflow", st)
-	}
 	got := gather(t, reg)
 	wantValues(t, got, map[string]float64{
 		"batchproc_spool_open_batches_recovered_total": float64(st.OpenRecovered),
@@ -278,39 +227,11 @@ func TestCollectorRegionRecords(t *testing.T) {
 		t.Skip("the spool keeps no open batches on this platform (no mmap)")
 	}
 	sc := spoolprom.New()
-	g := batchproctest.NewGate(100)
-	rec := &batchproctest.Recorder{Hook: g.Hook}
-	p, err := batchproc.New(rec, quiet, spool.WithSpool(t.TempDir(), spool.WithSync(spool.SyncNever)),
-		batchproc.WithMaxBatchEvents(10), batchproc.WithMaxInFlight(4), batchproc.WithFlushInterval(time.Hour),
-		batchproc.WithHooks(sc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	shutdown := func() {
-		once.Do(func() {
-			g.Open()
-			if err := p.Shutdown(context.Background()); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	defer shutdown()
-	for i := range 30 {
-		if err := p.Add(t.Context(), batchproc.Event{Payload: fmt.Appendf(nil, `{"i":%d}`, i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 3 {
-		<-g.Started // cut, appended (a batch is in the spool before its first send), and being sent
-	}
+	p, deliver := spooltest.RegionRecords(t, batchproc.WithHooks(sc))
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(sc)
 	got := gather(t, reg)
 	st := spool.Of(p).Stats()
-	if st.Appended != 3 || st.Batches != 3 || st.InRegions != 3 || st.RegionAppends != 3 {
-		t.Fatalf("spool Stats with three batches in flight: %+v; want 3 appended, all in their regions", st)
-	}
 	wantValues(t, got, map[string]float64{
 		"batchproc_spool_batches_in_regions":     float64(st.InRegions),
 		"batchproc_spool_region_appends_total":   float64(st.RegionAppends),
@@ -324,7 +245,7 @@ func TestCollectorRegionRecords(t *testing.T) {
 		t.Error("region_appends_total: not a counter")
 	}
 
-	shutdown()
+	deliver()
 	got = gather(t, reg)
 	if v := value(got["batchproc_spool_batches_in_regions"]); v != 0 {
 		t.Errorf("after Shutdown, batches_in_regions = %v, want 0: the three were acked", v)
